@@ -1,0 +1,1 @@
+"""Supervised baselines: one module per network, each registering itself with `bench.registry.register`."""

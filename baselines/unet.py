@@ -1,0 +1,34 @@
+"""UNet (MONAI), the plain supervised baseline of Table 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monai.networks.nets import UNet
+from torch import nn
+
+from bench.registry import register
+from bench.supervised import SupervisedConfig, SupervisedMethod
+
+
+@dataclass(frozen=True)
+class UNetConfig(SupervisedConfig):
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+
+
+@register("unet", "supervised")
+class UNetBaseline(SupervisedMethod):
+    """MONAI 2D UNet with residual units, trained on the labelled images only."""
+
+    Config = UNetConfig
+    presets = {
+        "tiny": UNetConfig(max_side=192, crop=64, batch=8, max_epochs=6, steps_per_epoch=10, patience=3,
+                           channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
+        "paper": UNetConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
+    }
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        c = self.cfg
+        return UNet(spatial_dims=2, in_channels=3, out_channels=self.out_channels(num_classes),
+                    channels=c.channels, strides=c.strides, num_res_units=c.num_res_units)

@@ -1,0 +1,3 @@
+"""bench: a benchmark harness for self-supervised pre-training in label-efficient segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""What a plugin gets to run with, and what it hands back."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from bench.provenance import config_hash
+
+if TYPE_CHECKING:
+    from bench.runner import RunSpec
+
+
+@dataclass
+class RunContext:
+    """The run's spec plus where it may write and on which device it computes."""
+
+    spec: "RunSpec"
+    device: torch.device
+    progress: bool = False
+
+    @property
+    def output(self) -> Path:
+        return Path(self.spec.output)
+
+    def artefact_key(self, method: str, identity: dict[str, Any]) -> str:
+        """Pre-training depends on the method's pre-training config and the data, not on seed or fraction."""
+        return config_hash({"method": method, "identity": identity, "dataset": self.spec.dataset,
+                            "root": self.spec.root})[:16]
+
+    def artefact_path(self, method: str, key: str) -> Path:
+        return self.output / "artefacts" / method / f"{self.spec.dataset}-{key}.pt"
+
+
+@dataclass
+class RunOutput:
+    """Per-test-image class maps at the original resolution, stage timings, and extras to record."""
+
+    predictions: list[np.ndarray]
+    timings: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,116 @@
+"""The named data sets, and loading them once per process.
+
+The harness asks for the same split many times (every method x seed x fraction), so loads are
+memoised on (name, resolved root, split). The arrays in a loaded set are read-only and every call
+returns a fresh `Dataset` around the shared samples, so no caller can corrupt another's data.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.data.ddpmseg import CELEBA19_CLASSES, DDPMSEG_CONFIG, FFHQ34_CLASSES, load_ddpmseg
+from bench.data.glas import load_glas
+from bench.data.monuseg import load_monuseg
+from bench.data.synthetic import cache_base, load_synthetic_glands
+from bench.data.synthetic_config import SYNTHETIC_GLANDS
+from bench.data.types import Dataset, Domain, Sample
+from bench.errors import DataError
+
+SPLITS = ("train", "test")
+CACHE_SIZE = 16  # loaded splits kept in memory; the full GlaS is about 1 GB with int64 maps
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the harness must know about a data set before loading it."""
+
+    name: str
+    num_classes: int
+    domain: Domain
+    needs_root: bool
+    has_instances: bool
+    n_train_expected: int | None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("glas", 2, "medical", needs_root=True, has_instances=True, n_train_expected=85),
+        DatasetInfo("monuseg", 2, "medical", needs_root=True, has_instances=True, n_train_expected=30),
+        DatasetInfo("ffhq34", len(FFHQ34_CLASSES), "natural", needs_root=True, has_instances=False,
+                    n_train_expected=20),
+        DatasetInfo("celeba19", len(CELEBA19_CLASSES), "natural", needs_root=True, has_instances=False,
+                    n_train_expected=20),
+        DatasetInfo("synthetic-glands", 2, "medical", needs_root=False, has_instances=True,
+                    n_train_expected=SYNTHETIC_GLANDS.n_train),
+    )
+}
+
+_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "glas": ("background", "gland"),
+    "monuseg": ("background", "nucleus"),
+    "ffhq34": FFHQ34_CLASSES,
+    "celeba19": CELEBA19_CLASSES,
+    "synthetic-glands": ("background", "gland"),
+}
+
+_LOADERS: dict[str, Callable[[Path, str], list[Sample]]] = {
+    "glas": load_glas,
+    "monuseg": load_monuseg,
+    "ffhq34": lambda root, split: load_ddpmseg(root, split, DATASETS["ffhq34"].num_classes),
+    "celeba19": lambda root, split: load_ddpmseg(root, split, DATASETS["celeba19"].num_classes),
+    "synthetic-glands": load_synthetic_glands,
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry, or a ValueError that lists the names a user may pick from."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def _resolve_root(info: DatasetInfo, root: str | Path | None) -> Path:
+    """For synthetic-glands the root, if given, is the cache folder to generate into."""
+    if root is None:
+        if info.needs_root:
+            raise DataError(info.name, "this data set needs a root folder (where it was downloaded); "
+                                       "none was given")
+        return cache_base()
+    return Path(root).expanduser().resolve()
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _load(name: str, root: Path, split: str) -> tuple[Sample, ...]:
+    return tuple(_LOADERS[name](root, split))
+
+
+def get_dataset(name: str, root: str | Path | None = None, split: str = "train") -> Dataset:
+    """A loaded, validated split; repeated calls with the same arguments reuse the first load.
+
+    `root` is the folder the data set was downloaded to; for synthetic-glands (which needs none)
+    a given root replaces $BENCH_CACHE as the folder the generated set is cached in.
+    """
+    info = dataset_info(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    samples = _load(name, _resolve_root(info, root), split)
+    return Dataset(name=name, split=split, samples=list(samples), num_classes=info.num_classes,
+                   domain=info.domain, ignore_index=DDPMSEG_CONFIG.ignore_index,
+                   class_names=list(_CLASS_NAMES[name]))
+
+
+def pretrain_pool(name: str, root: str | Path | None = None) -> list[np.ndarray]:
+    """Unlabelled pre-training images: train then test images, as the paper pre-trains on both."""
+    return [s.image for split in SPLITS for s in get_dataset(name, root, split)]
+
+
+def clear_cache() -> None:
+    """Forget memoised loads (tests, or after the files on disk changed)."""
+    _load.cache_clear()

@@ -1,0 +1,130 @@
+"""What the diffusion-UNet probes (ddpm, mdm, maskdm's fine-tuned stage) have in common.
+
+They share the guided-diffusion UNet (bench.nn.gd_unet), its pre-training loop, and the read-out
+of decoder blocks `output_blocks[i]` at chosen timesteps through forward hooks. The forward pass
+stops right after the deepest block needed, so unused decoder blocks cost nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.nn.checkpoint import load_state_dict_strict
+from bench.nn.gd_unet import GDUNet, GDUNetConfig
+from bench.pretrain import PretrainSchedule
+from bench.ssl import SSLConfig, SSLMethod
+
+PROBE_ONLY_FIELDS = {"blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural",
+                     "noise_seed", "checkpoint"} | set(SSLConfig.__dataclass_fields__)
+PRETRAIN_FIELDS_FROM_SSL = {"max_side", "window", "pretrain_seed"}
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(SSLConfig):
+    """The guided-diffusion UNet (REFERENCE §3), its training, and which features to read out."""
+
+    model_channels: int = 192
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (32, 16, 8)
+    num_head_channels: int = 64
+    dropout: float = 0.0
+    learn_sigma: bool = True
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    diffusion_steps: int = 1000
+    train_steps: int = 10000
+    train_batch: int = 32
+    lr: float = 1e-4
+    ema_decay: float = 0.9999
+    blocks_medical: tuple[int, ...] = (8, 9, 10, 11, 12)
+    blocks_natural: tuple[int, ...] = (5, 6, 7, 8, 12)
+    timesteps_medical: tuple[int, ...] = (250,)
+    timesteps_natural: tuple[int, ...] = (50, 150, 250)
+    noise_seed: int = 0
+
+
+class _Stop(Exception):
+    """Raised by the last hook to end the forward pass early."""
+
+
+class DiffusionProbe(SSLMethod):
+    """Base of the probes that read decoder features of a guided-diffusion UNet."""
+
+    def gd_config(self) -> GDUNetConfig:
+        c = self.cfg
+        return GDUNetConfig(
+            image_size=c.window, in_channels=3, model_channels=c.model_channels,
+            learn_sigma=c.learn_sigma, num_res_blocks=c.num_res_blocks,
+            attention_resolutions=tuple(c.window // r for r in c.attention_resolutions),
+            dropout=c.dropout, channel_mult=c.channel_mult, num_head_channels=c.num_head_channels,
+            use_scale_shift_norm=c.use_scale_shift_norm, resblock_updown=c.resblock_updown,
+        )
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        return GDUNet(self.gd_config())
+
+    def schedule(self) -> PretrainSchedule:
+        c = self.cfg
+        return PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
+                                ema_decay=c.ema_decay, max_side=c.max_side)
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        full = asdict(self.cfg)
+        return {k: v for k, v in full.items()
+                if k not in PROBE_ONLY_FIELDS or k in PRETRAIN_FIELDS_FROM_SSL}
+
+    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
+        model = self.build_model()
+        model.load_state_dict(state)
+        return model
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        model = self.build_model()
+        load_state_dict_strict(model, path, source=f"params.{self.name}.checkpoint")
+        return model.state_dict()
+
+    def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        c = self.cfg
+        if domain == "medical":
+            return c.blocks_medical, c.timesteps_medical
+        return c.blocks_natural, c.timesteps_natural
+
+    def model_input(self, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """The corrupted input the backbone sees at timestep t (a method's own corruption)."""
+        raise NotImplementedError
+
+    def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
+        blocks, timesteps = self.blocks_and_timesteps(domain)
+        x = x * 2 - 1
+        gen = torch.Generator().manual_seed(self.cfg.noise_seed)
+        noise = torch.randn((1, *x.shape[1:]), generator=gen).to(x.device).expand_as(x)
+        maps: list[torch.Tensor] = []
+        for t in timesteps:
+            maps.extend(self._read_blocks(backbone, self.model_input(x, t, noise), t, blocks))
+        return maps
+
+    def _read_blocks(self, model: nn.Module, x: torch.Tensor, t: int, blocks: tuple[int, ...]) -> list[torch.Tensor]:
+        found: dict[int, torch.Tensor] = {}
+        last = max(blocks)
+
+        def hook(index: int):
+            def fn(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+                found[index] = output.detach()
+                if index == last:
+                    raise _Stop
+            return fn
+
+        handles = [model.output_blocks[i].register_forward_hook(hook(i)) for i in sorted(set(blocks))]
+        try:
+            model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return [found[i] for i in blocks]

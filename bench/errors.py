@@ -1,0 +1,29 @@
+"""Errors a user can act on.
+
+Every user-facing failure (bad config, bad data, unknown plugin, unwritable output) is a
+`BenchError`; the CLI prints its message as one line and exits with status 2. Messages name the
+file and the field so the user knows exactly what to fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BenchError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+class ConfigError(BenchError):
+    """bench.toml (or a --set override) is invalid."""
+
+    def __init__(self, path: str | Path, key: str, message: str) -> None:
+        self.path, self.key = str(path), key
+        super().__init__(f"{path}: {key}: {message}")
+
+
+class DataError(BenchError):
+    """A data file is missing, unreadable or inconsistent with its partner."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")

@@ -1,0 +1,98 @@
+"""Base classes of a plugin: a named, registered method with a Config dataclass and presets.
+
+A plugin declares its knobs once, as a dataclass, and two instances of it: `tiny` (runs on a
+2-core CPU in seconds) and `paper` (the published configuration). bench.toml may override any
+field per method; those overrides are type-checked here so a typo fails before a run starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable, ClassVar, Union
+
+import torch
+from torch import nn
+
+
+class Plugin:
+    """A method of the benchmark. Subclass `SSLMethod` or `SupervisedMethod`, not this."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, Any]]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def resolve_config(cls, preset: str, overrides: dict[str, Any] | None = None) -> Any:
+        """The preset's config with bench.toml's `[params.NAME]` overrides applied."""
+        def fail(key: str, msg: str) -> Exception:
+            return ValueError(f"params.{cls.name}.{key}: {msg}")
+
+        values = cls.check_overrides(overrides or {}, fail)
+        return dataclasses.replace(cls.presets[preset], **values)
+
+    @classmethod
+    def check_overrides(cls, table: dict[str, Any], error: Callable[[str, str], Exception]) -> dict[str, Any]:
+        """Check each override against the Config's field types; return them coerced."""
+        hints = typing.get_type_hints(cls.Config)
+        out = {}
+        for key, value in table.items():
+            if key not in hints:
+                raise error(key, f"unknown field; {cls.name} has: {', '.join(sorted(hints))}")
+            ok, coerced = _coerce(value, hints[key])
+            if not ok:
+                raise error(key, f"expected {_type_name(hints[key])}, got {value!r}")
+            out[key] = coerced
+        return out
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        """The network whose parameters `bench list` counts."""
+        raise NotImplementedError
+
+    @classmethod
+    def param_count(cls) -> int:
+        """Parameters of the default `paper` model, built on the meta device (no memory)."""
+        with torch.device("meta"):
+            model = cls(cls.presets["paper"]).build_model()
+        return sum(p.numel() for p in model.parameters())
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, out = _coerce(value, arm)
+            if ok:
+                return True, out
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        args = typing.get_args(hint)
+        arm = args[0] if args else Any
+        items = [_coerce(v, arm) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if hint is Any:
+        return True, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value)
+    if hint is int:
+        return type(value) is int, value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is typing.Literal:
+        return value in typing.get_args(hint), value
+    return isinstance(value, hint), value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

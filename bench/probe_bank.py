@@ -1,0 +1,300 @@
+"""Native-resolution storage of SSL feature maps for pixel probes.
+
+The reference implementations upsample every decoder map to the label resolution and keep the
+result for the whole training set in float32 (44 GB for FFHQ-34). Here each map is kept at the
+size the backbone produced it, in float16, and a pixel's full-resolution feature is rebuilt on
+demand by bilinear interpolation with the source indices and weights of `F.interpolate(...,
+mode="bilinear", align_corners=False)`, equal to it up to float32 rounding. Memory then scales
+with the backbone's native feature size, not with H x W x D.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Bytes of float32 features one row chunk may hold when maps are upsampled whole rows at a time.
+CHUNK_BYTES = 64 * 2**20
+# Bytes of one float16 storage segment of the bank: large enough to be its own memory mapping,
+# so nothing the bank allocates stays resident in the allocator's heap after use.
+SEGMENT_BYTES = 256 * 2**20
+
+
+def axis_weights(in_size: Tensor | int, out_size: Tensor | int, pos: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices (i0, i1) and weights (w0, w1) of 1-D linear resampling at output `pos`.
+
+    Mirrors PyTorch's upsampling kernel step by step (float32 ratio = in / out, source =
+    ratio * (pos + 0.5) - 0.5 rounded once, clamped at 0, floor, edge guard), so indices and
+    weights are the kernel's own and interpolated values agree with F.interpolate to float32
+    rounding (the kernel's fused multiply-adds, which vary by build, rule out bit equality).
+    Sizes may be per-position tensors.
+    """
+    in_t = torch.as_tensor(in_size, dtype=torch.int64, device=pos.device)
+    out_t = torch.as_tensor(out_size, dtype=torch.int64, device=pos.device)
+    ratio = (in_t.to(torch.float32) / out_t.to(torch.float32)).to(torch.float64)
+    # One rounding of ratio * (pos + 0.5) - 0.5, exact in float64, as the kernel's fused op does.
+    src = (ratio * (pos.to(torch.float64) + 0.5) - 0.5).to(torch.float32)
+    src = torch.where(src < 0, torch.zeros_like(src), src)
+    i0 = torch.minimum(torch.floor(src).to(torch.int64), in_t - 1)
+    w1 = (src - i0.to(torch.float32)).clamp(0.0, 1.0)
+    same = in_t == out_t  # the kernel copies instead of interpolating
+    i0 = torch.where(same, pos.to(torch.int64), i0)
+    w1 = torch.where(same, torch.zeros_like(w1), w1)
+    i1 = i0 + (i0 < in_t - 1).to(torch.int64)
+    i1 = torch.where(same, i0, i1)
+    return i0, i1, 1.0 - w1, w1
+
+
+def bilinear_points(table: Tensor, h: Tensor | int, w: Tensor | int, out_h: Tensor | int,
+                    out_w: Tensor | int, ys: Tensor, xs: Tensor, row_offset: Tensor | int = 0
+                    ) -> Tensor:
+    """Values of an (h*w, C) row-major pixel table upsampled to out_h x out_w, at pixels (ys, xs).
+
+    Combines corners as the kernel does, (a*wx0 + b*wx1)*wy0 + (c*wx0 + d*wx1)*wy1, in float32,
+    in place so that at most three (n, C) float32 buffers exist at once.
+    """
+    y0, y1, wy0, wy1 = axis_weights(h, out_h, ys)
+    x0, x1, wx0, wx1 = axis_weights(w, out_w, xs)
+    w_t = torch.as_tensor(w, dtype=torch.int64, device=ys.device)
+    base = torch.as_tensor(row_offset, dtype=torch.int64, device=ys.device)
+    wx0, wx1, wy0, wy1 = (t.unsqueeze(-1) for t in (wx0, wx1, wy0, wy1))
+
+    def row(yi: Tensor) -> Tensor:  # float16 corners promote to float32 inside mul/addcmul
+        start = base + yi * w_t
+        left = torch.mul(table.index_select(0, start + x0), wx0)
+        return left.addcmul_(table.index_select(0, start + x1), wx1)
+
+    return row(y0).mul_(wy0).addcmul_(row(y1), wy1)
+
+
+def hwc_table(fmap: Tensor, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """A (C, h, w) map as an (h*w, C) table, so one pixel's channels are one contiguous row."""
+    if fmap.dim() != 3:
+        raise ValueError(f"feature maps must be C x h x w, got shape {tuple(fmap.shape)}")
+    c, h, w = fmap.shape
+    return fmap.detach().to(device=device, dtype=dtype).permute(1, 2, 0).reshape(h * w, c)
+
+
+def chunk_rows_for(width: int, dim: int, budget: int = CHUNK_BYTES) -> int:
+    """How many full-width float32 output rows of `dim` channels fit in the chunk budget."""
+    return max(1, budget // max(1, width * dim * 4))
+
+
+def row_chunks(out_hw: tuple[int, int], chunk_rows: int, device: torch.device | str = "cpu"
+               ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (ys, xs) pixel coordinates of consecutive blocks of `chunk_rows` full rows."""
+    height, width = out_hw
+    cols = torch.arange(width, device=device)
+    for r0 in range(0, height, chunk_rows):
+        rows = torch.arange(r0, min(height, r0 + chunk_rows), device=device)
+        yield rows.repeat_interleave(width), cols.repeat(rows.numel())
+
+
+def global_l2_scale(maps: Sequence[Tensor], out_hw: tuple[int, int],
+                    chunk_rows: int | None = None) -> float:
+    """1 / ||F|| for F = all maps upsampled to out_hw and concatenated (MDM's medical normaliser).
+
+    Accumulated map by map and row chunk by row chunk in float64, so the full-resolution F of a
+    large backbone never exists at once.
+    """
+    total = 0.0
+    for fmap in maps:
+        c, h, w = fmap.shape
+        table = hwc_table(fmap, torch.float32, fmap.device)
+        rows = chunk_rows or chunk_rows_for(out_hw[1], c)
+        for ys, xs in row_chunks(out_hw, rows, fmap.device):
+            vals = bilinear_points(table, h, w, out_hw[0], out_hw[1], ys, xs)
+            total += float(vals.double().square().sum())
+    if not total > 0.0 or not math.isfinite(total):
+        raise ValueError(f"cannot L2-normalise features whose squared norm is {total}")
+    return 1.0 / math.sqrt(total)
+
+
+class FeatureBank:
+    """Training features of a probe: native-size float16 maps, label grids and per-image scales.
+
+    Maps of equal native size are stored side by side in one (rows, channels) table per size
+    group, so a batch is interpolated once per distinct size rather than once per map. Tables
+    are append-only lists of large segments that maps are written into directly: filling the
+    bank never copies or frees stored features, so its resident memory is the stored bytes
+    plus one image's maps in flight. `reserve_images` sizes the first segment for that many
+    images (unused capacity is never touched, hence never resident).
+    """
+
+    def __init__(self, reserve_images: int = 0) -> None:
+        self._reserve = reserve_images
+        self._channels: list[int] = []
+        self._groups: list[list[int]] = []  # slots of each size group, in slot order
+        self._spans: list[list[tuple[slice, slice]]] = []  # group columns -> output columns
+        self._segments: list[list[Tensor]] = []
+        self._used: list[int] = []  # rows used in each group's last segment
+        self._place: list[list[tuple[int, int, int, int]]] = []  # per image/group: seg, row, h, w
+        self._label_hw: list[tuple[int, int]] = []
+        self._labels: list[Tensor] = []
+        self._scales: list[float] = []
+        self._meta: dict[str, Tensor] | None = None
+        self._labelled: dict[int, Tensor] = {}
+
+    def add(self, maps: Sequence[Tensor], labels: np.ndarray | Tensor, scale: float = 1.0) -> None:
+        """Store one image's (or window's) maps, its H x W label map and its feature multiplier.
+
+        Maps are stored unscaled: applying a tiny L2 scale before the float16 cast would push
+        values into float16's subnormal range and lose precision.
+        """
+        lab = labels if isinstance(labels, Tensor) else torch.from_numpy(
+            np.ascontiguousarray(labels))
+        if lab.dim() != 2 or lab.is_floating_point() or lab.numel() == 0:
+            raise ValueError(f"labels must be a non-empty integer H x W map, got {lab.dtype} "
+                             f"{tuple(lab.shape)}")
+        if not maps or not math.isfinite(scale):
+            raise ValueError("need at least one feature map and a finite scale")
+        if any(m.dim() != 3 for m in maps):
+            raise ValueError(f"maps must be C x h x w, got {[tuple(m.shape) for m in maps]}")
+        if not self._channels:
+            self._start(maps)
+        if [int(m.shape[0]) for m in maps] != self._channels:
+            raise ValueError(f"map channels {[int(m.shape[0]) for m in maps]} differ from "
+                             f"the bank's {self._channels}")
+        places = [self._write(g, maps) for g in range(len(self._groups))]
+        for g, (seg, row, h, w) in enumerate(places):  # commit only once every group is valid
+            self._used[g] = row + h * w
+        self._place.append(places)
+        self._label_hw.append((int(lab.shape[0]), int(lab.shape[1])))
+        small = bool(lab.min() >= 0) and bool(lab.max() <= 255)
+        self._labels.append(lab.to(torch.uint8 if small else torch.int32).reshape(-1).clone())
+        self._scales.append(float(scale))
+        self._meta, self._labelled = None, {}
+
+    def _start(self, maps: Sequence[Tensor]) -> None:
+        self._channels = [int(m.shape[0]) for m in maps]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for slot, m in enumerate(maps):
+            by_size.setdefault(tuple(m.shape[1:]), []).append(slot)
+        self._groups = list(by_size.values())
+        starts = np.cumsum([0] + self._channels)
+        for slots in self._groups:
+            offsets = np.cumsum([0] + [self._channels[s] for s in slots])
+            self._spans.append([(slice(int(offsets[j]), int(offsets[j + 1])),
+                                 slice(int(starts[s]), int(starts[s + 1])))
+                                for j, s in enumerate(slots)])
+            self._segments.append([])
+            self._used.append(0)
+
+    def _write(self, g: int, maps: Sequence[Tensor]) -> tuple[int, int, int, int]:
+        """Copy group g's maps into free rows (a new segment if needed); return where."""
+        sizes = {tuple(int(v) for v in maps[s].shape[1:]) for s in self._groups[g]}
+        if len(sizes) != 1:
+            raise ValueError(f"maps {self._groups[g]} shared a size in the first image, not here")
+        h, w = sizes.pop()
+        segs, width = self._segments[g], self._spans[g][-1][0].stop
+        row = self._used[g]
+        if not segs or row + h * w > segs[-1].shape[0]:
+            images = max(1, self._reserve if not segs else 0, SEGMENT_BYTES // (h * w * width * 2))
+            segs.append(torch.empty(images * h * w, width, dtype=torch.float16))
+            self._used[g] = row = 0
+        rows = segs[-1][row:row + h * w]
+        for (cols, _), slot in zip(self._spans[g], self._groups[g]):
+            rows[:, cols] = maps[slot].detach().permute(1, 2, 0).reshape(h * w, -1)
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError("feature maps hold values that are not finite in float16")
+        return len(segs) - 1, row, h, w
+
+    @property
+    def dim(self) -> int:
+        return sum(self._channels)
+
+    @property
+    def num_images(self) -> int:
+        return len(self._scales)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of stored features and labels (what the bank holds resident)."""
+        per_pixel = [self._spans[g][-1][0].stop * 2 for g in range(len(self._groups))]
+        features = sum(h * w * per_pixel[g] for places in self._place
+                       for g, (_, _, h, w) in enumerate(places))
+        return features + sum(t.numel() * t.element_size() for t in self._labels)
+
+    def _index(self) -> dict[str, Tensor]:
+        """Per-image lookup tensors (built once after the last add)."""
+        if self._meta is not None:
+            return self._meta
+        if not self._scales:
+            raise ValueError("the feature bank is empty")
+        place = torch.tensor(self._place, dtype=torch.int64)  # (images, groups, 4)
+        label_hw = torch.tensor(self._label_hw, dtype=torch.int64)
+        pixels = label_hw[:, 0] * label_hw[:, 1]
+        wide = any(lab.dtype == torch.int32 for lab in self._labels)
+        self._labels = [torch.cat([lab.to(torch.int32) if wide else lab for lab in self._labels])]
+        self._meta = {
+            "seg": place[..., 0], "row_off": place[..., 1], "map_h": place[..., 2],
+            "map_w": place[..., 3], "H": label_hw[:, 0], "W": label_hw[:, 1],
+            "pix_off": torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(pixels, 0)]),
+            "scale": torch.tensor(self._scales, dtype=torch.float32),
+        }
+        return self._meta
+
+    def gather(self, image_index: int | Tensor, ys: Tensor, xs: Tensor) -> Tensor:
+        """(n, dim) float32 full-resolution features at label-grid pixels, times the image scale.
+
+        `image_index` is one image or one index per pixel, so a batch that mixes images is
+        interpolated in one vectorised pass per size group (and segment), in pixel chunks that
+        bound the float32 scratch memory.
+        """
+        meta = self._index()
+        ys = torch.as_tensor(ys, dtype=torch.int64).reshape(-1)
+        xs = torch.as_tensor(xs, dtype=torch.int64).reshape(-1)
+        img = torch.as_tensor(image_index, dtype=torch.int64).reshape(-1).expand_as(ys)
+        if ys.numel() and (int(img.min()) < 0 or int(img.max()) >= self.num_images):
+            raise IndexError(f"image index out of range for a bank of {self.num_images}")
+        out = torch.empty(ys.numel(), self.dim, dtype=torch.float32)
+        step = max(1, CHUNK_BYTES // (4 * self.dim))
+        for s in range(0, ys.numel(), step):
+            self._gather_into(out[s:s + step], img[s:s + step], ys[s:s + step], xs[s:s + step])
+        return out.mul_(meta["scale"][img].unsqueeze(1))
+
+    def _gather_into(self, out: Tensor, img: Tensor, ys: Tensor, xs: Tensor) -> None:
+        meta = self._index()
+        for g, segs in enumerate(self._segments):
+            for k, table in enumerate(segs):
+                sel = None if len(segs) == 1 else (meta["seg"][img, g] == k).nonzero().flatten()
+                i, y, x = (img, ys, xs) if sel is None else (img[sel], ys[sel], xs[sel])
+                if not i.numel():
+                    continue
+                vals = bilinear_points(table, meta["map_h"][i, g], meta["map_w"][i, g],
+                                       meta["H"][i], meta["W"][i], y, x, meta["row_off"][i, g])
+                for src, dst in self._spans[g]:  # contiguous column blocks, no scatter
+                    if sel is None:
+                        out[:, dst] = vals[:, src]
+                    else:
+                        out[sel, dst] = vals[:, src]
+
+    def labels_at(self, flat: Tensor) -> Tensor:
+        """Class labels (int64) of global flat pixel indices."""
+        self._index()
+        return self._labels[0][flat].to(torch.int64)
+
+    def labelled_pixels(self, ignore_index: int) -> Tensor:
+        """Sorted global flat indices of every pixel whose label is not `ignore_index`."""
+        if ignore_index not in self._labelled:
+            self._index()
+            self._labelled[ignore_index] = torch.nonzero(self._labels[0] != ignore_index).flatten()
+        return self._labelled[ignore_index]
+
+    def locate(self, flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(image, y, x) of global flat pixel indices."""
+        meta = self._index()
+        img = torch.searchsorted(meta["pix_off"], flat, right=True) - 1
+        local = flat - meta["pix_off"][img]
+        width = meta["W"][img]
+        return img, torch.div(local, width, rounding_mode="floor"), local % width
+
+    def gather_flat(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Features (*flat.shape, dim) and labels (*flat.shape) of global flat pixel indices."""
+        img, ys, xs = self.locate(flat.reshape(-1))
+        feats = self.gather(img, ys, xs).reshape(*flat.shape, self.dim)
+        return feats, self.labels_at(flat)

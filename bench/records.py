@@ -1,0 +1,41 @@
+"""Reading and locating run records (one JSON file per finished run)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.store import TMP_PREFIX
+
+
+def record_path(output: str | Path, run_id: str) -> Path:
+    return Path(output) / "records" / f"{run_id}.json"
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record, or None if it is absent or unreadable (then the run counts as not done)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) and "metrics" in record else None
+
+
+def is_done(path: str | Path) -> bool:
+    return read_record(path) is not None
+
+
+def load_records(output: str | Path) -> list[dict[str, Any]]:
+    """Every readable record under output/records; unreadable ones are reported and skipped."""
+    folder = Path(output) / "records"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name.startswith(TMP_PREFIX):
+            continue
+        record = read_record(path)
+        if record is None:
+            print(f"bench: warning: skipping unreadable record {path}", file=sys.stderr)
+            continue
+        records.append(record)
+    return records

@@ -1,0 +1,77 @@
+"""The plugin registry: one decorator registers a method under a unique name and kind.
+
+Built-in plugins are the modules of the `methods` and `baselines` packages (adding a method is
+adding one file); third-party packages register through the entry-point group `bench.plugins`.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.plugin import Plugin
+
+KINDS = ("ssl", "supervised")
+BUILTIN_PACKAGES = ("methods", "baselines")
+ENTRY_POINT_GROUP = "bench.plugins"
+
+_PLUGINS: dict[str, type["Plugin"]] = {}
+_discovered = False
+P = TypeVar("P", bound="type[Plugin]")
+
+
+def register(name: str, kind: str, summary: str | None = None) -> Callable[[P], P]:
+    """Class decorator: `@register("mdm", "ssl")`."""
+    if kind not in KINDS:
+        raise ValueError(f"plugin {name!r}: kind must be one of {KINDS}, got {kind!r}")
+
+    def wrap(cls: P) -> P:
+        existing = _PLUGINS.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"plugin name {name!r} is registered twice ({existing.__module__}, {cls.__module__})")
+        cls.name, cls.kind = name, kind
+        doc = (cls.__doc__ or "").strip().splitlines()
+        cls.summary = summary or (doc[0] if doc else "")
+        _PLUGINS[name] = cls
+        return cls
+
+    return wrap
+
+
+def discover() -> None:
+    """Import the built-in plugin modules and the entry points once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def names() -> list[str]:
+    discover()
+    return sorted(_PLUGINS)
+
+
+def get(name: str) -> type["Plugin"]:
+    discover()
+    if name not in _PLUGINS:
+        raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(_PLUGINS))}")
+    return _PLUGINS[name]
+
+
+def describe() -> list[dict]:
+    """What `bench list --json` prints: one object per plugin."""
+    return [
+        {"name": n, "kind": get(n).kind, "summary": get(n).summary, "params": get(n).param_count()}
+        for n in names()
+    ]

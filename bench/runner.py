@@ -1,0 +1,137 @@
+"""The runner: a sweep becomes self-contained runs; each run writes exactly one record.
+
+A `RunSpec` holds only plain values and paths, so it pickles (Slurm ships it as is) and a worker
+needs nothing but the spec to do its job. The record, written atomically as the run's very last
+act, is the commit point: a run with a record is done, a run without one is redone, and a kill
+at any moment can neither lose a finished run nor leave half a record behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from bench import registry
+from bench.config import SweepConfig
+from bench.context import RunContext
+from bench.data import DATASETS, get_dataset, label_subset
+from bench.device import pick_device, seed_everything
+from bench.evaluate import evaluate
+from bench.provenance import config_hash, provenance
+from bench.records import is_done, record_path
+from bench.store import atomic_write_bytes, atomic_write_json
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell x seed: everything a worker needs, as plain data."""
+
+    dataset: str
+    root: str | None
+    fraction: float
+    method: str
+    seed: int
+    preset: str
+    output: str
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def resolved_config(self) -> Any:
+        return registry.get(self.method).resolve_config(self.preset, self.params)
+
+    @property
+    def config_hash(self) -> str:
+        """What determines the result apart from the seed (records of one cell share it)."""
+        cfg = dataclasses.asdict(self.resolved_config())
+        return config_hash({"dataset": self.dataset, "root": self.root, "fraction": self.fraction,
+                            "method": self.method, "preset": self.preset, "config": cfg})
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.dataset}-f{self.fraction:g}-{self.method}-s{self.seed}-{self.config_hash[:10]}"
+
+    @property
+    def record_path(self) -> Path:
+        return record_path(self.output, self.run_id)
+
+    def execute(self, progress: bool = False) -> Path:
+        """Do the run unless its record exists; return the record's path."""
+        if is_done(self.record_path):
+            return self.record_path
+        return execute(self, progress)
+
+
+def expand(sweep: SweepConfig) -> list[RunSpec]:
+    """datasets x fractions x methods x seeds, in an order that reuses pre-trained artefacts."""
+    return [
+        RunSpec(dataset=d.name, root=d.root, fraction=f, method=m, seed=s, preset=sweep.preset,
+                output=sweep.output, params=sweep.params.get(m, {}))
+        for d in sweep.datasets for m in sweep.methods for f in d.label_fractions for s in sweep.seeds
+    ]
+
+
+def execute(spec: RunSpec, progress: bool = False) -> Path:
+    wall = time.perf_counter()
+    device = pick_device()
+    seed_everything(spec.seed)
+    plugin_cls = registry.get(spec.method)
+    plugin = plugin_cls(spec.resolved_config())
+    train = get_dataset(spec.dataset, spec.root, "train")
+    test = get_dataset(spec.dataset, spec.root, "test")
+    labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
+    ctx = RunContext(spec=spec, device=device, progress=progress)
+    output = plugin.run(ctx, labelled, test)
+    metrics, per_image = evaluate(test, output.predictions)
+    save_predictions(Path(spec.output) / "predictions" / spec.run_id, test.names, output.predictions)
+    timings = {**output.timings, "total_s": time.perf_counter() - wall}
+    record = {
+        "run_id": spec.run_id, "dataset": spec.dataset, "fraction": spec.fraction,
+        "method": spec.method, "kind": plugin_cls.kind, "seed": spec.seed, "preset": spec.preset,
+        "config": dataclasses.asdict(plugin.cfg), "params": spec.params,
+        "labelled": [s.name for s in labelled], "n_test": len(test),
+        "metrics": metrics, "per_image": per_image, "timings": timings, "extra": output.extra,
+        "provenance": provenance(spec.config_hash, spec.seed, device),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(spec.record_path, record)
+    return spec.record_path
+
+
+def save_predictions(folder: Path, names: list[str], predictions: list[np.ndarray]) -> None:
+    """Per-image class maps as PNG (uint8), for the qualitative figures."""
+    for name, pred in zip(names, predictions):
+        buf = io.BytesIO()
+        Image.fromarray(pred.astype(np.uint8)).save(buf, format="PNG")
+        atomic_write_bytes(folder / f"{name}.png", buf.getvalue())
+
+
+def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
+    """Load every data set the pending runs need, so bad files fail before anything is written."""
+    for entry in {(r.dataset, r.root) for r in runs}:
+        for split in ("train", "test"):
+            get_dataset(entry[0], entry[1], split)
+
+
+def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
+    """Run the specs one after another in this process (they share its data and artefact caches)."""
+    paths = []
+    bar = tqdm(runs, desc="runs", unit="run", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.dataset} {spec.fraction:g} {spec.method} seed {spec.seed}")
+        paths.append(spec.execute(progress=progress))
+    return paths
+
+
+def pending(runs: list[RunSpec]) -> list[RunSpec]:
+    return [r for r in runs if not is_done(r.record_path)]
+
+
+def domain_of(dataset: str) -> str:
+    return DATASETS[dataset].domain

@@ -1,0 +1,231 @@
+"""The shared SSL probe pipeline: pre-train once, extract frozen features, train the pixel probe.
+
+An SSL plugin only says how to pre-train its backbone and which feature maps to read out; the
+rest of the protocol (REFERENCE §6: feature bank, per-image L2 normalisation on medical data,
+the batched MLP ensemble, sliding-window prediction) is done here once for every method.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.context import RunContext, RunOutput
+from bench.data import pretrain_pool
+from bench.data.types import Dataset, Sample
+from bench.device import autocast, prepare_batch
+from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
+from bench.plugin import Plugin
+from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
+from bench.feature_cache import CACHE as FEATURES, Entry
+from bench.provenance import config_hash
+from bench.store import cached_torch
+from bench.windows import pad_to_window, sliding_window_predict, tile_positions
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """Knobs every SSL method shares; a plugin's Config subclasses this."""
+
+    max_side: int | None = None          # downscale images whose longest side exceeds this
+    window: int = 256                    # backbone input / sliding window size
+    overlap: float = 0.2
+    window_batch: int = 8
+    pretrain_seed: int = 0
+    checkpoint: str | None = None        # use these weights instead of pre-training
+    probe_ensemble: int = 10
+    probe_lr: float = 1e-3
+    probe_batch_medical: int = 65536
+    probe_batch_natural: int = 64
+    probe_max_epochs: int = 100
+    probe_patience_medical: int = 20     # epochs without a lower training loss
+    probe_patience_natural: int = 50     # iterations without improvement past epoch 3
+    probe_pixels_per_epoch: int | None = None
+    l2_normalize_medical: bool = True
+    l2_unit_rms: bool = False            # multiply the L2-normalised features by sqrt(numel), see below
+    rare_class_pixels: int = 20          # natural data: rarer classes in an image are ignored
+
+
+class SSLMethod(Plugin):
+    """A self-supervised backbone read out by the shared pixel probe."""
+
+    kind = "ssl"
+
+    # --- what a plugin implements -------------------------------------------------------
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        """Train the backbone on unlabelled images; return a state to save (torch-saveable)."""
+        raise NotImplementedError
+
+    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
+        """x: B x 3 x w x w in [0, 1] -> the feature maps at native resolutions (B x C_i x h_i x w_i)."""
+        raise NotImplementedError
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        """What determines the pre-trained weights (the artefact key); override to drop probe-only fields."""
+        return asdict(self.cfg)
+
+    # --- the shared pipeline -------------------------------------------------------------
+    def probe_config(self, domain: str) -> ProbeConfig:
+        c = self.cfg
+        medical = domain == "medical"
+        return ProbeConfig(
+            ensemble=c.probe_ensemble, lr=c.probe_lr,
+            batch_pixels=c.probe_batch_medical if medical else c.probe_batch_natural,
+            max_epochs=c.probe_max_epochs, patience=c.probe_patience_medical,
+            patience_iters=c.probe_patience_natural,
+            stop_rule="loss_plateau" if medical else "natural",
+            pixels_per_epoch=c.probe_pixels_per_epoch,
+        )
+
+    def backbone(self, ctx: RunContext) -> tuple[nn.Module, float, bool]:
+        """The pre-trained backbone (built once per artefact key), its build time, and whether cached."""
+        if self.cfg.checkpoint:
+            state = self.load_checkpoint(Path(self.cfg.checkpoint))
+            return self.load_backbone(state), 0.0, True
+        key = ctx.artefact_key(self.name, self.pretrain_identity())
+        path = ctx.artefact_path(self.name, key)
+        built: list[float] = []
+
+        def build() -> dict[str, Any]:
+            start = time.perf_counter()
+            images = pretrain_pool(ctx.spec.dataset, ctx.spec.root)
+            state = self.pretrain(images, ctx)
+            built.append(time.perf_counter() - start)
+            return {"state": state, "seconds": built[0]}
+
+        saved = cached_torch(path, build)
+        model = self.load_backbone(saved["state"]).to(ctx.device).eval()
+        return model, float(saved["seconds"]), not built
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        from bench.errors import ConfigError
+
+        raise ConfigError(self.cfg.checkpoint, f"params.{self.name}.checkpoint",
+                          f"{self.name} cannot load external checkpoints")
+
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset) -> RunOutput:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        backbone, timings["pretrain_s"], cached = self.backbone(ctx)
+        timings["load_s"] = time.perf_counter() - start
+        reader = FeatureReader(self, backbone, test.domain, ctx)
+        start = time.perf_counter()
+        bank = self.fill_bank(reader, train, test)
+        timings["features_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
+                            ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
+        timings["probe_train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        predictions = [self.predict(reader, probe, s, test.split) for s in test]
+        timings["predict_s"] = time.perf_counter() - start
+        extra = {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes,
+                 "feature_cache_hits": reader.hits, "feature_cache_misses": reader.misses}
+        return RunOutput(predictions=predictions, timings=timings, extra=extra)
+
+    def feature_identity(self) -> dict[str, Any]:
+        """What determines the extracted features: everything but the probe's own settings."""
+        return {k: v for k, v in asdict(self.cfg).items() if not k.startswith("probe_")}
+
+    def fill_bank(self, reader: "FeatureReader", train: Sequence[Sample], test: Dataset) -> FeatureBank:
+        """Native-resolution features of every window of every labelled image (fp16, on the CPU)."""
+        bank = FeatureBank()
+        w = self.cfg.window
+        for sample in train:
+            x, labels = self._working_copy(sample)
+            if test.domain == "natural":
+                labels = _ignore_rare_classes(labels, self.cfg.rare_class_pixels, test.ignore_index)
+            x = pad_to_window(x, w)
+            tiles = [(y, x0) for y in tile_positions(x.shape[-2], w) for x0 in tile_positions(x.shape[-1], w)]
+            crops = torch.cat([x[..., y : y + w, x0 : x0 + w] for y, x0 in tiles])
+            for (y, x0), (maps, scale) in zip(tiles, reader.read(crops, f"train/{sample.name}", tiles)):
+                bank.add(maps, _crop_labels(labels, y, x0, w, test.ignore_index), scale)
+        return bank
+
+    def _working_copy(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
+        size = target_size(sample.image.shape[:2], self.cfg.max_side)
+        return resize_image(to_tensor(sample.image), size), resize_labels(sample.semantic, size)
+
+    @torch.no_grad()
+    def predict(self, reader: "FeatureReader", probe: nn.Module, sample: Sample, split: str) -> np.ndarray:
+        x, _ = self._working_copy(sample)
+        w = self.cfg.window
+
+        def windows(crops: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
+            read = reader.read(crops, f"{split}/{sample.name}", positions)
+            return torch.stack([predict_votes(probe, maps, (w, w), scale=scale) for maps, scale in read])
+
+        scores = sliding_window_predict(x, w, self.cfg.overlap, self.cfg.window_batch, windows)
+        return scores_to_labels(scores[0], sample.image.shape[:2])
+
+
+class FeatureReader:
+    """Extracts (or recalls from the process-wide cache) each window's maps and L2 scale."""
+
+    def __init__(self, method: SSLMethod, backbone: nn.Module, domain: str, ctx: RunContext) -> None:
+        self.method, self.backbone, self.domain, self.ctx = method, backbone, domain, ctx
+        spec = ctx.spec
+        self.key = config_hash({"features": method.feature_identity(), "method": method.name,
+                                "dataset": spec.dataset, "root": spec.root, "domain": domain})
+        self.normalise = domain == "medical" and method.cfg.l2_normalize_medical
+        self.hits = self.misses = 0
+
+    def rms_factor(self, maps: list[torch.Tensor]) -> float:
+        """sqrt(numel) of the upsampled feature tensor when `l2_unit_rms`, else 1.
+
+        The protocol divides each image's features by their global L2 norm, which leaves values
+        of about 1/sqrt(numel) (1e-4 at paper size). The probe's BatchNorm removes any constant
+        factor, except that its epsilon then dominates the variance and the probe needs many
+        epochs before Adam has grown the first layer enough to learn. The paper preset keeps the
+        reference's numerics; short presets set `l2_unit_rms` so features have unit RMS.
+        """
+        if not self.method.cfg.l2_unit_rms:
+            return 1.0
+        w = self.method.cfg.window
+        return math.sqrt(sum(int(m.shape[0]) for m in maps) * w * w)
+
+    @torch.no_grad()
+    def read(self, crops: torch.Tensor, image_key: str, positions: list[tuple[int, int]]) -> list[Entry]:
+        keys = [(self.key, image_key, y, x) for y, x in positions]
+        out: list[Entry | None] = [FEATURES.get(k) for k in keys]
+        missing = [i for i, entry in enumerate(out) if entry is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        w = self.method.cfg.window
+        for start in range(0, len(missing), self.method.cfg.window_batch):
+            idx = missing[start : start + self.method.cfg.window_batch]
+            with autocast(self.ctx.device):
+                maps = self.method.extract(self.backbone, prepare_batch(crops[idx], self.ctx.device), self.domain)
+            for j, i in enumerate(idx):
+                own = [m[j].float().cpu() for m in maps]
+                scale = global_l2_scale(own, (w, w)) * self.rms_factor(own) if self.normalise else 1.0
+                entry = ([m.half() for m in own], scale)
+                FEATURES.put(keys[i], entry)
+                out[i] = entry
+        return out  # type: ignore[return-value]
+
+
+def _crop_labels(labels: np.ndarray, y: int, x0: int, w: int, ignore: int) -> np.ndarray:
+    out = np.full((w, w), ignore, dtype=np.int64)
+    crop = labels[y : y + w, x0 : x0 + w]
+    out[: crop.shape[0], : crop.shape[1]] = crop
+    return out
+
+
+def _ignore_rare_classes(labels: np.ndarray, min_pixels: int, ignore: int) -> np.ndarray:
+    counts = np.bincount(labels[labels != ignore].ravel())
+    rare = np.flatnonzero((counts > 0) & (counts < min_pixels))
+    if rare.size == 0:
+        return labels
+    out = labels.copy()
+    out[np.isin(out, rare)] = ignore
+    return out

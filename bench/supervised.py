@@ -1,0 +1,197 @@
+"""The shared supervised trainer: every baseline is a network plus a recipe on this loop.
+
+Trains on the labelled subset of a cell, early-stops on a validation split carved from it by
+seed, predicts full images by sliding window (or by resizing, for networks with a fixed input
+size) and maps predictions back to each image's original resolution.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.context import RunContext, RunOutput
+from bench.data.types import Dataset, Sample
+from bench.device import autocast, prepare_batch, to_device
+from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
+from bench.losses import build_loss, scores_from_logits
+from bench.plugin import Plugin
+from bench.windows import sliding_window_predict
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """A recipe: the knobs every supervised baseline shares; a plugin's Config subclasses this."""
+
+    max_side: int | None = None        # downscale images whose longest side exceeds this
+    input_size: int | None = None      # fixed network input: resize whole images (else crops)
+    crop: int = 256                    # training crop and sliding window when input_size is None
+    overlap: float = 0.2
+    batch: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"            # adam | adamw
+    scheduler: str = "none"            # none | cosine_warm_restarts
+    restart_period: int = 10           # T_0 of cosine warm restarts, in epochs
+    min_lr: float = 1e-4
+    loss: str = "dice_ce"              # dice_ce | ce | bce_dice
+    augment: str = "flip_rot90"        # flip_rot90 | hflip | none
+    max_epochs: int = 100
+    steps_per_epoch: int = 20
+    patience: int = 10                 # epochs without a better validation Dice
+    val_fraction: float = 0.2
+
+
+class SupervisedMethod(Plugin):
+    """A segmentation network trained from scratch on the labelled images only."""
+
+    kind = "supervised"
+
+    def out_channels(self, num_classes: int) -> int:
+        return 1 if self.cfg.loss == "bce_dice" and num_classes == 2 else num_classes
+
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset) -> RunOutput:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        fit, val = split_validation(list(train), self.cfg.val_fraction, ctx.spec.seed)
+        model = self.train(fit, val, test.num_classes, test.ignore_index, ctx)
+        timings["train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        predictions = [self.predict(model, s.image, test.num_classes, ctx) for s in test]
+        timings["predict_s"] = time.perf_counter() - start
+        params = sum(p.numel() for p in model.parameters())
+        return RunOutput(predictions, timings, {"n_fit": len(fit), "n_val": len(val), "params": params})
+
+    def _working(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
+        if self.cfg.input_size:
+            size = (self.cfg.input_size, self.cfg.input_size)
+        else:
+            size = target_size(sample.image.shape[:2], self.cfg.max_side)
+        return resize_image(to_tensor(sample.image), size)[0], resize_labels(sample.semantic, size)
+
+    def train(self, fit: list[Sample], val: list[Sample], num_classes: int, ignore: int,
+              ctx: RunContext) -> nn.Module:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(ctx.spec.seed)
+        torch.manual_seed(ctx.spec.seed)
+        model = to_device(self.build_model(num_classes), ctx.device)
+        data = [self._working(s) for s in fit]
+        loss_fn = build_loss(cfg.loss, num_classes, ignore)
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_period, eta_min=cfg.min_lr)
+                 if cfg.scheduler == "cosine_warm_restarts" else None)
+        best, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
+        bar = tqdm(range(cfg.max_epochs), desc=f"{self.name} train", leave=False, disable=not ctx.progress)
+        for epoch in bar:
+            model.train()
+            for _ in range(cfg.steps_per_epoch):
+                x, y = self._batch(data, gen)
+                with autocast(ctx.device):
+                    logits = model(prepare_batch(x, ctx.device))
+                loss = loss_fn(logits.float(), y.to(ctx.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if sched is not None:
+                sched.step()
+            if not val:
+                best_state = copy.deepcopy(model.state_dict())
+                continue
+            score = self.validate(model, val, num_classes, ctx)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_dice=f"{score:.3f}")
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        model.load_state_dict(best_state)
+        return model.eval()
+
+    def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for _ in range(self.cfg.batch):
+            image, labels = data[int(torch.randint(len(data), (1,), generator=gen))]
+            x, y = image, torch.from_numpy(labels)
+            if not self.cfg.input_size:
+                x, y = random_crop(x, y, self.cfg.crop, gen)
+            x, y = augment(x, y, self.cfg.augment, gen)
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs), torch.stack(ys)[:, None]
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, val: list[Sample], num_classes: int, ctx: RunContext) -> float:
+        """Mean foreground Dice (binary) or mean per-class Dice over the validation images."""
+        scores = []
+        for sample in val:
+            pred = self.predict(model, sample.image, num_classes, ctx)
+            gt = sample.semantic
+            classes = range(1, num_classes)
+            dices = [2 * np.sum((pred == c) & (gt == c)) / max(1, np.sum(pred == c) + np.sum(gt == c))
+                     for c in classes]
+            scores.append(float(np.mean(dices)))
+        model.eval()
+        return float(np.mean(scores))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, image: np.ndarray, num_classes: int, ctx: RunContext) -> np.ndarray:
+        model.eval()
+
+        def forward(batch: torch.Tensor, _positions: object = None) -> torch.Tensor:
+            with autocast(ctx.device):
+                logits = model(prepare_batch(batch, ctx.device))
+            return scores_from_logits(logits.float(), num_classes).cpu()
+
+        if self.cfg.input_size:
+            x = resize_image(to_tensor(image), (self.cfg.input_size, self.cfg.input_size))
+            scores = forward(x)
+        else:
+            x = resize_image(to_tensor(image), target_size(image.shape[:2], self.cfg.max_side))
+            scores = sliding_window_predict(x, self.cfg.crop, self.cfg.overlap, self.cfg.batch, forward)
+        return scores_to_labels(scores[0], image.shape[:2])
+
+
+def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Carve a validation set from the labelled images, deterministic by seed (none if only one image)."""
+    if len(samples) < 2 or fraction <= 0:
+        return samples, []
+    n_val = min(len(samples) - 1, max(1, round(len(samples) * fraction)))
+    order = np.random.default_rng(seed).permutation(len(samples))
+    val = set(order[:n_val].tolist())
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random size x size crop; images smaller than that are zero-padded (labels with 0)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    if pad_h or pad_w:
+        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        y = torch.nn.functional.pad(y, (0, pad_w, 0, pad_h))
+        h, w = x.shape[-2:]
+    top = int(torch.randint(h - size + 1, (1,), generator=gen))
+    left = int(torch.randint(w - size + 1, (1,), generator=gen))
+    return x[..., top : top + size, left : left + size], y[top : top + size, left : left + size]
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, kind: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "none":
+        return x, y
+    if torch.rand((), generator=gen) < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    if kind == "flip_rot90":
+        if torch.rand((), generator=gen) < 0.5:
+            x, y = x.flip(-2), y.flip(-2)
+        if x.shape[-1] == x.shape[-2]:
+            k = int(torch.randint(4, (1,), generator=gen))
+            x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+    return x, y

@@ -1,0 +1,245 @@
+"""Memory and speed of the shared pixel probe on FFHQ-34 DDPM feature shapes.
+
+Why: the reference probe stores every upsampled pixel feature of the training set in float32
+(44.3 GB for FFHQ-34) and trains its 10 MLPs one after another. This measures, in one run on
+synthetic features of the real shapes, (a) the peak resident memory of our data path (filling a
+`FeatureBank` with native-size maps, then gathering training batches) against that dense
+figure, computed arithmetically and never allocated, and (b) training pixels/s of the batched
+10-member `EnsembleMLP` against 10 separate nn.Sequential modules fed the same batches.
+
+    python benchmarks/probe_perf.py [--quick] [--threads N] [--json out.json]
+
+Importable: run_probe_perf(quick=False) -> dict.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from bench.probe import ProbeConfig, accumulate_grads, make_optimizer  # noqa: E402
+from bench.probe_bank import FeatureBank  # noqa: E402
+from bench.probe_mlp import EnsembleMLP  # noqa: E402
+from bench.probe_sampler import PixelStreams, member_generators  # noqa: E402
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """FFHQ-34 with the ddpm-segmentation FFHQ UNet: blocks {5,6,7,8,12} at 3 timesteps."""
+
+    images: int = 20
+    image_size: int = 256
+    timesteps: int = 3
+    block_channels: tuple[int, ...] = (1024, 512, 512, 512, 256)
+    block_sizes: tuple[int, ...] = (32, 32, 32, 64, 128)
+    num_classes: int = 34
+    members: int = 10
+    batches: tuple[int, ...] = (64, 4096)
+    timed_steps: tuple[int, ...] = (30, 2)  # per batch size, for each of the three trainers
+    warmup_steps: int = 1
+    gather_steps: int = 30
+    memory_goal_bytes: int = 2 * GIB
+    ratio_goal: float = 20.0
+    speedup_goal: float = 4.0
+
+
+QUICK = PerfConfig(images=3, batches=(64, 512), timed_steps=(10, 2), gather_steps=5)
+
+
+def _status_kib(key: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's resident high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maps(cfg: PerfConfig, gen: torch.Generator) -> list[torch.Tensor]:
+    """What the backbone hands over for one image: float32 maps at native resolution."""
+    return [torch.randn(c, s, s, generator=gen)
+            for _ in range(cfg.timesteps) for c, s in zip(cfg.block_channels, cfg.block_sizes)]
+
+
+def measure_memory(cfg: PerfConfig, reserve: bool) -> dict[str, float]:
+    """Peak RSS growth while filling a bank and gathering training batches from it.
+
+    Runs in a fresh process: memory a previous measurement freed may stay in this process's
+    heap and would hide (or, reused, understate) the next one's growth.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_memory_in_this_process, cfg, reserve,
+                           torch.get_num_threads()).result()
+
+
+def _memory_in_this_process(cfg: PerfConfig, reserve: bool, threads: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    gc.collect()
+    exact = _reset_peak()
+    base = _status_kib("VmRSS") * 1024
+    gen = torch.Generator().manual_seed(0)
+    bank = FeatureBank(reserve_images=cfg.images if reserve else 0)
+    start = time.perf_counter()
+    for _ in range(cfg.images):
+        labels = torch.randint(0, cfg.num_classes, (cfg.image_size,) * 2, generator=gen)
+        bank.add(_maps(cfg, gen), labels)
+    fill_s = time.perf_counter() - start
+    gather = {}
+    step_bytes = ProbeConfig().step_bytes
+    for batch in cfg.batches:
+        streams = PixelStreams(bank.labelled_pixels(255), member_generators(0, cfg.members), batch)
+        streams.start_epoch()
+        per_group = max(1, step_bytes // (batch * bank.dim * 4))  # as train_probe groups members
+        start = time.perf_counter()
+        for step in range(cfg.gather_steps):
+            flat = streams.batch_pixels(step)
+            for lo in range(0, cfg.members, per_group):
+                feats, _ = bank.gather_flat(flat[lo:lo + per_group])
+                del feats
+        gather[batch] = cfg.gather_steps * flat.numel() / (time.perf_counter() - start)
+        del streams
+    peak = _status_kib("VmHWM") * 1024 - base
+    dense = cfg.images * cfg.image_size**2 * bank.dim * 4
+    out = {"dim": bank.dim, "bank_bytes": bank.nbytes, "peak_bytes": peak, "dense_bytes": dense,
+           "ratio": dense / peak, "fill_s": fill_s, "peak_is_exact": exact,
+           **{f"gather_px_s_{b}": v for b, v in gather.items()}}
+    return out
+
+
+def _interleaved(steps: dict[str, Callable[[], None]], warmup: int, timed: int
+                 ) -> dict[str, float]:
+    """Median seconds per call of each step, alternating them so machine noise hits all alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(timed):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int) -> dict[str, float]:
+    """Pixels/s of one optimisation step of all members, three ways on the same batches.
+
+    ensemble: our batched module with `make_optimizer` (fused Adam over stacked weights);
+    separate: K nn.Sequential modules in turn, each with its own plain Adam (the reference);
+    separate_fused: the same with fused Adam, to isolate what batching alone buys.
+    """
+    probe = ProbeConfig()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(cfg.members, batch, dim, generator=gen)
+    y = torch.randint(0, cfg.num_classes, (cfg.members, batch), generator=gen)
+    ensemble = EnsembleMLP(cfg.members, dim, cfg.num_classes, probe.hidden_sizes(cfg.num_classes),
+                           probe.init_std, generators=member_generators(0, cfg.members)).train()
+    opt = make_optimizer(ensemble, probe)
+
+    def batched() -> None:
+        opt.zero_grad(set_to_none=True)
+        accumulate_grads(ensemble, x, y)
+        opt.step()
+
+    def one_by_one(fused: bool) -> Callable[[], None]:
+        modules = [ensemble.member(k).train() for k in range(cfg.members)]
+        opts = [torch.optim.Adam(m.parameters(), lr=probe.lr, fused=fused) for m in modules]
+
+        def run() -> None:
+            for k, (module, module_opt) in enumerate(zip(modules, opts)):
+                module_opt.zero_grad(set_to_none=True)
+                F.cross_entropy(module(x[k]), y[k]).backward()
+                module_opt.step()
+        return run
+
+    secs = _interleaved({"ensemble": batched, "separate": one_by_one(False),
+                         "separate_fused": one_by_one(True)}, cfg.warmup_steps, timed)
+    pixels = cfg.members * batch
+    return {"batch": batch, **{f"{name}_px_s": pixels / t for name, t in secs.items()},
+            "speedup": secs["separate"] / secs["ensemble"],
+            "speedup_vs_fused": secs["separate_fused"] / secs["ensemble"]}
+
+
+def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
+                   threads: int | None = None) -> dict:
+    """Run both measurements; returns the numbers and whether each goal was met.
+
+    `threads` pins torch's intra-op threads (1 gives stable timings on a shared machine).
+    """
+    cfg = cfg or (QUICK if quick else PerfConfig())
+    if threads:
+        torch.set_num_threads(threads)
+    memory = {name: measure_memory(cfg, reserve) for name, reserve in
+              (("lazy", False), ("reserved", True))}
+    dim = memory["lazy"]["dim"]
+    speed = [measure_speed(cfg, dim, b, s) for b, s in zip(cfg.batches, cfg.timed_steps)]
+    worst_peak = max(m["peak_bytes"] for m in memory.values())
+    worst_ratio = min(m["ratio"] for m in memory.values())
+    return {
+        "config": asdict(cfg), "threads": torch.get_num_threads(), "load": os.getloadavg(),
+        "memory": memory, "speed": speed,
+        "goals": {"peak_within_budget": worst_peak <= cfg.memory_goal_bytes,
+                  "ratio_at_least": worst_ratio >= cfg.ratio_goal,
+                  "speedup_at_least": {s["batch"]: s["speedup"] >= cfg.speedup_goal
+                                       for s in speed}},
+    }
+
+
+def print_report(result: dict) -> None:
+    cfg = result["config"]
+    print(f"probe_perf: {cfg['images']} images {cfg['image_size']}px, feature dim "
+          f"{result['memory']['lazy']['dim']}, {cfg['members']} members, "
+          f"{result['threads']} threads, load {result['load'][0]:.1f}")
+    print(f"{'bank':>10} {'stored GiB':>11} {'peak GiB':>9} {'dense GiB':>10} {'ratio':>7} "
+          f"{'fill s':>7}  gather px/s by batch")
+    for name, m in result["memory"].items():
+        rates = ", ".join(f"{k.removeprefix('gather_px_s_')}: {v:,.0f}"
+                          for k, v in m.items() if k.startswith("gather"))
+        print(f"{name:>10} {m['bank_bytes'] / GIB:11.3f} {m['peak_bytes'] / GIB:9.3f} "
+              f"{m['dense_bytes'] / GIB:10.1f} {m['ratio']:6.1f}x {m['fill_s']:7.1f}  {rates}")
+    print(f"{'batch':>10} {'ensemble px/s':>14} {'separate px/s':>14} {'speedup':>8} "
+          f"{'sep+fused px/s':>15} {'speedup':>8}")
+    for s in result["speed"]:
+        print(f"{s['batch']:>10} {s['ensemble_px_s']:14,.0f} {s['separate_px_s']:14,.0f} "
+              f"{s['speedup']:7.2f}x {s['separate_fused_px_s']:15,.0f} "
+              f"{s['speedup_vs_fused']:7.2f}x")
+    print("goals:", json.dumps(result["goals"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 images, small batches, few steps")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    result = run_probe_perf(quick=args.quick, threads=args.threads)
+    print_report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Self-supervised methods: one module per method, each registering itself with `bench.registry.register`."""

@@ -1,0 +1,60 @@
+"""DDPM (Baranchuk et al.): denoising diffusion pre-training, decoder features of noised images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.context import RunContext
+from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
+from bench.diffusion_probe import DiffusionConfig, DiffusionProbe
+from bench.pretrain import pretrain
+from bench.registry import register
+
+
+@dataclass(frozen=True)
+class DDPMConfig(DiffusionConfig):
+    schedule: str = "cosine"          # cosine (medical) | linear (FFHQ)
+    target: str = "eps"               # eps | x0 (Table 4)
+    loss: str = "mse"                 # mse | ssim (x0 target only)
+    fixed_t: int | None = None        # Table 3: train at one timestep (a denoising autoencoder)
+
+
+@register("ddpm", "ssl")
+class DDPM(DiffusionProbe):
+    """DDPM pixel features (Baranchuk et al.): a diffusion UNet read out at noised timesteps."""
+
+    Config = DDPMConfig
+    presets = {
+        "tiny": DDPMConfig(
+            max_side=192, window=64, window_batch=16, model_channels=32, channel_mult=(1, 2, 2),
+            num_res_blocks=1, attention_resolutions=(16,), num_head_channels=32, learn_sigma=True,
+            train_steps=120, train_batch=4, lr=2e-4, ema_decay=0.0,
+            blocks_medical=(2, 3, 4), blocks_natural=(1, 2, 3, 4), timesteps_natural=(50, 150),
+            probe_ensemble=4, probe_batch_medical=4096, probe_max_epochs=8, probe_patience_medical=3,
+            probe_pixels_per_epoch=32768, l2_unit_rms=True,
+        ),
+        "paper": DDPMConfig(),
+    }
+
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        c = self.cfg
+        sched = Schedule(c.schedule, c.diffusion_steps)
+
+        def step_loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            t = sample_timesteps(x0.shape[0], c.diffusion_steps, c.fixed_t, gen).to(x0.device)
+            noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+            out = model(sched.q_sample(x0, t, noise), t)[:, :3]
+            if c.target == "eps":
+                return reconstruction_loss("mse", out, noise)
+            return reconstruction_loss(c.loss, out, x0)
+
+        return pretrain(self.build_model(), images, self.schedule(), step_loss, ctx.device,
+                        c.pretrain_seed, ctx.progress, desc="ddpm pretrain")
+
+    def model_input(self, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        sched = Schedule(self.cfg.schedule, self.cfg.diffusion_steps)
+        return sched.q_sample(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), noise)
