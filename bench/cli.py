@@ -34,9 +34,15 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run every missing run of the sweep")
     _config_args(run)
-    run.add_argument("--executor", choices=["local", "debug"], help="override bench.toml's executor")
+    run.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--wait", action="store_true", help="slurm: block until the sweep ends, then print the table")
+    run.add_argument("--dry-run", action="store_true", help="print what would run (slurm: jobs, arrays, sbatch flags)")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="done / running / pending / failed runs per cell")
+    _config_args(status)
+    status.set_defaults(func=cmd_status)
 
     lst = sub.add_parser("list", help="list the registered methods")
     lst.add_argument("--json", action="store_true", help="machine-readable, with parameter counts")
@@ -80,12 +86,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     check_writable(sweep.output, "output", sweep.source)
     validate_data(sweep, todo)
+    if sweep.executor == "slurm":
+        return _run_slurm(args, sweep, runs)
+    if args.dry_run:
+        print("\n".join(f"would run {r.run_id}" for r in todo))
+        return 0
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(sweep.output)
     print(f"bench: {len(todo)} of {len(runs)} runs to do -> {sweep.output}", file=sys.stderr)
-    run_local(todo, progress=not args.quiet)
+    if sweep.executor == "debug":
+        from bench.executors.local import run_debug
+
+        run_debug(todo, sweep.slurm.checkpoint_every_s)
+    else:
+        run_local(todo, progress=not args.quiet)
     print(f"bench: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return _print_table(args)
+
+
+def _print_table(args: argparse.Namespace) -> int:
     return cmd_table(argparse.Namespace(config=args.config, set=args.set, format="markdown", all=False))
+
+
+def _run_slurm(args: argparse.Namespace, sweep, runs) -> int:
+    """Submit what is missing or failed; with --wait, block until the sweep ends and tabulate."""
+    from bench.executors import scheduler
+    from bench.executors.slurm import submit_sweep, wait
+    from bench.executors.status import counts, render_status
+
+    if not args.dry_run and not scheduler.available():
+        raise BenchError(f"{sweep.source}: executor: slurm needs sbatch and squeue on PATH (not found)")
+    submit_sweep(sweep, runs, dry_run=args.dry_run)
+    if args.dry_run or not args.wait:
+        return 0
+    statuses = wait(sweep, runs)
+    print(render_status(statuses), end="", file=sys.stderr)
+    failed = counts(statuses)["failed"]
+    _print_table(args)
+    if failed:
+        print(f"bench: {failed} run(s) failed; `bench run` resubmits them, logs in "
+              f"{Path(sweep.output) / 'slurm' / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.executors.status import render_pretrain, render_status, sweep_status
+    from bench.runner import expand
+
+    sweep = _load(args)
+    runs = _expand(sweep, expand)
+    print(render_status(sweep_status(sweep.output, runs)) + render_pretrain(sweep.output, runs), end="")
+    return 0
 
 
 def _expand(sweep, expand):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.slurm_config import SlurmConfig, parse_slurm
 
 PRESETS = ("tiny", "paper")
 EXECUTORS = ("local", "debug", "slurm")
@@ -39,9 +40,10 @@ class SweepConfig:
     executor: str = "local"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "bench.toml"
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
-_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params"}
+_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm"}
 _DATASET_KEYS = {"name", "root", "label_fractions"}
 
 
@@ -117,6 +119,7 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
+        slurm=parse_slurm(raw.get("slurm"), path),
     )
 
 

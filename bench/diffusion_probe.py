@@ -48,6 +48,14 @@ class DiffusionConfig(SSLConfig):
     noise_seed: int = 0
 
 
+# The `tiny` diffusion UNet (ddpm, mdm): 32 channels, three levels, decoder blocks 2-4 read out.
+TINY_UNET: dict[str, Any] = dict(
+    model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(16,),
+    num_head_channels=32, train_steps=120, train_batch=4, lr=2e-4, ema_decay=0.0,
+    blocks_medical=(2, 3, 4), blocks_natural=(1, 2, 3, 4),
+)
+
+
 class _Stop(Exception):
     """Raised by the last hook to end the forward pass early."""
 

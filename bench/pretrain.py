@@ -15,6 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from bench.device import autocast, prepare_batch, to_device
+from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
@@ -65,8 +66,10 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     model = to_device(model, device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
-    bar = tqdm(range(sched.steps), desc=desc, leave=False, disable=not progress)
-    for _ in bar:
+    resume = loop_state({"model": model, "opt": opt, "ema": ema}, gen, sched.steps)  # on-disk checkpoint, if any
+    bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, disable=not progress,
+               initial=resume.start, total=sched.steps)
+    for step in bar:
         x = prepare_batch(crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen), device)
         with autocast(device):
             loss = step_loss(model, x, gen)
@@ -78,5 +81,6 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
         if ema is not None:
             ema.update_parameters(model)
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        resume.step_done(step + 1)
     final = ema.module if ema is not None else model
     return {k: v.detach().cpu() for k, v in final.state_dict().items()}

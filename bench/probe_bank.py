@@ -285,6 +285,14 @@ class FeatureBank:
             self._labelled[ignore_index] = torch.nonzero(self._labels[0] != ignore_index).flatten()
         return self._labelled[ignore_index]
 
+    def sample(self, n: int, generator: torch.Generator, ignore_index: int
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """(image, y, x) of n labelled pixels drawn uniformly with replacement."""
+        pool = self.labelled_pixels(ignore_index)
+        if not pool.numel():
+            raise ValueError("the bank has no labelled pixels")
+        return self.locate(pool[torch.randint(0, pool.numel(), (n,), generator=generator)])
+
     def locate(self, flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(image, y, x) of global flat pixel indices."""
         meta = self._index()

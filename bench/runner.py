@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ from bench.context import RunContext
 from bench.data import DATASETS, get_dataset, label_subset
 from bench.device import pick_device, seed_everything
 from bench.evaluate import evaluate
+from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.provenance import config_hash, provenance
 from bench.records import is_done, record_path
 from bench.store import atomic_write_bytes, atomic_write_json
@@ -61,11 +63,48 @@ class RunSpec:
     def record_path(self) -> Path:
         return record_path(self.output, self.run_id)
 
-    def execute(self, progress: bool = False) -> Path:
+    def execute(self, progress: bool = False, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> Path:
         """Do the run unless its record exists; return the record's path."""
         if is_done(self.record_path):
             return self.record_path
-        return execute(self, progress)
+        artefact = self.artefact()
+        if artefact is None or artefact.exists():
+            return execute(self, progress)
+        with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
+            return execute(self, progress)
+
+    def artefact(self) -> Path | None:
+        """The pre-trained artefact this run reads (shared by every run with the same key), if any.
+
+        It is the path `SSLMethod.backbone` caches to, from the same key functions, so a
+        scheduler can build it in a job of its own before the runs that need it.
+        """
+        plugin_cls = registry.get(self.method)
+        if plugin_cls.kind != "ssl":
+            return None
+        plugin = plugin_cls(self.resolved_config())
+        if plugin.cfg.checkpoint:
+            return None
+        ctx = RunContext(spec=self, device=torch.device("cpu"))
+        return ctx.artefact_path(plugin.name, ctx.artefact_key(plugin.name, plugin.pretrain_identity()))
+
+    def checkpoint_path(self, artefact: Path) -> Path:
+        """Where the in-progress pre-training of `artefact` keeps its resumable state."""
+        return Path(self.output) / "checkpoints" / artefact.relative_to(Path(self.output) / "artefacts")
+
+    def pretrain(self, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> Path | None:
+        """Build only the artefact this run needs (no probe, no record); resumes from its checkpoint.
+
+        Seeded like `execute`, so the artefact is the one the first run of the sweep would build.
+        """
+        artefact = self.artefact()
+        if artefact is None or artefact.exists():
+            return artefact
+        seed_everything(self.seed)
+        plugin = registry.get(self.method)(self.resolved_config())
+        with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
+            plugin.backbone(RunContext(spec=self, device=pick_device()))
+        return artefact
 
 
 def expand(sweep: SweepConfig) -> list[RunSpec]:

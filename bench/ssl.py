@@ -52,6 +52,14 @@ class SSLConfig:
     rare_class_pixels: int = 20          # natural data: rarer classes in an image are ignored
 
 
+# The probe settings every `tiny` preset shares: a 4-member ensemble trained for a few short
+# epochs on unit-RMS features, so a run takes seconds on a 2-core CPU.
+TINY_PROBE: dict[str, Any] = dict(
+    max_side=192, window=64, window_batch=16, probe_ensemble=4, probe_batch_medical=4096,
+    probe_max_epochs=8, probe_patience_medical=3, probe_pixels_per_epoch=32768, l2_unit_rms=True,
+)
+
+
 class SSLMethod(Plugin):
     """A self-supervised backbone read out by the shared pixel probe."""
 

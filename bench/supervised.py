@@ -10,11 +10,13 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler
 from tqdm.auto import tqdm
 
 from bench.context import RunContext, RunOutput
@@ -42,8 +44,10 @@ class SupervisedConfig:
     restart_period: int = 10           # T_0 of cosine warm restarts, in epochs
     min_lr: float = 1e-4
     loss: str = "dice_ce"              # dice_ce | ce | bce_dice
-    augment: str = "flip_rot90"        # flip_rot90 | hflip | none
+    augment: str = "flip_rot90"        # flip_rot90 | hflip | rot_flip_or_rotate | none
+    rotate_degrees: float = 20.0       # rot_flip_or_rotate: the free rotation's largest angle
     max_epochs: int = 100
+    epoch_mode: str = "steps"          # steps: steps_per_epoch random batches | pass: one shuffled pass
     steps_per_epoch: int = 20
     patience: int = 10                 # epochs without a better validation Dice
     val_fraction: float = 0.2
@@ -84,16 +88,14 @@ class SupervisedMethod(Plugin):
         model = to_device(self.build_model(num_classes), ctx.device)
         data = [self._working(s) for s in fit]
         loss_fn = build_loss(cfg.loss, num_classes, ignore)
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = (torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_period, eta_min=cfg.min_lr)
-                 if cfg.scheduler == "cosine_warm_restarts" else None)
+        opt = build_optimizer(cfg, model.parameters())
+        sched = build_scheduler(cfg, opt)
         best, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
         bar = tqdm(range(cfg.max_epochs), desc=f"{self.name} train", leave=False, disable=not ctx.progress)
         for epoch in bar:
             model.train()
-            for _ in range(cfg.steps_per_epoch):
-                x, y = self._batch(data, gen)
+            for indices in epoch_batches(cfg, len(data), gen):
+                x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
                     logits = model(prepare_batch(x, ctx.device))
                 loss = loss_fn(logits.float(), y.to(ctx.device))
@@ -116,14 +118,17 @@ class SupervisedMethod(Plugin):
         model.load_state_dict(best_state)
         return model.eval()
 
-    def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator,
+               indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch of `indices`, or (None) of `cfg.batch` images drawn at random."""
         xs, ys = [], []
-        for _ in range(self.cfg.batch):
-            image, labels = data[int(torch.randint(len(data), (1,), generator=gen))]
+        for i in range(self.cfg.batch if indices is None else len(indices)):
+            index = int(torch.randint(len(data), (1,), generator=gen)) if indices is None else indices[i]
+            image, labels = data[index]
             x, y = image, torch.from_numpy(labels)
             if not self.cfg.input_size:
                 x, y = random_crop(x, y, self.cfg.crop, gen)
-            x, y = augment(x, y, self.cfg.augment, gen)
+            x, y = augment(x, y, self.cfg.augment, gen, self.cfg.rotate_degrees)
             xs.append(x)
             ys.append(y)
         return torch.stack(xs), torch.stack(ys)[:, None]
@@ -160,6 +165,29 @@ class SupervisedMethod(Plugin):
         return scores_to_labels(scores[0], image.shape[:2])
 
 
+def build_optimizer(cfg: SupervisedConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(cfg: SupervisedConfig, opt: torch.optim.Optimizer) -> LRScheduler | None:
+    """The learning-rate schedule, stepped once per epoch (as UCTransNet's official loop does)."""
+    if cfg.scheduler == "cosine_warm_restarts":
+        return CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_period, eta_min=cfg.min_lr)
+    return None
+
+
+def epoch_batches(cfg: SupervisedConfig, n: int, gen: torch.Generator) -> list[list[int] | None]:
+    """One epoch's batches: `pass` splits a shuffled order of the n images into batches (the
+    last may be smaller), as the published recipes' data loaders do; `steps` gives
+    steps_per_epoch entries of None, each a batch whose images are drawn at random."""
+    if cfg.epoch_mode == "pass":
+        return [chunk.tolist() for chunk in torch.randperm(n, generator=gen).split(cfg.batch)]
+    if cfg.epoch_mode == "steps":
+        return [None] * cfg.steps_per_epoch
+    raise ValueError(f"unknown epoch_mode {cfg.epoch_mode!r}; expected steps or pass")
+
+
 def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Carve a validation set from the labelled images, deterministic by seed (none if only one image)."""
     if len(samples) < 2 or fraction <= 0:
@@ -183,9 +211,12 @@ def random_crop(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generato
     return x[..., top : top + size, left : left + size], y[top : top + size, left : left + size]
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, kind: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(x: torch.Tensor, y: torch.Tensor, kind: str, gen: torch.Generator,
+            degrees: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
     if kind == "none":
         return x, y
+    if kind == "rot_flip_or_rotate":
+        return rot_flip_or_rotate(x, y, degrees, gen)
     if torch.rand((), generator=gen) < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     if kind == "flip_rot90":
@@ -195,3 +226,32 @@ def augment(x: torch.Tensor, y: torch.Tensor, kind: str, gen: torch.Generator) -
             k = int(torch.randint(4, (1,), generator=gen))
             x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
     return x, y
+
+
+def rot_flip_or_rotate(x: torch.Tensor, y: torch.Tensor, degrees: float,
+                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """UCTransNet's augmentation: half the time a random rot90 plus a flip along a random axis,
+    else half the time a rotation by an angle uniform in [-degrees, degrees], else nothing."""
+    if torch.rand((), generator=gen) < 0.5:
+        if x.shape[-1] == x.shape[-2]:
+            k = int(torch.randint(4, (1,), generator=gen))
+            x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+        axis = -1 - int(torch.randint(2, (1,), generator=gen))
+        return x.flip(axis), y.flip(axis)
+    if torch.rand((), generator=gen) < 0.5:
+        angle = float(torch.rand((), generator=gen) * 2 - 1) * degrees
+        return rotate(x, y, angle)
+    return x, y
+
+
+def rotate(x: torch.Tensor, y: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate a C x H x W image (bilinear) and its H x W labels (nearest) by `angle` degrees
+    about the centre, same size; pixels rotated in from outside are 0 (background)."""
+    h, w = x.shape[-2:]
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    # A rigid rotation in pixel units, written in affine_grid's [-1, 1] coordinates.
+    theta = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=torch.float32)[None]
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    xr = F.grid_sample(x[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    yr = F.grid_sample(y[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return xr.to(x.dtype), yr[0, 0].round().to(y.dtype)

@@ -193,8 +193,8 @@ def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
     if threads:
         torch.set_num_threads(threads)
     memory = {name: measure_memory(cfg, reserve) for name, reserve in
-              (("lazy", False), ("reserved", True))}
-    dim = memory["lazy"]["dim"]
+              (("default", False), ("reserved", True))}
+    dim = memory["default"]["dim"]
     speed = [measure_speed(cfg, dim, b, s) for b, s in zip(cfg.batches, cfg.timed_steps)]
     worst_peak = max(m["peak_bytes"] for m in memory.values())
     worst_ratio = min(m["ratio"] for m in memory.values())

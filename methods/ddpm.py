@@ -10,9 +10,10 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
-from bench.diffusion_probe import DiffusionConfig, DiffusionProbe
+from bench.diffusion_probe import TINY_UNET, DiffusionConfig, DiffusionProbe
 from bench.pretrain import pretrain
 from bench.registry import register
+from bench.ssl import TINY_PROBE
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,7 @@ class DDPM(DiffusionProbe):
 
     Config = DDPMConfig
     presets = {
-        "tiny": DDPMConfig(
-            max_side=192, window=64, window_batch=16, model_channels=32, channel_mult=(1, 2, 2),
-            num_res_blocks=1, attention_resolutions=(16,), num_head_channels=32, learn_sigma=True,
-            train_steps=120, train_batch=4, lr=2e-4, ema_decay=0.0,
-            blocks_medical=(2, 3, 4), blocks_natural=(1, 2, 3, 4), timesteps_natural=(50, 150),
-            probe_ensemble=4, probe_batch_medical=4096, probe_max_epochs=8, probe_patience_medical=3,
-            probe_pixels_per_epoch=32768, l2_unit_rms=True,
-        ),
+        "tiny": DDPMConfig(**TINY_PROBE, **TINY_UNET, timesteps_natural=(50, 150)),
         "paper": DDPMConfig(),
     }
 

@@ -22,9 +22,12 @@ MDM_MEDICAL_ARGS = {"image_size": 256, "num_channels": 192, "num_res_blocks": 2,
                     "learn_sigma": False, "resblock_updown": True, "use_scale_shift_norm": True}
 
 
+SIZE = 16
+
+
 def small_config(**overrides: object) -> GDUNetConfig:
-    """32 px, two levels, attention at resolution 16: big enough to exercise every block type."""
-    args: dict = dict(image_size=32, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+    """16 px, two levels, attention at resolution 8: big enough to exercise every block type."""
+    args: dict = dict(image_size=SIZE, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                       attention_resolutions=(2,), num_head_channels=32, use_scale_shift_norm=True,
                       resblock_updown=True)
     return GDUNetConfig(**{**args, **overrides})
@@ -73,9 +76,9 @@ def test_args_follow_guided_diffusion_conventions() -> None:
 def test_forward_on_cpu_has_expected_shape(overrides: dict) -> None:
     cfg = small_config(**overrides)
     model = build(cfg)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, SIZE, SIZE)
     out = model(x, torch.tensor([10, 500]))
-    assert out.shape == (2, 6 if cfg.learn_sigma else 3, 32, 32)
+    assert out.shape == (2, 6 if cfg.learn_sigma else 3, SIZE, SIZE)
     assert torch.isfinite(out).all()
     # A scalar timestep broadcasts over the batch; a different timestep changes the prediction.
     assert torch.allclose(model(x, torch.tensor(10)), model(x, torch.tensor([10, 10])), atol=1e-6)
@@ -130,7 +133,7 @@ def test_fused_scale_shift_norm_equals_norm_times_scale_plus_shift(channels_last
 
 def test_state_dict_round_trips_strictly_including_fp16(tmp_path: Path) -> None:
     cfg = small_config(learn_sigma=True)
-    src, x, t = build(cfg, seed=0), torch.randn(1, 3, 32, 32), torch.tensor([3])
+    src, x, t = build(cfg, seed=0), torch.randn(1, 3, SIZE, SIZE), torch.tensor([3])
     path = tmp_path / "model.pt"
     torch.save(src.state_dict(), path)
     dst = load_state_dict_strict(build(cfg, seed=1), path, "model.pt")
@@ -170,9 +173,9 @@ def test_decoder_geometry_matches_hooked_output_blocks() -> None:
         for i, block in enumerate(model.output_blocks):
             block.register_forward_hook(lambda _m, _i, out, i=i: seen.__setitem__(i, out.shape))
         with torch.no_grad():
-            model(torch.randn(1, 3, 32, 32), torch.tensor([1]))
+            model(torch.randn(1, 3, SIZE, SIZE), torch.tensor([1]))
         assert [seen[i][1] for i in range(len(seen))] == decoder_block_channels(cfg)
-        assert [32 // seen[i][2] for i in range(len(seen))] == decoder_block_strides(cfg)
+        assert [SIZE // seen[i][2] for i in range(len(seen))] == decoder_block_strides(cfg)
 
 
 def test_paper_feature_dims_from_config_alone() -> None:
@@ -186,7 +189,7 @@ def test_paper_feature_dims_from_config_alone() -> None:
 @pytest.mark.parametrize("mode", ["bf16_autocast", "bf16_weights", "use_fp16"])
 def test_reduced_precision_runs_close_to_float32(mode: str) -> None:
     cfg = small_config(learn_sigma=True)
-    ref_model, x, t = build(cfg), torch.randn(2, 3, 32, 32), torch.tensor([5, 700])
+    ref_model, x, t = build(cfg), torch.randn(2, 3, SIZE, SIZE), torch.tensor([5, 700])
     with torch.no_grad():
         ref = ref_model(x, t)
         if mode == "bf16_autocast":

@@ -1,0 +1,34 @@
+"""Attention U-Net (MONAI AttentionUnet), a supervised baseline of Table 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monai.networks.nets import AttentionUnet
+from torch import nn
+
+from bench.registry import register
+from bench.supervised import SupervisedConfig, SupervisedMethod
+
+
+@dataclass(frozen=True)
+class AttentionUNetConfig(SupervisedConfig):
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    dropout: float = 0.0
+
+
+@register("attunet", "supervised")
+class AttentionUNetBaseline(SupervisedMethod):
+    """MONAI 2D Attention U-Net (attention-gated skips), trained on the labelled images only."""
+
+    Config = AttentionUNetConfig
+    presets = {
+        "tiny": AttentionUNetConfig(max_side=192, crop=64, batch=8, max_epochs=4, steps_per_epoch=8, patience=3,
+                                    channels=(8, 16, 32, 64), strides=(2, 2, 2)),
+        "paper": AttentionUNetConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
+    }
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        c = self.cfg
+        return AttentionUnet(spatial_dims=2, in_channels=3, out_channels=self.out_channels(num_classes),
+                             channels=c.channels, strides=c.strides, dropout=c.dropout)

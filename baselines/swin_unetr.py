@@ -1,0 +1,77 @@
+"""Swin UNETR (MONAI SwinUNETR, 2D), a supervised baseline of Table 1.
+
+MONAI 1.5+ takes no `img_size`: any input whose sides are multiples of 32 works (five 2x
+reductions), so this plugin insists that its training crop / sliding window is one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import SwinUNETR
+from monai.networks.nets import swin_unetr as monai_swin
+from monai.utils import optional_import
+from torch import nn
+
+from bench.errors import ConfigError
+from bench.registry import register
+from bench.supervised import SupervisedConfig, SupervisedMethod
+
+SIDE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class SwinUNETRConfig(SupervisedConfig):
+    feature_size: int = 24
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        side = self.input_size or self.crop
+        if side % SIDE_MULTIPLE:
+            key = "input_size" if self.input_size else "crop"
+            raise ConfigError("params.swin_unetr", key, f"must be a multiple of {SIDE_MULTIPLE}, got {side}")
+        if self.feature_size % 12:
+            raise ConfigError("params.swin_unetr", "feature_size", f"must be a multiple of 12, got {self.feature_size}")
+
+
+def permute_rearrange(x: torch.Tensor, pattern: str) -> torch.Tensor:
+    """The only einops use in MONAI's Swin UNETR is axis permutation ("b c h w -> b h w c");
+    einops is not installed here, so this does that one job."""
+    left, right = (re.findall(r"\w+", side) for side in pattern.split("->"))
+    if sorted(left) != sorted(right) or len(left) != x.ndim:
+        raise ValueError(f"permute_rearrange handles plain axis permutations only, got {pattern!r}")
+    return x.permute(*[left.index(axis) for axis in right])
+
+
+if not optional_import("einops")[1]:
+    monai_swin.rearrange = permute_rearrange
+
+
+@register("swin_unetr", "supervised")
+class SwinUNETRBaseline(SupervisedMethod):
+    """MONAI 2D Swin UNETR (Swin transformer encoder, CNN decoder), trained on the labelled images only."""
+
+    Config = SwinUNETRConfig
+    presets = {
+        "tiny": SwinUNETRConfig(max_side=192, crop=64, batch=4, max_epochs=4, steps_per_epoch=8, patience=3,
+                                feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 4), window_size=4),
+        "paper": SwinUNETRConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
+    }
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        c = self.cfg
+        return SwinUNETR(in_channels=3, out_channels=self.out_channels(num_classes), spatial_dims=2,
+                         feature_size=c.feature_size, depths=c.depths, num_heads=c.num_heads,
+                         window_size=c.window_size, dropout_path_rate=c.drop_path)
+
+    @classmethod
+    def param_count(cls) -> int:
+        """MONAI's constructor calls `.item()` (drop-path rates), which the meta device cannot do,
+        so the paper model (6.3 M parameters) is built on the CPU instead."""
+        with torch.device("cpu"):
+            model = cls(cls.presets["paper"]).build_model()
+        return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,46 @@
+"""UNet++ (MONAI BasicUNetPlusPlus), a supervised baseline of Table 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monai.networks.nets import BasicUNetPlusPlus
+from torch import Tensor, nn
+
+from bench.registry import register
+from bench.supervised import SupervisedConfig, SupervisedMethod
+
+
+@dataclass(frozen=True)
+class UNetPlusPlusConfig(SupervisedConfig):
+    # Six widths, MONAI's convention: the five encoder levels, then the last decoder stage.
+    features: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
+    upsample: str = "deconv"  # deconv | pixelshuffle | nontrainable
+
+
+class LastOutput(nn.Module):
+    """BasicUNetPlusPlus returns a list of heads (one without deep supervision); the trainer wants
+    the full-depth head's logits as one tensor."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[-1]
+
+
+@register("unetpp", "supervised")
+class UNetPlusPlusBaseline(SupervisedMethod):
+    """MONAI 2D UNet++ (nested dense skips), trained on the labelled images only."""
+
+    Config = UNetPlusPlusConfig
+    presets = {
+        "tiny": UNetPlusPlusConfig(max_side=192, crop=64, batch=8, max_epochs=4, steps_per_epoch=8, patience=3,
+                                   features=(4, 4, 8, 16, 32, 4)),
+        "paper": UNetPlusPlusConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
+    }
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        c = self.cfg
+        return LastOutput(BasicUNetPlusPlus(spatial_dims=2, in_channels=3, out_channels=self.out_channels(num_classes),
+                                            features=c.features, upsample=c.upsample))

@@ -1,0 +1,76 @@
+"""Turning the runs to do into jobs: one pre-training job per artefact, then arrays of runs.
+
+SSL runs of the same data set and pre-training config share one backbone, so it is built once,
+by its own job; the runs that read it form one array that starts when that job succeeded
+(`afterok`). Runs whose artefact exists already, and supervised runs, need not wait for
+anything. An array holds one method's runs, so `squeue` names what is waiting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import registry
+from bench.runner import RunSpec
+
+MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001: larger groups become several arrays
+
+
+@dataclass(frozen=True)
+class PretrainTask:
+    """Build `artefact`; `spec` is the first run that needs it (its seed seeds the build)."""
+
+    artefact: Path
+    spec: RunSpec
+
+    @property
+    def name(self) -> str:
+        return f"bench-pretrain-{self.spec.method}-{self.spec.dataset}"
+
+
+@dataclass(frozen=True)
+class ArrayTask:
+    """Runs of one kind submitted as one job array, optionally after one artefact's job."""
+
+    kind: str                       # ssl | supervised (selects the [slurm.KIND] resources)
+    specs: tuple[RunSpec, ...]
+    artefact: Path | None = None    # the artefact these runs wait for, if it is still being built
+
+    @property
+    def name(self) -> str:
+        methods = "+".join(dict.fromkeys(s.method for s in self.specs))
+        return f"bench-{self.kind}-{methods}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    pretrain: tuple[PretrainTask, ...]
+    arrays: tuple[ArrayTask, ...]
+    queued: dict[Path, str] = field(default_factory=dict)  # artefact -> pre-training job already queued
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(a.specs) for a in self.arrays)
+
+
+def make_plan(todo: list[RunSpec], queued: dict[Path, str] | None = None) -> Plan:
+    """Group `todo` (runs without record and without a live job) into jobs.
+
+    `queued` maps artefacts whose pre-training job is still pending or running to that job: their
+    runs wait for it instead of a second pre-training job being submitted.
+    """
+    queued = dict(queued or {})
+    pretrain: dict[Path, PretrainTask] = {}
+    groups: dict[tuple[str, str, Path | None], list[RunSpec]] = {}
+    for spec in todo:
+        kind = registry.get(spec.method).kind
+        artefact = spec.artefact()
+        if artefact is not None and artefact.exists():
+            artefact = None
+        if artefact is not None and artefact not in queued:
+            pretrain.setdefault(artefact, PretrainTask(artefact, spec))
+        groups.setdefault((kind, spec.method, artefact), []).append(spec)
+    arrays = tuple(ArrayTask(kind, tuple(specs[i : i + MAX_ARRAY]), artefact)
+                   for (kind, _, artefact), specs in groups.items() for i in range(0, len(specs), MAX_ARRAY))
+    return Plan(tuple(pretrain.values()), arrays, {a: j for a, j in queued.items() if a in
+                                                   {t.artefact for t in arrays}})

@@ -1,0 +1,101 @@
+"""Resumable training loops: periodic on-disk checkpoints a restarted job continues from.
+
+A preempted or requeued Slurm job (or a local run killed with -9) restarts from scratch as far as
+the process is concerned; what it can find is what was written to disk. The runner opens a
+`resumable(path)` scope around work that may take long (pre-training a backbone); a loop inside
+asks `loop_state(...)` where to start and reports each finished step, and the state (weights,
+optimiser, EMA, RNG streams, step) is saved atomically every `every_s` seconds. Restoring every
+RNG stream makes a resumed loop continue bit for bit as if it had never stopped (on the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+
+from bench.store import atomic_torch_save
+
+FORMAT = 1
+DEFAULT_CHECKPOINT_EVERY_S = 300.0   # at most this much pre-training is lost to a kill
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CheckpointTarget:
+    """Where the current loop's checkpoint lives and how often it is rewritten."""
+
+    path: Path
+    every_s: float
+
+
+_ACTIVE: ContextVar[CheckpointTarget | None] = ContextVar("bench_checkpoint_target", default=None)
+
+
+@contextlib.contextmanager
+def resumable(path: str | Path, every_s: float) -> Iterator[CheckpointTarget]:
+    """Loops inside this scope checkpoint to `path`; the file is removed once the scope succeeds."""
+    target = CheckpointTarget(Path(path), float(every_s))
+    token = _ACTIVE.set(target)
+    try:
+        yield target
+    finally:
+        _ACTIVE.reset(token)
+    target.path.unlink(missing_ok=True)
+
+
+class LoopState:
+    """The bridge between one training loop and its checkpoint file (a no-op outside `resumable`)."""
+
+    def __init__(self, target: CheckpointTarget | None, parts: dict[str, Stateful | None],
+                 gen: torch.Generator, total: int) -> None:
+        self.target, self.gen, self.total = target, gen, total
+        self.parts = {name: part for name, part in parts.items() if part is not None}
+        self.start = 0
+        self._last_save = time.monotonic()
+
+    def restore(self) -> int:
+        """Load the checkpoint if there is a matching one; return the step to continue from."""
+        if self.target is None or not self.target.path.exists():
+            return 0
+        saved = torch.load(self.target.path, map_location="cpu", weights_only=False)
+        if saved.get("format") != FORMAT or saved.get("total") != self.total or set(saved["parts"]) != set(self.parts):
+            return 0
+        for name, part in self.parts.items():
+            part.load_state_dict(saved["parts"][name])
+        self.gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.start = int(saved["step"])
+        print(f"bench: resuming from {self.target.path} at step {self.start} of {self.total}",
+              file=sys.stderr, flush=True)
+        return self.start
+
+    def step_done(self, step: int) -> None:
+        """Call after step `step` (1-based count of finished steps); saves when the interval is up."""
+        if self.target is None or step >= self.total:
+            return
+        if time.monotonic() - self._last_save < self.target.every_s:
+            return
+        atomic_torch_save(self.target.path, {
+            "format": FORMAT, "step": step, "total": self.total,
+            "parts": {name: part.state_dict() for name, part in self.parts.items()},
+            "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+        })
+        self._last_save = time.monotonic()
+
+
+def loop_state(parts: dict[str, Stateful | None], gen: torch.Generator, total: int) -> LoopState:
+    """A LoopState for the active `resumable` scope (or an inert one), already restored."""
+    state = LoopState(_ACTIVE.get(), parts, gen, total)
+    state.restore()
+    return state

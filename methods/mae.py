@@ -1,0 +1,115 @@
+"""MAE (He et al.): masked-autoencoder pre-training, ViT block outputs as pixel features."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.context import RunContext
+from bench.diffusion import ssim_loss
+from bench.errors import ConfigError
+from bench.nn.checkpoint import load_state_dict_strict
+from bench.nn.imagenet import imagenet_normalise
+from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
+from bench.pretrain import PretrainSchedule, pretrain
+from bench.registry import register
+from bench.ssl import TINY_PROBE, SSLConfig, SSLMethod
+
+LOSSES = ("norm_pix", "mse", "ssim")
+PROBE_ONLY_FIELDS = {"feature_blocks"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "window", "pretrain_seed"})
+
+
+@dataclass(frozen=True)
+class MAEConfig(SSLConfig):
+    """ViT-L/8 MAE at 256 px (REFERENCE §5); optimiser as MAE's recipe, lr scaled to the batch."""
+
+    patch: int = 8
+    embed_dim: int = 1024
+    depth: int = 24
+    heads: int = 16
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    mask_ratio: float = 0.75
+    loss: str = "norm_pix"            # norm_pix (MAE) | mse (raw pixels) | ssim (Table 4, on the image)
+    train_steps: int = 10000
+    train_batch: int = 64
+    lr: float = 3.75e-5               # MAE's base lr 1.5e-4 x batch / 256
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    feature_blocks: int = 12          # read out the outputs of the last N encoder blocks
+
+
+@register("mae", "ssl")
+class MAE(SSLMethod):
+    """MAE pixel features: a masked-autoencoder ViT read out at its last blocks, unmasked."""
+
+    Config = MAEConfig
+    presets = {
+        "tiny": MAEConfig(
+            **TINY_PROBE, embed_dim=48, depth=4, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4,
+            train_steps=100, train_batch=8, lr=1e-3, feature_blocks=3,
+        ),
+        "paper": MAEConfig(),
+    }
+
+    def arch(self) -> MAEArch:
+        c = self.cfg
+        return MAEArch(img_size=c.window, patch=c.patch, embed_dim=c.embed_dim, depth=c.depth, heads=c.heads,
+                       decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, decoder_heads=c.decoder_heads)
+
+    def check(self) -> None:
+        """Fail before pre-training on settings the model cannot honour."""
+        c = self.cfg
+        where = "bench.toml"
+        if c.window % c.patch:
+            raise ConfigError(where, f"params.{self.name}.window", f"{c.window} is not a multiple of patch {c.patch}")
+        if c.loss not in LOSSES:
+            raise ConfigError(where, f"params.{self.name}.loss", f"expected one of {LOSSES}, got {c.loss!r}")
+        if not 0 <= c.mask_ratio < 1:
+            raise ConfigError(where, f"params.{self.name}.mask_ratio", f"must be in [0, 1), got {c.mask_ratio}")
+        if not 1 <= c.feature_blocks <= c.depth:
+            raise ConfigError(where, f"params.{self.name}.feature_blocks", f"must be in 1..{c.depth}")
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        return MAEViT(self.arch())
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
+
+    def step_loss(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """x: crops in [-1, 1]. The SSIM variant compares the reconstructed image in that range."""
+        c = self.cfg
+        if c.loss == "ssim":
+            pred, mask = model(imagenet_normalise((x + 1) / 2), c.mask_ratio, gen)
+            return ssim_loss(masked_reconstruction(model, x, pred, mask), x)
+        images = imagenet_normalise((x + 1) / 2)
+        pred, mask = model(images, c.mask_ratio, gen)
+        return masked_patch_loss(model, images, pred, mask, norm_pix=c.loss == "norm_pix")
+
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        self.check()
+        c = self.cfg
+        sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
+                                 weight_decay=c.weight_decay, betas=c.betas, max_side=c.max_side)
+        return pretrain(self.build_model(), images, sched, self.step_loss, ctx.device, c.pretrain_seed,
+                        ctx.progress, desc="mae pretrain")
+
+    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
+        self.check()
+        model = self.build_model()
+        model.load_state_dict(state)
+        return model
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A state dict of this MAEViT (e.g. a bench artefact's weights), loaded strictly."""
+        model = self.build_model()
+        load_state_dict_strict(model, path, source=f"params.{self.name}.checkpoint")
+        return model.state_dict()
+
+    def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
+        return backbone.features(imagenet_normalise(x), self.cfg.feature_blocks)

@@ -1,0 +1,60 @@
+"""MDM (Pan, Chen, Shi): masked diffusion, features of a UNet that restores masked patches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.context import RunContext
+from bench.diffusion import reconstruction_loss, sample_timesteps
+from bench.diffusion_probe import TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.masking import mask_patches, patch_keep_mask
+from bench.pretrain import pretrain
+from bench.registry import register
+from bench.ssl import TINY_PROBE
+
+
+@dataclass(frozen=True)
+class MDMConfig(DiffusionConfig):
+    patch: int = 8                     # 4 and 16 are the Table 7 ablation
+    loss: str = "ssim"                 # ssim | mse (Table 4)
+    fixed_t: int | None = None         # Table 3: always mask t / T of the patches
+    learn_sigma: bool = False
+    ema_decay: float = 0.9999
+    train_batch: int = 128
+    blocks_natural: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11, 12)
+    timesteps_medical: tuple[int, ...] = (50,)
+    timesteps_natural: tuple[int, ...] = (50,)
+
+
+@register("mdm", "ssl")
+class MDM(DiffusionProbe):
+    """MDM: a diffusion UNet trained to restore images with t/T of their patches masked (SSIM loss)."""
+
+    Config = MDMConfig
+    presets = {
+        "tiny": MDMConfig(**TINY_PROBE, **TINY_UNET),
+        "paper": MDMConfig(),
+    }
+
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        c = self.cfg
+
+        def step_loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            t = sample_timesteps(x0.shape[0], c.diffusion_steps, c.fixed_t, gen)
+            masked = mask_patches(x0, t, c.diffusion_steps, c.patch, gen)
+            restored = model(masked, t.to(x0.device))
+            return reconstruction_loss(c.loss, restored, x0)
+
+        return pretrain(self.build_model(), images, self.schedule(), step_loss, ctx.device,
+                        c.pretrain_seed, ctx.progress, desc="mdm pretrain")
+
+    def model_input(self, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """The training corruption at t, with one mask from the fixed extraction seed for every window."""
+        c = self.cfg
+        gen = torch.Generator().manual_seed(c.noise_seed)
+        keep = patch_keep_mask(1, tuple(x.shape[-2:]), c.patch, torch.tensor([t / c.diffusion_steps]), gen)
+        return x * keep.to(x.device, x.dtype)

@@ -1,0 +1,195 @@
+"""Executors without a scheduler: [slurm] config, the job plan, dry runs, resumable pre-training,
+the `debug` executor (the Slurm jobs run in-process), code snapshots and squeue/sacct parsing."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.cli import main
+from bench.config import load_config
+from bench.executors.jobs import PretrainJob, RunJob
+from bench.executors.plan import make_plan
+from bench.executors.resume import resumable
+from bench.executors.scheduler import _parse
+from bench.executors.snapshot import REPO, make_snapshot
+from bench.pretrain import PretrainSchedule, pretrain
+from bench.runner import expand
+from tests.conftest import write_sweep
+
+# The tiny-preset sweep shrunk further (32 px windows, 64 px images, a few steps) so that a run
+# takes about a second on one CPU core. tests/test_slurm.py uses the same overrides.
+FAST = {
+    "ddpm": "train_steps = 4\nmax_side = 64\nwindow = 32\nchannel_mult = [1, 1]\nattention_resolutions = []\n"
+            "blocks_medical = [1, 2, 3]\nprobe_ensemble = 2\nprobe_max_epochs = 2\n"
+            "probe_pixels_per_epoch = 4096\noverlap = 0.0\n",
+    "unet": "max_side = 64\ncrop = 32\nmax_epochs = 2\nsteps_per_epoch = 3\n",
+}
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread, as in a Slurm job with cpus_per_task = 1 (and far faster on a busy box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fast_sweep(seeds: str = "[0]", fractions: str = "[1.0]", extra: str = "",
+               methods: tuple[str, ...] = ("ddpm", "unet")) -> str:
+    params = "".join(f"[params.{m}]\n{FAST[m]}" for m in methods)
+    names = ", ".join(f'"{m}"' for m in methods)
+    return (f'preset = "tiny"\nseeds = {seeds}\noutput = "out"\nmethods = [{names}]\n'
+            f'[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = {fractions}\n{params}{extra}')
+
+
+def test_slurm_defaults_with_per_kind_overrides(tmp_path: Path) -> None:
+    sweep = load_config(write_sweep(tmp_path, fast_sweep(extra="""
+[slurm]
+cpus_per_task = 2
+mem_gb = 8
+setup = ["module load cuda"]
+checkpoint_every_s = 60
+[slurm.pretrain]
+gpus_per_node = 1
+timeout_min = 600
+[slurm.ssl]
+partition = "short"
+""")))
+    pre, ssl, sup = (sweep.slurm.resources(k) for k in ("pretrain", "ssl", "supervised"))
+    assert (pre.gpus_per_node, pre.timeout_min, pre.cpus_per_task, pre.partition) == (1, 600, 2, None)
+    assert (ssl.gpus_per_node, ssl.partition, ssl.mem_gb, ssl.setup) == (0, "short", 8.0, ("module load cuda",))
+    assert sup.partition is None and sup.cpus_per_task == 2
+    assert sweep.slurm.checkpoint_every_s == 60
+
+
+@pytest.mark.parametrize(("block", "expected"), [
+    ("[slurm]\ncpus = 2\n", "slurm.cpus: unknown key"),
+    ("[slurm.ssl]\ngpus = 1\n", "slurm.ssl.gpus: unknown key"),
+    ("[slurm.gpu]\npartition = 'a'\n", "slurm.gpu: unknown key"),
+    ("[slurm]\ncpus_per_task = 'two'\n", "slurm.cpus_per_task: expected a positive integer"),
+    ("[slurm.pretrain]\nsetup = 'module load x'\n", "slurm.pretrain.setup: expected a list"),
+    ("[slurm]\nmem_gb = -1\n", "slurm.mem_gb: expected a positive number"),
+])
+def test_bad_slurm_table_is_one_line_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         block: str, expected: str) -> None:
+    config = write_sweep(tmp_path, fast_sweep(extra=block))
+    assert main(["run", "--config", str(config), "--executor", "slurm", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(config) in err and expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_shows_jobs_arrays_dependencies_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write_sweep(tmp_path, fast_sweep(seeds="[0, 1]", extra='[slurm.ssl]\npartition = "gpu"\n'))
+    assert main(["run", "--config", str(config), "--executor", "slurm", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 pre-training job(s) and 4 run(s) in 2 array(s)" in out
+    ssl, sup = out.split("array bench-ssl-ddpm")[1].split("array bench-supervised-unet")
+    assert ssl.startswith(": 2 run(s), after bench-pretrain-ddpm-synthetic-glands")
+    assert "--dependency=afterok:" in ssl and "--partition=gpu" in ssl and "--array=0-1%2" in ssl
+    assert "--dependency" not in sup and "--partition" not in sup
+    assert "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}" in sup
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_builds_each_artefact_once_and_only_when_missing(tmp_path: Path) -> None:
+    runs = expand(load_config(write_sweep(tmp_path, fast_sweep(seeds="[0, 1]", fractions="[1.0, 0.1]"))))
+    plan = make_plan(runs)
+    (task,) = plan.pretrain
+    ssl = next(a for a in plan.arrays if a.kind == "ssl")
+    sup = next(a for a in plan.arrays if a.kind == "supervised")
+    assert len(ssl.specs) == len(sup.specs) == 4 and ssl.artefact == task.artefact and sup.artefact is None
+    assert {r.artefact() for r in ssl.specs} == {task.artefact} and task.spec == ssl.specs[0]
+    queued = make_plan(runs, {task.artefact: "77"})  # its pre-training job is already in the queue
+    assert not queued.pretrain and queued.queued == {task.artefact: "77"}
+    task.artefact.parent.mkdir(parents=True)
+    task.artefact.touch()                               # built already: nothing to wait for
+    built = make_plan(runs)
+    assert not built.pretrain and all(a.artefact is None for a in built.arrays)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _pretrain(images: list[np.ndarray], die_at: int | None = None) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+    steps = []
+
+    def loss(m: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if len(steps) == die_at:
+            raise _Killed
+        steps.append(1)
+        noise = torch.randn(x.shape, generator=gen)
+        return ((m(x + noise) - x) ** 2).mean()
+
+    sched = PretrainSchedule(steps=12, batch=2, crop=16, lr=1e-2, ema_decay=0.9)
+    return pretrain(model, images, sched, loss, torch.device("cpu"), seed=3)
+
+
+def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: Path, one_thread: None) -> None:
+    images = [np.random.default_rng(i).integers(0, 255, (24, 28, 3), dtype=np.uint8) for i in range(3)]
+    reference = _pretrain(images)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(_Killed), resumable(ckpt, every_s=0):
+        _pretrain(images, die_at=7)
+    assert torch.load(ckpt, weights_only=False)["step"] == 7
+    with resumable(ckpt, every_s=0):
+        resumed = _pretrain(images)
+    assert not ckpt.exists()  # the finished scope removes its checkpoint
+    assert reference.keys() == resumed.keys()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 one_thread: None) -> None:
+    config = write_sweep(tmp_path, fast_sweep())
+    assert main(["run", "--config", str(config), "--executor", "debug", "--quiet"]) == 0
+    runs = expand(load_config(config))
+    ddpm = next(r for r in runs if r.method == "ddpm")
+    records = {r.run_id: r.record_path.stat().st_mtime_ns for r in runs}
+    artefact = ddpm.artefact()
+    assert artefact.exists() and not list((tmp_path / "out" / "checkpoints").rglob("*.pt"))
+    # A requeued job whose work is on disk returns at once and rewrites nothing.
+    assert [RunJob(r)() for r in runs] == [str(r.record_path) for r in runs]
+    assert PretrainJob(ddpm)() == str(artefact)
+    assert {r.run_id: r.record_path.stat().st_mtime_ns for r in runs} == records
+    # The artefact the pre-training job built equals the one a local run builds for itself.
+    local = expand(load_config(config, ['output="local"']))
+    local_ddpm = next(r for r in local if r.method == "ddpm")
+    local_ddpm.execute()
+    a = torch.load(artefact, weights_only=False)["state"]
+    b = torch.load(local_ddpm.artefact(), weights_only=False)["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 0
+    assert "total: 2 done" in capsys.readouterr().out
+
+
+def test_snapshot_is_a_frozen_copy_reused_while_the_code_is_unchanged(tmp_path: Path) -> None:
+    snap = make_snapshot(tmp_path)
+    for name in ("bench/runner.py", "bench/executors/jobs.py", "methods/ddpm.py", "baselines/unet.py"):
+        assert (snap / name).read_bytes() == (REPO / name).read_bytes()
+    assert make_snapshot(tmp_path) == snap
+    if (REPO / ".git").exists():
+        head = ["git", "rev-parse", "HEAD"]
+        assert subprocess.run(head, cwd=snap, capture_output=True, text=True).stdout == \
+            subprocess.run(head, cwd=REPO, capture_output=True, text=True).stdout
+
+
+def test_scheduler_output_parsing() -> None:
+    states = _parse("12_[3-5]|PENDING|Dependency\n12_1|RUNNING|None\n13|CANCELLED by 0|\n"
+                    "13.batch|CANCELLED|\n14|PENDING|DependencyNeverSatisfied\n15|REQUEUED|\n")
+    assert sorted(states) == ["12_1", "12_3", "12_4", "12_5", "13", "14", "15"]
+    assert states["12_4"].phase == "pending" and states["12_1"].phase == "running"
+    assert states["13"].state == "CANCELLED" and states["13"].phase == "ended"
+    assert states["14"].phase == "ended" and states["14"].stuck  # waits for a job that failed
+    assert states["15"].phase == "pending"

@@ -1,0 +1,245 @@
+"""Against a real Slurm: job arrays after a pre-training job, scancel + rerun, requeue + resume.
+
+A session fixture uses the Slurm it finds (`sinfo` answers) or, as root where allowed (CI=true,
+or BENCH_SLURM_SETUP=1), starts a throwaway one with scripts/slurm_setup.sh and stops it at the
+end. Elsewhere these tests skip; in CI a Slurm that cannot be started is a failure, not a skip.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import load_config
+from bench.executors.book import JobBook, load_book
+from bench.executors.scheduler import job_states
+from bench.executors.slurm import wait
+from bench.executors.status import sweep_status
+from bench.runner import expand
+from tests.conftest import REPO, write_sweep
+from tests.test_executors import fast_sweep
+
+pytestmark = pytest.mark.slow
+
+SEEDS = 10                       # per cell, as in the paper's protocol
+SLURM = '[slurm]\ncpus_per_task = 1\ntimeout_min = 30\npoll_s = 2\n'
+SETUP_TIMEOUT_S = 900            # includes apt-get on a fresh machine
+TIMEOUT_S = 420                  # the longest any single wait in here may take
+
+
+def _slurm_answers() -> bool:
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and bool(re.search(r"idle|mixed|alloc", proc.stdout))
+
+
+def _cannot_start() -> str | None:
+    if os.geteuid() != 0:
+        return "no Slurm reachable, and starting one needs root"
+    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+        return "no Slurm reachable and no apt-get to install one"
+    if os.environ.get("CI", "").lower() != "true" and os.environ.get("BENCH_SLURM_SETUP") != "1":
+        return "no Slurm reachable; BENCH_SLURM_SETUP=1 lets the tests install and start a throwaway one"
+    return None
+
+
+def _give_up(why: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but Slurm is unavailable: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[None]:
+    if _slurm_answers():
+        yield
+        return
+    why = _cannot_start()
+    if why:
+        _give_up(why)
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm_setup.sh")], capture_output=True,
+                          text=True, timeout=SETUP_TIMEOUT_S)
+    if proc.returncode != 0 or not _slurm_answers():
+        _give_up(f"scripts/slurm_setup.sh failed: {(proc.stdout + proc.stderr)[-2000:]}")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(REPO / "scripts" / "slurm_teardown.sh")], timeout=120)
+
+
+@pytest.fixture(scope="module")
+def jobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment the jobs inherit from `bench run`: the session's data cache, one thread."""
+    env = {"BENCH_CACHE": str(tmp_path_factory.getbasetemp() / "bench-cache"), "OMP_NUM_THREADS": "1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield {**os.environ, **env}
+
+
+def _until(condition, what: str, timeout: float = TIMEOUT_S, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _scontrol(*args: str) -> None:
+    subprocess.run(["scontrol", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+@dataclass
+class Sweep:
+    config: Path
+    victim: str              # the run whose job was cancelled
+    book: JobBook            # after the first submission
+    status_text: str         # `bench status` after the first wait
+    rerun_err: str           # what the rerun (`bench run --wait`) said
+    local: Path              # the same sweep run in-process
+    seconds: dict[str, float]
+
+
+@pytest.fixture(scope="module")
+def sweep(slurm: None, jobs_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """Submit 4 x SEEDS runs as arrays, scancel one, wait, check status, rerun, wait; and locally."""
+    folder = tmp_path_factory.mktemp("slurm-sweep")
+    config = write_sweep(folder, fast_sweep(seeds=str(list(range(SEEDS))), fractions="[1.0, 0.1]", extra=SLURM))
+    cfg = load_config(config)
+    runs = expand(cfg)
+    start = time.monotonic()
+    assert main(["run", "--config", str(config), "--executor", "slurm"]) == 0
+    book = load_book(cfg.output)
+    victim = [r for r in runs if r.method == "ddpm"][-1].run_id  # waits behind the pre-training job
+    subprocess.run(["scancel", book.runs[victim]], check=True, timeout=30)
+    local_log = folder / "local.log"
+    with open(local_log, "w") as log:
+        local = subprocess.Popen([sys.executable, "-m", "bench", "run", "--config", str(config), "--quiet",
+                                  "--executor", "local", "--set", 'output="local"'], env=jobs_env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+    wait(cfg, runs, report=lambda line: None)
+    first = time.monotonic() - start
+    status = _run_cli(["status", "--config", str(config)])[0]
+    out, err = _run_cli(["run", "--config", str(config), "--executor", "slurm", "--wait", "--quiet"])
+    total = time.monotonic() - start
+    assert local.wait(timeout=TIMEOUT_S) == 0, local_log.read_text()[-3000:]
+    return Sweep(config, victim, book, status, err, folder / "local",
+                 {"first_wait": first, "with_rerun": total, "local_done": time.monotonic() - start})
+
+
+def _run_cli(argv: list[str]) -> tuple[str, str]:
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    return out.getvalue(), err.getvalue()
+
+
+def test_cancelled_job_shows_failed_and_a_rerun_submits_only_it(sweep: Sweep) -> None:
+    failed = [line for line in sweep.status_text.splitlines() if "CANCELLED" in line]
+    assert len(failed) == 1 and sweep.victim in failed[0]
+    assert f"total: {4 * SEEDS - 1} done, 1 failed" in sweep.status_text
+    assert "submitted 0 pre-training job(s) and 1 run(s) in 1 array(s)" in sweep.rerun_err
+    after = load_book(load_config(sweep.config).output)
+    changed = {run for run, job in after.runs.items() if sweep.book.runs[run] != job}
+    assert changed == {sweep.victim}
+
+
+def test_every_cell_has_all_seeds_and_the_table_equals_a_local_run(sweep: Sweep) -> None:
+    print(f"\nslurm sweep of {4 * SEEDS} runs: {sweep.seconds}")
+    tables = []
+    for output in ("results", "local"):
+        out, _ = _run_cli(["table", "--config", str(sweep.config), "--format", "csv", "--set", f'output="{output}"'])
+        tables.append(pd.read_csv(io.StringIO(out)))
+    slurm_table, local_table = tables
+    assert len(slurm_table) == 4 and (slurm_table["n"] == SEEDS).all()
+    pd.testing.assert_frame_equal(slurm_table, local_table)
+    records = {p.name: json.loads(p.read_text()) for p in (sweep.config.parent / "results" / "records").iterdir()}
+    local = {p.name: json.loads(p.read_text()) for p in (sweep.local / "records").iterdir()}
+    assert records.keys() == local.keys() and len(records) == 4 * SEEDS
+    assert all(records[k]["metrics"] == local[k]["metrics"] for k in records)  # bit for bit, every run
+
+
+def test_jobs_ran_the_snapshot_of_the_code(sweep: Sweep) -> None:
+    book = load_book(load_config(sweep.config).output)
+    (snapshot,) = set(book.snapshots.values())
+    assert (Path(snapshot) / "bench" / "runner.py").read_bytes() == (REPO / "bench" / "runner.py").read_bytes()
+    record = json.loads(next((sweep.config.parent / "results" / "records").iterdir()).read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert record["provenance"]["git"]["commit"] == (head or "unknown")
+
+
+def _requeue_now(job_id: str) -> None:
+    """scontrol requeue, then lift the ~2 minutes Slurm makes a requeued job wait before it starts."""
+    _scontrol("requeue", job_id)
+    _until(lambda: job_states([job_id])[job_id].state == "PENDING", f"job {job_id} to be pending again")
+    _scontrol("update", f"JobId={job_id}", "StartTime=now")
+
+
+def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
+        slurm: None, jobs_env: dict[str, str], tmp_path: Path) -> None:
+    steps = 200
+    body = fast_sweep(extra=SLURM + "checkpoint_every_s = 0\n", methods=("ddpm",))
+    config = write_sweep(tmp_path, body.replace("train_steps = 4", f"train_steps = {steps}"))
+    cfg = load_config(config)
+    (spec,) = expand(cfg)
+    checkpoint = spec.checkpoint_path(spec.artefact())
+    assert main(["run", "--config", str(config), "--executor", "slurm"]) == 0
+    book = load_book(cfg.output)
+    (pretrain_job,) = book.pretrain.values()
+
+    def step_on_disk() -> int:
+        try:
+            return torch.load(checkpoint, weights_only=False)["step"]
+        except (OSError, EOFError, RuntimeError, KeyError):
+            return 0
+
+    _until(lambda: step_on_disk() >= 3, "the pre-training job's first checkpoints")
+    _requeue_now(pretrain_job)
+    # Meanwhile: the same artefact, built here without interruption.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    reference = load_config(config, ['output="reference"'])
+    reference_path = expand(reference)[0].pretrain()
+    torch.set_num_threads(before)
+    statuses = wait(cfg, [spec], report=lambda line: None)
+    assert [s.phase for s in statuses] == ["done"]
+    log = (Path(cfg.output) / "slurm" / "logs" / f"{pretrain_job}_0_log.err").read_text()
+    resumed = re.findall(r"resuming from .* at step (\d+) of (\d+)", log)
+    assert len(resumed) == 1 and 0 < int(resumed[0][0]) < steps and "restart 1" in log, log[-3000:]
+    assert not checkpoint.exists()
+    a = torch.load(spec.artefact(), weights_only=False)["state"]
+    b = torch.load(reference_path, weights_only=False)["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed pre-training differs from an uninterrupted one"
+    records = list((Path(cfg.output) / "records").iterdir())
+    assert [p.name for p in records] == [f"{spec.run_id}.json"]
+    # Requeue the finished run's job: it finds its record and exits cleanly, rewriting nothing.
+    run_job = book.runs[spec.run_id]
+    mtime = records[0].stat().st_mtime_ns
+    _requeue_now(run_job)
+    run_log = Path(cfg.output) / "slurm" / "logs" / f"{run_job}_0_log.err"
+    _until(lambda: "already done" in run_log.read_text() and job_states([run_job])[run_job].phase == "ended",
+           "the requeued run job to finish")
+    assert job_states([run_job])[run_job].state == "COMPLETED"
+    assert [p.stat().st_mtime_ns for p in (Path(cfg.output) / "records").iterdir()] == [mtime]
