@@ -5,7 +5,6 @@ reductions), so this plugin insists that its training crop / sliding window is o
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +38,11 @@ class SwinUNETRConfig(SupervisedConfig):
 
 
 def permute_rearrange(x: torch.Tensor, pattern: str) -> torch.Tensor:
-    """The only einops use in MONAI's Swin UNETR is axis permutation ("b c h w -> b h w c");
-    einops is not installed here, so this does that one job."""
-    left, right = (re.findall(r"\w+", side) for side in pattern.split("->"))
-    if sorted(left) != sorted(right) or len(left) != x.ndim:
+    """The only einops use in MONAI's Swin UNETR is axis permutation ("b c h w -> b h w c"), so
+    where einops (an optional MONAI dependency) is not installed this stands in for it."""
+    left, right = (side.split() for side in pattern.split("->"))
+    plain = all(axis.isidentifier() for axis in left + right)
+    if not plain or sorted(left) != sorted(right) or len(set(left)) != len(left) or len(left) != x.ndim:
         raise ValueError(f"permute_rearrange handles plain axis permutations only, got {pattern!r}")
     return x.permute(*[left.index(axis) for axis in right])
 

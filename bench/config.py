@@ -115,7 +115,7 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
         raise ConfigError(path, "output", "expected a folder path (string)")
     base = Path(path).resolve().parent
     datasets = _datasets(raw.get("datasets"), path, base, DATASETS)
-    params = _params(raw.get("params", {}), methods, path)
+    params = _params(raw.get("params", {}), methods, path, base)
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
@@ -157,7 +157,7 @@ def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[Da
     return tuple(entries)
 
 
-def _params(value: Any, methods: tuple[str, ...], path: str | Path) -> dict[str, dict[str, Any]]:
+def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) -> dict[str, dict[str, Any]]:
     """Per-method config overrides (`[params.ddpm] steps = 200`), checked against the plugin's Config."""
     from bench import registry
 
@@ -171,6 +171,11 @@ def _params(value: Any, methods: tuple[str, ...], path: str | Path) -> dict[str,
             raise ConfigError(path, f"params.{method}", "expected a table of config fields")
         registry.get(method).check_overrides(table, lambda key, msg, m=method: ConfigError(path, f"params.{m}.{key}", msg))
         out[method] = dict(table)
+        if isinstance(table.get("checkpoint"), str):
+            checkpoint = (base / Path(table["checkpoint"]).expanduser()).resolve()
+            if not checkpoint.is_file():
+                raise ConfigError(path, f"params.{method}.checkpoint", f"file {checkpoint} does not exist")
+            out[method]["checkpoint"] = str(checkpoint)
     return out
 
 

@@ -93,7 +93,7 @@ class DiffusionProbe(SSLMethod):
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         model = self.build_model()
-        load_state_dict_strict(model, path, source=f"params.{self.name}.checkpoint")
+        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
         return model.state_dict()
 
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:

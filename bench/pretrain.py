@@ -66,7 +66,8 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     model = to_device(model, device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
-    resume = loop_state({"model": model, "opt": opt, "ema": ema}, gen, sched.steps)  # on-disk checkpoint, if any
+    stateful_loss = step_loss if hasattr(step_loss, "load_state_dict") else None  # e.g. a queue it keeps
+    resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss}, gen, sched.steps)
     bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, disable=not progress,
                initial=resume.start, total=sched.steps)
     for step in bar:

@@ -156,6 +156,13 @@ def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
     for entry in {(r.dataset, r.root) for r in runs}:
         for split in ("train", "test"):
             get_dataset(entry[0], entry[1], split)
+    checked: set[tuple[str, str]] = set()
+    for spec in runs:
+        cfg = spec.resolved_config()
+        path = getattr(cfg, "checkpoint", None)
+        if path and (spec.method, path) not in checked:
+            registry.get(spec.method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
+            checked.add((spec.method, path))
 
 
 def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:

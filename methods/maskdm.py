@@ -175,7 +175,7 @@ class MaskDM(SSLMethod):
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """A state dict of this U-ViT (e.g. a bench artefact's weights), loaded strictly."""
         model = self.build_model()
-        load_state_dict_strict(model, path, source=f"params.{self.name}.checkpoint")
+        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
         return model.state_dict()
 
     # --- features ------------------------------------------------------------------------

@@ -155,7 +155,7 @@ class SwAV(SSLMethod):
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """A state dict of this SwAVNet (trunk, head, prototypes), loaded strictly."""
         model = self.build_model()
-        load_state_dict_strict(model, path, source=f"params.{self.name}.checkpoint")
+        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
         return model.state_dict()
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:

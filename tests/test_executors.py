@@ -119,8 +119,9 @@ class _Killed(Exception):
     pass
 
 
-def _pretrain(images: list[np.ndarray], die_at: int | None = None) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
+def _pretrain(images: list[np.ndarray], seed: int, die_at: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """A tiny pre-training loop; returns the weights and how many steps it computed."""
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
     steps = []
 
@@ -132,21 +133,29 @@ def _pretrain(images: list[np.ndarray], die_at: int | None = None) -> dict[str, 
         return ((m(x + noise) - x) ** 2).mean()
 
     sched = PretrainSchedule(steps=12, batch=2, crop=16, lr=1e-2, ema_decay=0.9)
-    return pretrain(model, images, sched, loss, torch.device("cpu"), seed=3)
+    return pretrain(model, images, sched, loss, torch.device("cpu"), seed=seed), len(steps)
+
+
+def _two_stages(images: list[np.ndarray], die_at: int | None = None) -> tuple[dict, dict, int]:
+    """Two loops in one artefact build (as maskdm's two stages); a kill may hit the second."""
+    first, n1 = _pretrain(images, seed=3)
+    second, n2 = _pretrain(images, seed=4, die_at=die_at)
+    return first, second, n1 + n2
 
 
 def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: Path, one_thread: None) -> None:
     images = [np.random.default_rng(i).integers(0, 255, (24, 28, 3), dtype=np.uint8) for i in range(3)]
-    reference = _pretrain(images)
+    reference = _two_stages(images)
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(_Killed), resumable(ckpt, every_s=0):
-        _pretrain(images, die_at=7)
-    assert torch.load(ckpt, weights_only=False)["step"] == 7
+        _two_stages(images, die_at=7)
+    assert [torch.load(tmp_path / f"ckpt.loop{i}.pt", weights_only=False)["step"] for i in (0, 1)] == [12, 7]
     with resumable(ckpt, every_s=0):
-        resumed = _pretrain(images)
-    assert not ckpt.exists()  # the finished scope removes its checkpoint
-    assert reference.keys() == resumed.keys()
-    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+        resumed = _two_stages(images)
+    assert resumed[2] == 12 - 7  # the first loop is not recomputed, the second continues at step 7
+    assert not list(tmp_path.iterdir())  # the finished scope removes its checkpoints
+    for ref, res in zip(reference[:2], resumed[:2]):
+        assert ref.keys() == res.keys() and all(torch.equal(ref[k], res[k]) for k in ref)
 
 
 def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S
 from bench.records import is_done
 from bench.runner import RunSpec
+
+CODE = Path(__file__).resolve().parents[2]  # the snapshot a Slurm job runs from
 
 
 def _announce(what: str) -> None:
@@ -24,7 +27,8 @@ def _announce(what: str) -> None:
     job = env.get("SLURM_JOB_ID", "-")
     if "SLURM_ARRAY_JOB_ID" in env:
         job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '?')}"
-    print(f"bench: {what} (job {job}, restart {env.get('SLURM_RESTART_COUNT', '0')})", file=sys.stderr, flush=True)
+    print(f"bench: {what} (job {job}, restart {env.get('SLURM_RESTART_COUNT', '0')}, code {CODE})",
+          file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -31,12 +31,26 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class CheckpointTarget:
-    """Where the current loop's checkpoint lives and how often it is rewritten."""
+    """Where the loops of one scope keep their checkpoints and how often they rewrite them.
+
+    A scope may run several loops (a two-stage pre-training): the i-th loop to start uses
+    `<stem>.loop<i>.pt`. A finished loop leaves a final checkpoint, so after a restart the earlier
+    loops return their results at once and the interrupted one continues where it stopped.
+    """
 
     path: Path
     every_s: float
+    loops: int = 0
+
+    def next_path(self) -> Path:
+        self.loops += 1
+        return self.path.with_name(f"{self.path.stem}.loop{self.loops - 1}{self.path.suffix}")
+
+    def remove(self) -> None:
+        for old in self.path.parent.glob(f"{self.path.stem}.loop*{self.path.suffix}"):
+            old.unlink(missing_ok=True)
 
 
 _ACTIVE: ContextVar[CheckpointTarget | None] = ContextVar("bench_checkpoint_target", default=None)
@@ -44,14 +58,14 @@ _ACTIVE: ContextVar[CheckpointTarget | None] = ContextVar("bench_checkpoint_targ
 
 @contextlib.contextmanager
 def resumable(path: str | Path, every_s: float) -> Iterator[CheckpointTarget]:
-    """Loops inside this scope checkpoint to `path`; the file is removed once the scope succeeds."""
+    """Loops inside this scope checkpoint next to `path`; the files are removed once it succeeds."""
     target = CheckpointTarget(Path(path), float(every_s))
     token = _ACTIVE.set(target)
     try:
         yield target
     finally:
         _ACTIVE.reset(token)
-    target.path.unlink(missing_ok=True)
+    target.remove()
 
 
 class LoopState:
@@ -59,16 +73,18 @@ class LoopState:
 
     def __init__(self, target: CheckpointTarget | None, parts: dict[str, Stateful | None],
                  gen: torch.Generator, total: int) -> None:
-        self.target, self.gen, self.total = target, gen, total
+        self.path = target.next_path() if target is not None else None
+        self.every_s = target.every_s if target is not None else 0.0
+        self.gen, self.total = gen, total
         self.parts = {name: part for name, part in parts.items() if part is not None}
         self.start = 0
         self._last_save = time.monotonic()
 
     def restore(self) -> int:
         """Load the checkpoint if there is a matching one; return the step to continue from."""
-        if self.target is None or not self.target.path.exists():
+        if self.path is None or not self.path.exists():
             return 0
-        saved = torch.load(self.target.path, map_location="cpu", weights_only=False)
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
         if saved.get("format") != FORMAT or saved.get("total") != self.total or set(saved["parts"]) != set(self.parts):
             return 0
         for name, part in self.parts.items():
@@ -76,17 +92,16 @@ class LoopState:
         self.gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         self.start = int(saved["step"])
-        print(f"bench: resuming from {self.target.path} at step {self.start} of {self.total}",
+        print(f"bench: resuming from {self.path} at step {self.start} of {self.total}",
               file=sys.stderr, flush=True)
         return self.start
 
     def step_done(self, step: int) -> None:
-        """Call after step `step` (1-based count of finished steps); saves when the interval is up."""
-        if self.target is None or step >= self.total:
+        """Call after step `step` (1-based count of finished steps); saves when the interval is up
+        and after the last step."""
+        if self.path is None or (step < self.total and time.monotonic() - self._last_save < self.every_s):
             return
-        if time.monotonic() - self._last_save < self.target.every_s:
-            return
-        atomic_torch_save(self.target.path, {
+        atomic_torch_save(self.path, {
             "format": FORMAT, "step": step, "total": self.total,
             "parts": {name: part.state_dict() for name, part in self.parts.items()},
             "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),

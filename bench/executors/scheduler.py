@@ -45,6 +45,11 @@ class JobState:
         return f"{self.state} ({self.reason})" if self.reason and self.reason != "None" else self.state
 
 
+# Out of the queue and unknown to sacct: no accounting, or an array task cancelled while pending
+# (Slurm keeps no accounting record for those).
+GONE = JobState("GONE", "left the queue; sacct has no record")
+
+
 def available() -> bool:
     return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
 
@@ -96,8 +101,8 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
         past = _call(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)])
         known = _parse(past or "")
         for job_id in ended:
-            state = known.get(job_id, JobState("GONE"))
-            states[job_id] = state if state.phase == "ended" else JobState("GONE")
+            state = known.get(job_id, GONE)
+            states[job_id] = state if state.phase == "ended" else GONE
     return states
 
 

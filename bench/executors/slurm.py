@@ -148,11 +148,12 @@ def _flags(params: dict[str, Any]) -> list[str]:
     return lines + [f"  setup: {line}" for line in setup]
 
 
-def wait(sweep: SweepConfig, runs: list[RunSpec],
-         report: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[RunStatus]:
+def wait(sweep: SweepConfig, runs: list[RunSpec], report: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+         timeout_s: float | None = None) -> list[RunStatus]:
     """Poll until no run of the sweep is pending or running; report each change of the counts."""
     last = None
-    while True:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
         statuses = sweep_status(sweep.output, runs)
         c = counts(statuses)
         line = ", ".join(f"{c[p]} {p}" for p in ("done", "running", "pending", "failed", "missing") if c[p])
@@ -162,3 +163,4 @@ def wait(sweep: SweepConfig, runs: list[RunSpec],
         if not (c["running"] or c["pending"]):
             return statuses
         time.sleep(sweep.slurm.poll_s)
+    raise TimeoutError(f"runs still queued after {timeout_s:.0f} s: {last}")

@@ -64,7 +64,7 @@ def make_snapshot(output: str | Path) -> Path:
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-snapshot-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-snapshot-", dir=dest.parent))
     try:
         if git:
             shutil.rmtree(tmp)
