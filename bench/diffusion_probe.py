@@ -7,13 +7,11 @@ stops right after the deepest block needed, so unused decoder blocks cost nothin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bench.nn.checkpoint import load_state_dict_strict
 from bench.nn.gd_unet import GDUNet, GDUNetConfig
 from bench.pretrain import PretrainSchedule
 from bench.ssl import SSLConfig, SSLMethod
@@ -85,16 +83,6 @@ class DiffusionProbe(SSLMethod):
         full = asdict(self.cfg)
         return {k: v for k, v in full.items()
                 if k not in PROBE_ONLY_FIELDS or k in PRETRAIN_FIELDS_FROM_SSL}
-
-    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
-        model = self.build_model()
-        model.load_state_dict(state)
-        return model
-
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        model = self.build_model()
-        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
-        return model.state_dict()
 
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         c = self.cfg

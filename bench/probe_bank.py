@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # Bytes of float32 features one row chunk may hold when maps are upsampled whole rows at a time.
@@ -95,20 +96,21 @@ def row_chunks(out_hw: tuple[int, int], chunk_rows: int, device: torch.device | 
 
 
 def global_l2_scale(maps: Sequence[Tensor], out_hw: tuple[int, int],
-                    chunk_rows: int | None = None) -> float:
+                    chunk_bytes: int = CHUNK_BYTES) -> float:
     """1 / ||F|| for F = all maps upsampled to out_hw and concatenated (MDM's medical normaliser).
 
-    Accumulated map by map and row chunk by row chunk in float64, so the full-resolution F of a
+    Accumulated map by map and channel chunk by channel chunk (F.interpolate, bilinear,
+    align_corners=False, at most `chunk_bytes` of float32 at once), so the full-resolution F of a
     large backbone never exists at once.
     """
     total = 0.0
+    per_channel = out_hw[0] * out_hw[1] * 4
+    step = max(1, chunk_bytes // per_channel)
     for fmap in maps:
-        c, h, w = fmap.shape
-        table = hwc_table(fmap, torch.float32, fmap.device)
-        rows = chunk_rows or chunk_rows_for(out_hw[1], c)
-        for ys, xs in row_chunks(out_hw, rows, fmap.device):
-            vals = bilinear_points(table, h, w, out_hw[0], out_hw[1], ys, xs)
-            total += float(vals.double().square().sum())
+        for c0 in range(0, fmap.shape[0], step):
+            part = fmap[None, c0 : c0 + step].float()
+            up = F.interpolate(part, size=out_hw, mode="bilinear", align_corners=False)
+            total += float(up.square().sum(dtype=torch.float64))
     if not total > 0.0 or not math.isfinite(total):
         raise ValueError(f"cannot L2-normalise features whose squared norm is {total}")
     return 1.0 / math.sqrt(total)

@@ -71,7 +71,10 @@ class SSLMethod(Plugin):
         raise NotImplementedError
 
     def load_backbone(self, state: dict[str, Any]) -> nn.Module:
-        raise NotImplementedError
+        """The backbone with the pre-trained state (default: `build_model()` + load_state_dict)."""
+        model = self.build_model()
+        model.load_state_dict(state)
+        return model
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         """x: B x 3 x w x w in [0, 1] -> the feature maps at native resolutions (B x C_i x h_i x w_i)."""
@@ -115,10 +118,13 @@ class SSLMethod(Plugin):
         return model, float(saved["seconds"]), not built
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        from bench.errors import ConfigError
+        """A state dict for `build_model()` (e.g. published weights), loaded strictly: one clear
+        error naming the first missing and unexpected keys if it does not fit."""
+        from bench.nn.checkpoint import load_state_dict_strict
 
-        raise ConfigError(self.cfg.checkpoint, f"params.{self.name}.checkpoint",
-                          f"{self.name} cannot load external checkpoints")
+        model = self.build_model()
+        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
+        return model.state_dict()
 
     def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset) -> RunOutput:
         timings: dict[str, float] = {}

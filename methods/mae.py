@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import ssim_loss
 from bench.errors import ConfigError
-from bench.nn.checkpoint import load_state_dict_strict
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
 from bench.pretrain import PretrainSchedule, pretrain
@@ -99,17 +97,10 @@ class MAE(SSLMethod):
         return pretrain(self.build_model(), images, sched, self.step_loss, ctx.device, c.pretrain_seed,
                         ctx.progress, desc="mae pretrain")
 
+
     def load_backbone(self, state: dict[str, Any]) -> nn.Module:
         self.check()
-        model = self.build_model()
-        model.load_state_dict(state)
-        return model
-
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """A state dict of this MAEViT (e.g. a bench artefact's weights), loaded strictly."""
-        model = self.build_model()
-        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
-        return model.state_dict()
+        return super().load_backbone(state)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return backbone.features(imagenet_normalise(x), self.cfg.feature_blocks)

@@ -8,7 +8,6 @@ fixed timesteps, the outputs of chosen out_blocks as maps on the patch grid.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
 from bench.errors import ConfigError
-from bench.nn.checkpoint import load_state_dict_strict
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
 from bench.pretrain import PretrainSchedule, StepLoss, pretrain
 from bench.registry import register
@@ -166,17 +164,6 @@ class MaskDM(SSLMethod):
 
     def pretrain_identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
-
-    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
-        model = self.build_model()
-        model.load_state_dict(state)
-        return model
-
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """A state dict of this U-ViT (e.g. a bench artefact's weights), loaded strictly."""
-        model = self.build_model()
-        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
-        return model.state_dict()
 
     # --- features ------------------------------------------------------------------------
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.errors import ConfigError
-from bench.nn.checkpoint import load_state_dict_strict
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.multicrop import CropSpec, Distortion, multi_crop
 from bench.nn.swav_loss import EmbeddingQueue, swapped_prediction_loss
@@ -146,17 +144,10 @@ class SwAV(SSLMethod):
         return pretrain(self.build_model(), images, sched, SwAVStep(c), ctx.device, c.pretrain_seed,
                         ctx.progress, desc=f"{self.name} pretrain")
 
+
     def load_backbone(self, state: dict[str, Any]) -> nn.Module:
         self.check()
-        model = self.build_model()
-        model.load_state_dict(state)
-        return model
-
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """A state dict of this SwAVNet (trunk, head, prototypes), loaded strictly."""
-        model = self.build_model()
-        load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
-        return model.state_dict()
+        return super().load_backbone(state)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return block_inputs(backbone.trunk, imagenet_normalise(x), self.cfg.read_every)

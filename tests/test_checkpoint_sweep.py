@@ -20,7 +20,9 @@ name = "synthetic-glands"
 label_fractions = [1.0]
 [params.ddpm]
 checkpoint = "{ckpt}"
-probe_max_epochs = 2
+probe_max_epochs = 1
+probe_ensemble = 2
+probe_pixels_per_epoch = 4096
 """
 
 

@@ -54,7 +54,7 @@ def test_global_l2_scale_equals_dense_norm() -> None:
     maps = _maps(torch.Generator().manual_seed(1), [(5, 6, 6), (3, 11, 7), (2, 40, 30)])
     dense = _dense(maps, (40, 30)).double()
     want = 1.0 / float(dense.square().sum().sqrt())
-    assert global_l2_scale(maps, (40, 30), chunk_rows=3) == pytest.approx(want, rel=1e-6)
+    assert global_l2_scale(maps, (40, 30), chunk_bytes=40 * 30 * 4 * 3) == pytest.approx(want, rel=1e-6)
     assert global_l2_scale(maps, (40, 30)) == pytest.approx(want, rel=1e-6)
 
 
