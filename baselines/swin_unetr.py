@@ -8,9 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from monai.networks.nets import SwinUNETR
-from monai.networks.nets import swin_unetr as monai_swin
-from monai.utils import optional_import
 from torch import nn
 
 from bench.errors import ConfigError
@@ -37,20 +34,6 @@ class SwinUNETRConfig(SupervisedConfig):
             raise ConfigError("params.swin_unetr", "feature_size", f"must be a multiple of 12, got {self.feature_size}")
 
 
-def permute_rearrange(x: torch.Tensor, pattern: str) -> torch.Tensor:
-    """The only einops use in MONAI's Swin UNETR is axis permutation ("b c h w -> b h w c"), so
-    where einops (an optional MONAI dependency) is not installed this stands in for it."""
-    left, right = (side.split() for side in pattern.split("->"))
-    plain = all(axis.isidentifier() for axis in left + right)
-    if not plain or sorted(left) != sorted(right) or len(set(left)) != len(left) or len(left) != x.ndim:
-        raise ValueError(f"permute_rearrange handles plain axis permutations only, got {pattern!r}")
-    return x.permute(*[left.index(axis) for axis in right])
-
-
-if not optional_import("einops")[1]:
-    monai_swin.rearrange = permute_rearrange
-
-
 @register("swin_unetr", "supervised")
 class SwinUNETRBaseline(SupervisedMethod):
     """MONAI 2D Swin UNETR (Swin transformer encoder, CNN decoder), trained on the labelled images only."""
@@ -63,6 +46,8 @@ class SwinUNETRBaseline(SupervisedMethod):
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:
+        from monai.networks.nets import SwinUNETR  # imported here: monai takes seconds to import
+
         c = self.cfg
         return SwinUNETR(in_channels=3, out_channels=self.out_channels(num_classes), spatial_dims=2,
                          feature_size=c.feature_size, depths=c.depths, num_heads=c.num_heads,

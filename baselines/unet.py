@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monai.networks.nets import UNet
 from torch import nn
 
 from bench.registry import register
@@ -29,6 +28,8 @@ class UNetBaseline(SupervisedMethod):
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:
+        from monai.networks.nets import UNet  # imported here: monai takes seconds to import
+
         c = self.cfg
         return UNet(spatial_dims=2, in_channels=3, out_channels=self.out_channels(num_classes),
                     channels=c.channels, strides=c.strides, num_res_units=c.num_res_units)

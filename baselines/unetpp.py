@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monai.networks.nets import BasicUNetPlusPlus
 from torch import Tensor, nn
 
 from bench.registry import register
@@ -41,6 +40,8 @@ class UNetPlusPlusBaseline(SupervisedMethod):
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:
+        from monai.networks.nets import BasicUNetPlusPlus  # imported here: monai takes seconds to import
+
         c = self.cfg
         return LastOutput(BasicUNetPlusPlus(spatial_dims=2, in_channels=3, out_channels=self.out_channels(num_classes),
                                             features=c.features, upsample=c.upsample))

@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from monai.data.utils import compute_importance_map
 
 GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default for mode="gaussian"
 
@@ -48,6 +47,8 @@ def window_grid(hw: tuple[int, int], window: int, overlap: float) -> list[tuple[
 
 @functools.lru_cache(maxsize=8)
 def gaussian_weights(window: int) -> torch.Tensor:
+    from monai.data.utils import compute_importance_map  # imported here: monai takes seconds to import
+
     return compute_importance_map((window, window), mode="gaussian", sigma_scale=GAUSSIAN_SIGMA_SCALE,
                                   device="cpu").float()
 

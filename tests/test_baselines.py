@@ -190,16 +190,6 @@ def test_sizes_the_network_cannot_take_fail_when_the_config_is_resolved(name: st
     assert dataclasses.asdict(cls.resolve_config("tiny", good)).items() >= good.items()
 
 
-def test_einops_stand_in_permutes_axes_like_swin_unetr_needs() -> None:
-    from baselines.swin_unetr import permute_rearrange
-
-    x = torch.arange(2 * 3 * 4 * 5).view(2, 3, 4, 5)
-    assert torch.equal(permute_rearrange(x, "b c h w -> b h w c"), x.permute(0, 2, 3, 1))
-    assert torch.equal(permute_rearrange(permute_rearrange(x, "n c h w -> n h w c"), "n h w c -> n c h w"), x)
-    with pytest.raises(ValueError, match="permutations only"):
-        permute_rearrange(x, "b c h w -> b (h w) c")
-
-
 SWEEP = """
 preset = "tiny"
 seeds = [0]
