@@ -78,7 +78,7 @@ class SupervisedMethod(Plugin):
             size = (self.cfg.input_size, self.cfg.input_size)
         else:
             size = target_size(sample.image.shape[:2], self.cfg.max_side)
-        return resize_image(to_tensor(sample.image), size)[0], resize_labels(sample.semantic, size)
+        return resize_image(to_tensor(sample.image), size)[0], np.array(resize_labels(sample.semantic, size))
 
     def train(self, fit: list[Sample], val: list[Sample], num_classes: int, ignore: int,
               ctx: RunContext) -> nn.Module:

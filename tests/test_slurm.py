@@ -29,6 +29,7 @@ from bench.executors.scheduler import job_states
 from bench.executors.slurm import wait
 from bench.executors.status import sweep_status
 from bench.runner import expand
+from bench.store import TMP_PREFIX
 from tests.conftest import REPO, write_sweep
 from tests.test_executors import fast_sweep
 
@@ -192,9 +193,11 @@ def test_jobs_ran_the_snapshot_of_the_code(sweep: Sweep) -> None:
     codes = {m for log in logs for m in re.findall(r"code (\S+)\)", log.read_text())}
     assert len(logs) == 4 * SEEDS + 1  # pre-training, the runs but the cancelled one, its rerun
     assert codes and codes <= snapshots  # every job imported bench from a snapshot
-    record = json.loads(next((output / "records").iterdir()).read_text())
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    assert record["provenance"]["git"]["commit"] == (head or "unknown")
+    # Records name the commit the snapshot was taken from (HEAD may have moved on since).
+    heads = {subprocess.run(["git", "rev-parse", "HEAD"], cwd=p, capture_output=True, text=True).stdout.strip()
+             or "unknown" for p in snapshots}
+    commits = {json.loads(p.read_text())["provenance"]["git"]["commit"] for p in (output / "records").iterdir()}
+    assert commits <= heads
 
 
 def _requeue_now(job_id: str) -> None:
@@ -236,7 +239,8 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
     log = (Path(cfg.output) / "slurm" / "logs" / f"{pretrain_job}_0_log.err").read_text()
     resumed = re.findall(r"resuming from .* at step (\d+) of (\d+)", log)
     assert len(resumed) == 1 and 0 < int(resumed[0][0]) < steps and "restart 1" in log, log[-3000:]
-    assert not list(checkpoint.parent.iterdir())  # removed once the artefact was saved
+    # Removed once the artefact was saved (a temporary the SIGKILL cut short is left for `bench run`).
+    assert not [p for p in checkpoint.parent.iterdir() if not p.name.startswith(TMP_PREFIX)]
     a = torch.load(spec.artefact(), weights_only=False)["state"]
     b = torch.load(reference_path, weights_only=False)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed pre-training differs from an uninterrupted one"

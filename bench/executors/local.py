@@ -1,12 +1,12 @@
-"""The in-process executors: `local` (the default) and `debug`.
+"""The in-process executors: `local` (the default, `bench.runner.run_local`) and `debug`.
 
 `local` runs the pending runs one after another in this process. It deliberately does not fork
-workers (submitit's LocalExecutor would): runs of a cell share this process's feature cache and
-the pre-trained backbone it loaded, a CPU-only machine gains nothing from parallel processes that
-fight over the same cores, and a kill at any moment is already safe (atomic records, resumable
-pre-training). `debug` runs the very job objects that `--executor slurm` would submit, in the
-same order (pre-training jobs, then the runs), in this process: the Slurm code path with a
-plain traceback and no scheduler.
+workers (submitit's LocalExecutor would): runs of a cell share this process's feature cache
+(each window of a backbone is extracted once), a CPU-only machine gains nothing from parallel
+processes that fight over the same cores, and a kill at any moment is already safe (atomic
+records, resumable pre-training). `debug` runs the very job objects that `--executor slurm`
+would submit, in the same order (pre-training jobs, then the runs), in this process: the Slurm
+code path with a plain traceback and no scheduler.
 """
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ from pathlib import Path
 
 from bench.executors.jobs import PretrainJob, RunJob
 from bench.executors.plan import make_plan
-from bench.runner import RunSpec, run_local
-
-
-def run_inprocess(runs: list[RunSpec], progress: bool = True) -> list[Path]:
-    return run_local(runs, progress=progress)
+from bench.runner import RunSpec
 
 
 def run_debug(runs: list[RunSpec], checkpoint_every_s: float) -> list[Path]:
