@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -53,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     table.add_argument("--all", action="store_true", help="every record in the output folder, not just this sweep's")
     table.set_defaults(func=cmd_table)
+    exp = sub.add_parser("experiment", help="run a table or figure of the paper (`--list` names them)")
+    exp.add_argument("name", nargs="?", help="e.g. table1, fig8; see --list")
+    exp.add_argument("--list", action="store_true", help="list the experiments")
+    _config_args(exp)
+    exp.add_argument("--preset", choices=["tiny", "paper"], help="override bench.toml's preset")
+    exp.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
+    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    exp.set_defaults(func=cmd_experiment)
+
+    report = sub.add_parser("report", help="one static HTML page of every table and figure written so far")
+    _config_args(report)
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -74,60 +85,21 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import expand, pending, run_local, validate_data
-    from bench.store import check_writable, remove_stale_temporaries
+    from bench.launch import launch
+    from bench.runner import expand
 
-    start = time.perf_counter()
     sweep = _load(args)
     runs = _expand(sweep, expand)
-    todo = pending(runs)
-    if not todo:
-        print(f"bench: all {len(runs)} runs are done ({sweep.output}); nothing to do")
-        return 0
-    check_writable(sweep.output, "output", sweep.source)
-    validate_data(sweep, todo)
-    if sweep.executor == "slurm":
-        return _run_slurm(args, sweep, runs)
-    if args.dry_run:
-        print("\n".join(f"would run {r.run_id}" for r in todo))
-        return 0
-    Path(sweep.output).mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(sweep.output)
-    print(f"bench: {len(todo)} of {len(runs)} runs to do -> {sweep.output}", file=sys.stderr)
-    if sweep.executor == "debug":
-        from bench.executors.local import run_debug
-
-        run_debug(todo, sweep.slurm.checkpoint_every_s)
-    else:
-        run_local(todo, progress=not args.quiet)
-    print(f"bench: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    return _print_table(args)
+    code = launch(sweep, runs, quiet=args.quiet, wait=args.wait or sweep.executor != "slurm",
+                  dry_run=args.dry_run)
+    if args.dry_run or (sweep.executor == "slurm" and not args.wait):
+        return code
+    _print_table(args)
+    return code
 
 
 def _print_table(args: argparse.Namespace) -> int:
     return cmd_table(argparse.Namespace(config=args.config, set=args.set, format="markdown", all=False))
-
-
-def _run_slurm(args: argparse.Namespace, sweep, runs) -> int:
-    """Submit what is missing or failed; with --wait, block until the sweep ends and tabulate."""
-    from bench.executors import scheduler
-    from bench.executors.slurm import submit_sweep, wait
-    from bench.executors.status import counts, render_status
-
-    if not args.dry_run and not scheduler.available():
-        raise BenchError(f"{sweep.source}: executor: slurm needs sbatch and squeue on PATH (not found)")
-    submit_sweep(sweep, runs, dry_run=args.dry_run)
-    if args.dry_run or not args.wait:
-        return 0
-    statuses = wait(sweep, runs)
-    print(render_status(statuses), end="", file=sys.stderr)
-    failed = counts(statuses)["failed"]
-    _print_table(args)
-    if failed:
-        print(f"bench: {failed} run(s) failed; `bench run` resubmits them, logs in "
-              f"{Path(sweep.output) / 'slurm' / 'logs'}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -171,6 +143,29 @@ def cmd_table(args: argparse.Namespace) -> int:
         wanted = {r.run_id for r in _expand(sweep, expand)}
         records = [r for r in records if r["run_id"] in wanted]
     print(render(aggregate(records), args.format), end="")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from bench import experiments
+    from bench.experiments.base import run_experiment, with_preset
+
+    if args.list or not args.name:
+        for name in experiments.names():
+            print(f"{name:<12}  {experiments.get(name).title}")
+        return 0 if args.list else 2
+    experiments.get(args.name)  # an unknown name fails before the config is read
+    sweep = with_preset(_load(args), args.preset, args.executor)
+    code, files = run_experiment(args.name, sweep, quiet=args.quiet)
+    for path in files:
+        print(path)
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    print(write_report(_load(args)))
     return 0
 
 

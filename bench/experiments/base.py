@@ -1,0 +1,149 @@
+"""The experiment contract and its registry.
+
+An experiment is a class with a `name`, a `title` and two stages: `runs(ctx)` lists every run it
+needs (ordinary `RunSpec`s, so finished records of `bench run` or of another experiment with
+the same settings are reused, and Slurm ships them like any other), and `write(ctx)` turns the
+records into tables and figures under `results/NAME/`. Running the missing runs in between is
+the harness's job (`run_experiment`), through the same executors as `bench run`.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from bench.config import DatasetEntry, SweepConfig
+from bench.data import DATASETS
+from bench.errors import BenchError
+from bench.records import read_record
+from bench.runner import RunSpec
+
+EXPERIMENTS: dict[str, type["Experiment"]] = {}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A row of a table: a method, optionally with config overrides (an ablation's setting)."""
+
+    label: str
+    method: str
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass
+class ExperimentContext:
+    """What an experiment may use: the sweep (roots, seeds, preset, executor) and its output folder."""
+
+    name: str
+    sweep: SweepConfig
+    quiet: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.sweep.output) / self.name
+
+    def entry(self, dataset: str) -> DatasetEntry | None:
+        """The sweep's [[datasets]] entry, or a root-less one for embedded data; None when absent."""
+        for e in self.sweep.datasets:
+            if e.name == dataset:
+                return e
+        if not DATASETS[dataset].needs_root:
+            return DatasetEntry(name=dataset)
+        return None
+
+    def available(self, dataset: str) -> bool:
+        """Whether `dataset` can be used; if not, say once why its part of the experiment is left out."""
+        if self.entry(dataset) is not None:
+            return True
+        note = f"{dataset}: not among bench.toml's [[datasets]] (no root), its columns are left out"
+        if note not in self.notes:
+            self.notes.append(note)
+            print(f"bench: {self.name}: {note}", file=sys.stderr)
+        return False
+
+    def specs(self, variant: Variant, dataset: str, fraction: float, seeds: tuple[int, ...] | None = None,
+              **spec_fields: Any) -> list[RunSpec]:
+        """One run per seed; the variant's params go over bench.toml's `[params.METHOD]`."""
+        entry = self.entry(dataset)
+        if entry is None:
+            raise BenchError(f"{self.sweep.source}: datasets: {self.name} needs {dataset!r}, which has no root")
+        params = {**self.sweep.params.get(variant.method, {}), **variant.params}
+        return [RunSpec(dataset=dataset, root=entry.root, fraction=fraction, method=variant.method, seed=s,
+                        preset=self.sweep.preset, output=self.sweep.output, params=params, **spec_fields)
+                for s in (seeds if seeds is not None else self.sweep.seeds)]
+
+    @staticmethod
+    def records(specs: list[RunSpec]) -> list[dict[str, Any]]:
+        """The finished records of `specs` (missing ones left out; their cells show a smaller n)."""
+        return [r for r in (read_record(s.record_path) for s in specs) if r is not None]
+
+    def path(self, filename: str) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return self.out_dir / filename
+
+
+class Experiment:
+    """A table or figure of the paper. Subclass, set `name` and `title`, register with `@experiment`."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def runs(self, ctx: ExperimentContext) -> list[RunSpec]:
+        """Every run this experiment reads, in an order that reuses pre-trained artefacts."""
+        raise NotImplementedError
+
+    def write(self, ctx: ExperimentContext) -> list[Path]:
+        """Tables (.md, .tex, .csv) and figures (.png, .pdf) from the records; the paths written."""
+        raise NotImplementedError
+
+
+def experiment(cls: type[Experiment]) -> type[Experiment]:
+    """Class decorator: register an experiment under its `name`."""
+    if not cls.name or cls.name in EXPERIMENTS:
+        raise ValueError(f"experiment name {cls.name!r} is empty or taken")
+    EXPERIMENTS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    package = Path(__file__).parent
+    for info in pkgutil.iter_modules([str(package)]):
+        if info.name != "base":
+            importlib.import_module(f"bench.experiments.{info.name}")
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(EXPERIMENTS)
+
+
+def get(name: str) -> type[Experiment]:
+    _discover()
+    if name not in EXPERIMENTS:
+        raise BenchError(f"experiment: unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
+                   launch: Callable[..., int] | None = None) -> tuple[int, list[Path]]:
+    """Run what `name` is missing, then write its files. Returns (exit code, files written)."""
+    from bench.launch import launch as default_launch
+
+    exp = get(name)()
+    ctx = ExperimentContext(name=name, sweep=sweep, quiet=quiet)
+    runs = exp.runs(ctx)
+    code = (launch or default_launch)(sweep, runs, quiet=quiet, wait=True)
+    files = exp.write(ctx)
+    return code, files
+
+
+def with_preset(sweep: SweepConfig, preset: str | None, executor: str | None) -> SweepConfig:
+    if preset:
+        sweep = replace(sweep, preset=preset)
+    if executor:
+        sweep = replace(sweep, executor=executor)
+    return sweep

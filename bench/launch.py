@@ -1,0 +1,64 @@
+"""Run a list of runs with the sweep's executor: the one code path of `bench run` and `bench experiment`."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bench.config import SweepConfig
+from bench.errors import BenchError
+from bench.runner import RunSpec, pending, run_local, validate_data
+from bench.store import check_writable, remove_stale_temporaries
+
+
+def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait: bool = True,
+           dry_run: bool = False) -> int:
+    """Do (or, for Slurm, submit) every pending run; 0 when nothing failed.
+
+    Locally the runs finish before this returns; with Slurm, `wait` blocks until the sweep ends.
+    """
+    start = time.perf_counter()
+    todo = pending(runs)
+    if not todo:
+        print(f"bench: all {len(runs)} runs are done ({sweep.output}); nothing to do")
+        return 0
+    check_writable(sweep.output, "output", sweep.source)
+    validate_data(sweep, todo)
+    if sweep.executor == "slurm":
+        return _slurm(sweep, runs, wait=wait, dry_run=dry_run)
+    if dry_run:
+        print("\n".join(f"would run {r.run_id}" for r in todo))
+        return 0
+    Path(sweep.output).mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(sweep.output)
+    print(f"bench: {len(todo)} of {len(runs)} runs to do -> {sweep.output}", file=sys.stderr)
+    if sweep.executor == "debug":
+        from bench.executors.local import run_debug
+
+        run_debug(todo, sweep.slurm.checkpoint_every_s)
+    else:
+        run_local(todo, progress=not quiet)
+    print(f"bench: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _slurm(sweep: SweepConfig, runs: list[RunSpec], *, wait: bool, dry_run: bool) -> int:
+    """Submit what is missing or failed; with `wait`, block until the sweep ends."""
+    from bench.executors import scheduler
+    from bench.executors.slurm import submit_sweep
+    from bench.executors.slurm import wait as wait_for
+    from bench.executors.status import counts, render_status
+
+    if not dry_run and not scheduler.available():
+        raise BenchError(f"{sweep.source}: executor: slurm needs sbatch and squeue on PATH (not found)")
+    submit_sweep(sweep, runs, dry_run=dry_run)
+    if dry_run or not wait:
+        return 0
+    statuses = wait_for(sweep, runs)
+    print(render_status(statuses), end="", file=sys.stderr)
+    failed = counts(statuses)["failed"]
+    if failed:
+        print(f"bench: {failed} run(s) failed; rerun to resubmit them, logs in "
+              f"{Path(sweep.output) / 'slurm' / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
