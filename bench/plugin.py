@@ -11,8 +11,17 @@ import types
 import typing
 from typing import Any, Callable, ClassVar, Union
 
+import numpy as np
 import torch
 from torch import nn
+
+from bench.data.types import Sample
+
+# Predicts one more image with a run's trained model: (sample, feature-cache key) -> class map.
+# A plugin's `run(..., on_trained=f)` calls f with one after training, so the runner can test
+# the same model on extra images (the robustness evaluation); the key names the image set so
+# a cache never mixes those images' features with the clean test images'.
+Predictor = Callable[[Sample, str], np.ndarray]
 
 
 class Plugin:

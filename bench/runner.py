@@ -23,10 +23,13 @@ from tqdm.auto import tqdm
 from bench import registry
 from bench.config import SweepConfig
 from bench.context import RunContext
+from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
 from bench.device import pick_device, seed_everything
+from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
+from bench.plugin import Predictor
 from bench.provenance import config_hash, provenance
 from bench.records import is_done, record_path
 from bench.store import atomic_write_bytes, atomic_write_json
@@ -44,6 +47,7 @@ class RunSpec:
     preset: str
     output: str
     params: dict[str, Any] = field(default_factory=dict, hash=False)
+    robustness: Robustness | None = None  # also test the trained model on corrupted test images
 
     def resolved_config(self) -> Any:
         return registry.get(self.method).resolve_config(self.preset, self.params)
@@ -52,8 +56,11 @@ class RunSpec:
     def config_hash(self) -> str:
         """What determines the result apart from the seed (records of one cell share it)."""
         cfg = dataclasses.asdict(self.resolved_config())
-        return config_hash({"dataset": self.dataset, "root": self.root, "fraction": self.fraction,
-                            "method": self.method, "preset": self.preset, "config": cfg})
+        fields = {"dataset": self.dataset, "root": self.root, "fraction": self.fraction,
+                  "method": self.method, "preset": self.preset, "config": cfg}
+        if self.robustness is not None:  # only when set, so every other run keeps its id
+            fields["robustness"] = self.robustness.identity()
+        return config_hash(fields)
 
     @property
     def run_id(self) -> str:
@@ -126,9 +133,20 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
     ctx = RunContext(spec=spec, device=device, progress=progress)
-    output = plugin.run(ctx, labelled, test)
+    trained: list[Predictor] = []
+    if spec.robustness is None:
+        output = plugin.run(ctx, labelled, test)
+    else:
+        output = plugin.run(ctx, labelled, test, on_trained=trained.append)
     metrics, per_image = evaluate(test, output.predictions)
     save_predictions(Path(spec.output) / "predictions" / spec.run_id, test.names, output.predictions)
+    robustness = None
+    if spec.robustness is not None:
+        if not trained:
+            raise BenchError(f"{spec.method}: its run() handed back no predictor (on_trained), "
+                             "which the robustness evaluation needs")
+        robustness = evaluate_robustness(spec.robustness, test, output.predictions, trained[0], evaluate)
+        output.timings["robustness_s"] = robustness.pop("seconds")
     timings = {**output.timings, "total_s": time.perf_counter() - wall}
     record = {
         "run_id": spec.run_id, "dataset": spec.dataset, "fraction": spec.fraction,
@@ -139,6 +157,8 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
         "provenance": provenance(spec.config_hash, spec.seed, device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if robustness is not None:
+        record["robustness"] = robustness
     atomic_write_json(spec.record_path, record)
     return spec.record_path
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from bench.data import pretrain_pool
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
-from bench.plugin import Plugin
+from bench.plugin import Plugin, Predictor
 from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.provenance import config_hash
@@ -50,6 +50,8 @@ class SSLConfig:
     l2_normalize_medical: bool = True
     l2_unit_rms: bool = False            # multiply the L2-normalised features by sqrt(numel), see below
     rare_class_pixels: int = 20          # natural data: rarer classes in an image are ignored
+    pretrain_dataset: str | None = None  # pre-train on this data set, not the run's (CelebA-19 uses FFHQ-34)
+    pretrain_root: str | None = None     # its root folder
 
 
 # The probe settings every `tiny` preset shares: a 4-member ensemble trained for a few short
@@ -58,6 +60,11 @@ TINY_PROBE: dict[str, Any] = dict(
     max_side=192, window=64, window_batch=16, probe_ensemble=4, probe_batch_medical=4096,
     probe_max_epochs=8, probe_patience_medical=3, probe_pixels_per_epoch=32768, l2_unit_rms=True,
 )
+
+
+# Where pre-training data comes from, not how the backbone is trained: never part of the artefact
+# key (the key hashes the source data set itself), so the source's own runs share the artefact.
+PRETRAIN_SOURCE_FIELDS = ("pretrain_dataset", "pretrain_root")
 
 
 class SSLMethod(Plugin):
@@ -82,7 +89,7 @@ class SSLMethod(Plugin):
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What determines the pre-trained weights (the artefact key); override to drop probe-only fields."""
-        return asdict(self.cfg)
+        return {k: v for k, v in asdict(self.cfg).items() if k not in PRETRAIN_SOURCE_FIELDS}
 
     # --- the shared pipeline -------------------------------------------------------------
     def probe_config(self, domain: str) -> ProbeConfig:
@@ -97,18 +104,30 @@ class SSLMethod(Plugin):
             pixels_per_epoch=c.probe_pixels_per_epoch,
         )
 
+    def pretrain_context(self, ctx: RunContext) -> RunContext:
+        """The run as pre-training sees it: with `pretrain_dataset` set, that data set and root.
+
+        The artefact key and file then are exactly those of a run on that data set, so CelebA-19
+        runs reuse the FFHQ-34 runs' backbone instead of training one of their own.
+        """
+        c = self.cfg
+        if c.pretrain_dataset is None:
+            return ctx
+        return replace(ctx, spec=replace(ctx.spec, dataset=c.pretrain_dataset, root=c.pretrain_root))
+
     def backbone(self, ctx: RunContext) -> tuple[nn.Module, float, bool]:
         """The pre-trained backbone (built once per artefact key), its build time, and whether cached."""
         if self.cfg.checkpoint:
             state = self.load_checkpoint(Path(self.cfg.checkpoint))
             return self.load_backbone(state), 0.0, True
-        key = ctx.artefact_key(self.name, self.pretrain_identity())
-        path = ctx.artefact_path(self.name, key)
+        source = self.pretrain_context(ctx)
+        key = source.artefact_key(self.name, self.pretrain_identity())
+        path = source.artefact_path(self.name, key)
         built: list[float] = []
 
         def build() -> dict[str, Any]:
             start = time.perf_counter()
-            images = pretrain_pool(ctx.spec.dataset, ctx.spec.root)
+            images = pretrain_pool(source.spec.dataset, source.spec.root)
             state = self.pretrain(images, ctx)
             built.append(time.perf_counter() - start)
             return {"state": state, "seconds": built[0]}
@@ -126,7 +145,8 @@ class SSLMethod(Plugin):
         load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
         return model.state_dict()
 
-    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset) -> RunOutput:
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+            on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         backbone, timings["pretrain_s"], cached = self.backbone(ctx)
@@ -142,6 +162,8 @@ class SSLMethod(Plugin):
         start = time.perf_counter()
         predictions = [self.predict(reader, probe, s, test.split) for s in test]
         timings["predict_s"] = time.perf_counter() - start
+        if on_trained is not None:
+            on_trained(lambda sample, key: self.predict(reader, probe, sample, key))
         extra = {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes,
                  "feature_cache_hits": reader.hits, "feature_cache_misses": reader.misses}
         return RunOutput(predictions=predictions, timings=timings, extra=extra)

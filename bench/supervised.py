@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
-from bench.plugin import Plugin
+from bench.plugin import Plugin, Predictor
 from bench.windows import sliding_window_predict
 
 
@@ -61,7 +61,8 @@ class SupervisedMethod(Plugin):
     def out_channels(self, num_classes: int) -> int:
         return 1 if self.cfg.loss == "bce_dice" and num_classes == 2 else num_classes
 
-    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset) -> RunOutput:
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+            on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         fit, val = split_validation(list(train), self.cfg.val_fraction, ctx.spec.seed)
@@ -70,6 +71,8 @@ class SupervisedMethod(Plugin):
         start = time.perf_counter()
         predictions = [self.predict(model, s.image, test.num_classes, ctx) for s in test]
         timings["predict_s"] = time.perf_counter() - start
+        if on_trained is not None:
+            on_trained(lambda sample, _key: self.predict(model, sample.image, test.num_classes, ctx))
         params = sum(p.numel() for p in model.parameters())
         return RunOutput(predictions, timings, {"n_fit": len(fit), "n_val": len(val), "params": params})
 

@@ -21,8 +21,8 @@ def _tiny_glas(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
     return root
 
 
-def test_registry_lists_the_five_data_sets_with_their_facts() -> None:
-    assert set(DATASETS) == {"glas", "monuseg", "ffhq34", "celeba19", "synthetic-glands"}
+def test_registry_lists_the_data_sets_with_their_facts() -> None:
+    assert set(DATASETS) == {"glas", "monuseg", "ffhq34", "celeba19", "synthetic-glands", "cifar10"}
     facts = {name: (i.num_classes, i.domain, i.needs_root, i.has_instances, i.n_train_expected)
              for name, i in DATASETS.items()}
     assert facts == {
@@ -31,13 +31,14 @@ def test_registry_lists_the_five_data_sets_with_their_facts() -> None:
         "ffhq34": (34, "natural", True, False, 20),
         "celeba19": (19, "natural", True, False, 20),
         "synthetic-glands": (2, "medical", False, True, 16),
+        "cifar10": (10, "natural", True, False, 50000),  # classification only (table8)
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         DATASETS["glas"].num_classes = 3  # type: ignore[misc]
 
 
 def test_unknown_name_lists_known_names() -> None:
-    with pytest.raises(ValueError, match=r"'glaz'.*celeba19, ffhq34, glas, monuseg, synthetic-glands"):
+    with pytest.raises(ValueError, match=r"'glaz'.*celeba19, cifar10, ffhq34, glas, monuseg, synthetic-glands"):
         get_dataset("glaz")
 
 

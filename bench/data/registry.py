@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench.data.cifar10 import CIFAR10
 from bench.data.ddpmseg import CELEBA19_CLASSES, DDPMSEG_CONFIG, FFHQ34_CLASSES, load_ddpmseg
 from bench.data.glas import load_glas
 from bench.data.monuseg import load_monuseg
@@ -48,6 +49,9 @@ DATASETS: dict[str, DatasetInfo] = {
                     n_train_expected=20),
         DatasetInfo("synthetic-glands", 2, "medical", needs_root=False, has_instances=True,
                     n_train_expected=SYNTHETIC_GLANDS.n_train),
+        # Classification only (Table 8 linear probe, bench.experiments.table8), not a segmentation set.
+        DatasetInfo("cifar10", CIFAR10.num_classes, "natural", needs_root=True, has_instances=False,
+                    n_train_expected=50000),
     )
 }
 
@@ -57,7 +61,14 @@ _CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "ffhq34": FFHQ34_CLASSES,
     "celeba19": CELEBA19_CLASSES,
     "synthetic-glands": ("background", "gland"),
+    "cifar10": CIFAR10.class_names,
 }
+
+
+def _classification_only(root: Path, split: str) -> list[Sample]:
+    raise DataError(root, "cifar10 is a classification set for `bench experiment table8` (linear probe), "
+                          "not a segmentation set; leave it out of `bench run` sweeps")
+
 
 _LOADERS: dict[str, Callable[[Path, str], list[Sample]]] = {
     "glas": load_glas,
@@ -65,6 +76,7 @@ _LOADERS: dict[str, Callable[[Path, str], list[Sample]]] = {
     "ffhq34": lambda root, split: load_ddpmseg(root, split, DATASETS["ffhq34"].num_classes),
     "celeba19": lambda root, split: load_ddpmseg(root, split, DATASETS["celeba19"].num_classes),
     "synthetic-glands": load_synthetic_glands,
+    "cifar10": _classification_only,
 }
 
 

@@ -1,0 +1,181 @@
+"""Linear probe of a frozen, pre-trained SSL backbone on whole-image classification (CIFAR-10).
+
+The paper's Table 8 (Appendix C) measures how linearly separable a backbone's global features are:
+pre-train on the CIFAR-10 train images (32 px), freeze, read the method's own feature blocks at its
+own timesteps (the natural-image read-out the segmentation probe uses), average each map over
+space, concatenate, and fit one linear layer on the train labels; report top-1 test accuracy.
+
+Pre-training reuses the plugin's `pretrain` and the harness's artefact cache (same key functions
+as `SSLMethod.backbone`, so the artefact is built once per config and shared by every seed; the
+seed only changes the classifier's initialisation and batch order). It is pre-trained on the
+train split only: unlike the segmentation protocol, the test images are the evaluation here.
+The backbone is the preset's own architecture with `window` set to 32 (the paper does not say
+which CIFAR-10 U-Net it used); at `paper` that is the 256-px guided-diffusion UNet run at 32 px.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.context import RunContext
+from bench.device import autocast, prepare_batch
+from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
+from bench.provenance import config_hash
+from bench.ssl import SSLMethod
+from bench.store import cached_torch
+
+FEATURE_DOMAIN = "natural"  # CIFAR-10 is natural images: the methods' natural blocks and timesteps
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    """The linear classifier and the read-out. The paper does not print these; ours are the
+    common linear-evaluation defaults (Adam on standardised features, cosine-decayed lr)."""
+
+    image_size: int = 32                 # backbone input (the plugins' `window`): CIFAR-10's size
+    feature_batch: int = 256             # images per forward pass when extracting
+    epochs: int = 100
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    standardize: bool = True             # z-score each feature with train statistics
+    max_train: int | None = None         # use only the first N train / test images (None = all)
+    max_test: int | None = None
+
+
+LINEAR_PROBE_PRESETS: dict[str, LinearProbeConfig] = {
+    "tiny": LinearProbeConfig(feature_batch=64, epochs=30, batch=256, lr=1e-2, max_train=2000, max_test=500),
+    "paper": LinearProbeConfig(),
+}
+
+FEATURE_CACHE_SIZE = 4  # pooled feature sets (method config x split) kept in this process
+
+
+def backbone_overrides(cfg: LinearProbeConfig) -> dict[str, Any]:
+    """Plugin fields the probe must set: the backbone works at the data's native 32 px."""
+    return {"window": cfg.image_size}
+
+
+def artefact_key(plugin: SSLMethod, ctx: RunContext, n_images: int) -> str:
+    """The harness's artefact key, plus the number of pre-training images (presets may subsample)."""
+    return ctx.artefact_key(plugin.name, {**plugin.pretrain_identity(), "pretrain_images": n_images})
+
+
+def pretrained_backbone(plugin: SSLMethod, ctx: RunContext, images: np.ndarray,
+                        checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> tuple[nn.Module, float, bool]:
+    """The backbone pre-trained on `images` (N x H x W x 3 uint8), cached under ctx's artefacts.
+
+    Returns (model in eval mode on ctx.device, pre-training seconds, whether it came from cache).
+    """
+    if plugin.cfg.checkpoint:
+        state = plugin.load_checkpoint(Path(plugin.cfg.checkpoint))
+        return plugin.load_backbone(state).to(ctx.device).eval(), 0.0, True
+    path = ctx.artefact_path(plugin.name, artefact_key(plugin, ctx, len(images)))
+    built: list[float] = []
+
+    def build() -> dict[str, Any]:
+        start = time.perf_counter()
+        state = plugin.pretrain(list(images), ctx)
+        built.append(time.perf_counter() - start)
+        return {"state": state, "seconds": built[0]}
+
+    if path.exists():
+        saved = cached_torch(path, build)
+    else:
+        with resumable(ctx.spec.checkpoint_path(path), checkpoint_every_s):
+            saved = cached_torch(path, build)
+    model = plugin.load_backbone(saved["state"]).to(ctx.device).eval()
+    return model, float(saved["seconds"]), not built
+
+
+@torch.no_grad()
+def pooled_features(plugin: SSLMethod, backbone: nn.Module, images: np.ndarray, batch: int,
+                    device: torch.device) -> torch.Tensor:
+    """N x D float32 (CPU): each feature map averaged over space, maps concatenated."""
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.tensor(images[start : start + batch]).permute(0, 3, 1, 2)
+        x = prepare_batch(x.float() / 255.0, device)
+        with autocast(device):
+            maps = plugin.extract(backbone, x, FEATURE_DOMAIN)
+        out.append(torch.cat([m.float().mean(dim=(-2, -1)) for m in maps], dim=1).cpu())
+    return torch.cat(out)
+
+
+class FeatureCache:
+    """Pooled features per (method's feature identity, data, split): seeds share one extraction."""
+
+    def __init__(self, size: int = FEATURE_CACHE_SIZE) -> None:
+        self.size = size
+        self.items: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @staticmethod
+    def key(plugin: SSLMethod, artefact: str, root: str | None, split: str, n: int) -> str:
+        identity = {k: v for k, v in asdict(plugin.cfg).items() if not k.startswith("probe_")}
+        return config_hash({"method": plugin.name, "features": identity, "artefact": artefact,
+                            "root": root, "split": split, "n": n})
+
+    def get(self, key: str) -> torch.Tensor | None:
+        if key in self.items:
+            self.items.move_to_end(key)
+        return self.items.get(key)
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        self.items[key] = value
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+FEATURES = FeatureCache()
+
+
+@dataclass
+class ProbeResult:
+    top1: float          # test accuracy, fraction in [0, 1]
+    train_top1: float
+    final_loss: float
+
+
+def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 num_classes: int, cfg: LinearProbeConfig, seed: int, device: torch.device) -> ProbeResult:
+    """Fit one linear layer with Adam (cosine-decayed lr) and return its train and test top-1."""
+    if cfg.standardize:
+        mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Linear(train_x.shape[1], num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_x) / cfg.batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
+    xs, ys = train_x.to(device), train_y.to(device)
+    loss = torch.zeros(())
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(xs), generator=gen).to(device)
+        for start in range(0, len(xs), cfg.batch):
+            idx = order[start : start + cfg.batch]
+            loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return ProbeResult(top1=accuracy(model, test_x, test_y, device),
+                       train_top1=accuracy(model, train_x, train_y, device), final_loss=float(loss.item()))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 8192) -> float:
+    correct = 0
+    for start in range(0, len(x), batch):
+        pred = model(x[start : start + batch].to(device)).argmax(1).cpu()
+        correct += int((pred == y[start : start + batch]).sum())
+    return correct / max(1, len(x))

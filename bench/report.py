@@ -1,0 +1,279 @@
+"""`bench report`: every table and figure written so far, on one static HTML page.
+
+The page is a single file (`results/report.html`): tables become real HTML tables, PNG figures
+are embedded as data URIs and there is no script or style from the network, so it can be mailed,
+archived or opened from a laptop without the results folder beside it. Each experiment's section
+ends with the provenance of the records behind its numbers (commits, devices, package versions,
+wall time), because a table without its origin cannot be trusted or reproduced.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import html
+import io
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.config import PRESETS, SweepConfig
+from bench.errors import ConfigError
+from bench.records import load_records
+from bench.report_provenance import provenance_html
+from bench.store import TMP_PREFIX, atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Names and widths of the page; one place for every constant."""
+
+    filename: str = "report.html"
+    title: str = "bench report"
+    reserved: tuple[str, ...] = ("records", "artefacts", "predictions", "checkpoints", "slurm")
+    table_exts: tuple[str, ...] = (".md", ".csv", ".tex")
+    figure_max_width_px: int = 900
+    long_table_rows: int = 40  # a table with more rows (a long per-seed CSV) starts folded
+
+
+CFG = ReportConfig()
+
+# Sets data-images-ok on <body> once every figure has decoded, so a headless browser (and a
+# human with the inspector) can tell a broken embed from a good one. Inline: no network.
+_ONLOAD = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
+  document.body.setAttribute('data-images-ok', ok === imgs.length ? 'true' : 'false');
+});
+</script>"""
+
+_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; } td:first-child, th:first-child { text-align: left; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+img { max-width: %dpx; height: auto; } details { margin: 0.5em 0 1.5em; }
+.note { color: #666; } code { font-size: 0.95em; }
+</style>""" % CFG.figure_max_width_px
+
+
+def write_report(sweep: SweepConfig) -> Path:
+    """Gather results/*/ and results/records into results/report.html (atomically); return its path."""
+    out = Path(sweep.output)
+    if not out.is_dir():
+        raise ConfigError(sweep.source, "output",
+                          f"{out} does not exist; run `bench run` or `bench experiment NAME` first")
+    records = load_records(out)
+    by_id = {r["run_id"]: r for r in records if isinstance(r.get("run_id"), str)}
+    sections = [_experiment_section(folder, sweep, by_id) for folder in experiment_folders(out)]
+    body = [f"<h1>{_e(CFG.title)}</h1>",
+            f"<p class=note>{_e(str(out))} &middot; written {_e(_now())} &middot; "
+            f"{len(sections)} experiment(s), {len(records)} record(s)</p>",
+            _contents([(name, title) for name, title, _ in sections], bool(records))]
+    body += [section for _, _, section in sections]
+    if records:
+        body.append(_aggregate_section(records))
+    page = ("<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
+            f"<title>{_e(CFG.title)}</title>\n{_STYLE}\n</head>\n<body>\n"
+            + "\n".join(body) + f"\n{_ONLOAD}\n</body>\n</html>\n")
+    path = out / CFG.filename
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
+
+
+def experiment_folders(out: Path) -> list[Path]:
+    """Sub-folders of the output holding a table or a figure (records, artefacts... are not)."""
+    wanted = set(CFG.table_exts) | {".png", ".pdf"}
+    return [d for d in sorted(out.iterdir()) if d.is_dir() and d.name not in CFG.reserved
+            and any(_is_output(f) and f.suffix in wanted for f in d.iterdir())]
+
+
+def _is_output(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith((TMP_PREFIX, "."))
+
+
+def _experiment_section(folder: Path, sweep: SweepConfig, by_id: dict[str, dict]) -> tuple[str, str, str]:
+    name = folder.name
+    title, used, note = experiment_records(name, sweep, by_id)
+    heading = f"{name}: {title}" if title else name
+    parts = [f'<section id="{_anchor(name)}">', f"<h2>{_e(heading)}</h2>"]
+    files = sorted(f for f in folder.iterdir() if _is_output(f))
+    stems = sorted({f.stem for f in files if f.suffix in CFG.table_exts}, key=lambda s: (s != "table", s))
+    for stem in stems:
+        parts.append(_table_block(folder, stem))
+    pngs = [f for f in files if f.suffix == ".png"]
+    pdf_only = [f for f in files if f.suffix == ".pdf" and not f.with_suffix(".png").exists()]
+    if pngs or pdf_only:
+        parts.append("<h3>Figures</h3>")
+        parts += [_figure(folder, png) for png in pngs]
+        parts += [f'<p><a href="{_href(folder, f)}">{_e(f.name)}</a></p>' for f in pdf_only]
+    parts.append("<h3>Provenance</h3>")
+    if note:
+        parts.append(f"<p class=note>{_e(note)}</p>")
+    if used:
+        parts.append(provenance_html(used))
+    parts.append("</section>")
+    return name, title, "\n".join(parts)
+
+
+def experiment_records(name: str, sweep: SweepConfig, by_id: dict[str, dict]) -> tuple[str, list[dict], str]:
+    """(title, the records the experiment read, a note). An experiment names its runs, not its
+    records, so its `runs()` is asked again, under the sweep's preset first and then the other
+    presets (the experiment may have been run with --preset), and the run ids are looked up.
+    An experiment that writes records of its own inside `write` (so `runs()` is empty) may add
+    an optional `record_ids(ctx) -> list[str]` naming them; it is asked the same way."""
+    from bench import experiments
+    from bench.errors import BenchError
+
+    try:
+        cls = experiments.get(name)
+    except BenchError:
+        return "", [], f"{name} is not a registered experiment; the records behind it are unknown"
+    errors, listed = [], False
+    for preset in (sweep.preset, *[p for p in PRESETS if p != sweep.preset]):
+        ctx = experiments.ExperimentContext(name=name, sweep=replace(sweep, preset=preset), quiet=True)
+        try:
+            ids = _run_ids(cls(), ctx)
+        except Exception as exc:  # a report must not die on one experiment; say why instead
+            errors.append(f"{preset}: {type(exc).__name__}: {exc}")
+            continue
+        listed = listed or bool(ids)
+        used = [by_id[i] for i in ids if i in by_id]
+        if used:
+            missing = len(ids) - len(used)
+            note = f"{len(used)} of its {len(ids)} runs (preset {preset}) have records"
+            return cls.title, used, note + (f"; {missing} missing, their cells show a smaller n" if missing else "")
+    why = f" (could not list its runs: {'; '.join(errors)})" if errors else ""
+    if not listed and not errors:
+        return cls.title, [], ("it lists no runs (its records are made inside `write`), so the records behind "
+                               "it are unknown; a `record_ids(ctx)` method on the experiment would name them")
+    return cls.title, [], (f"none of its runs under this sweep's settings has a record in records/{why}; "
+                           "run `bench report` with the --config/--set the experiment ran with")
+
+
+def _run_ids(exp: Any, ctx: Any) -> list[str]:
+    with contextlib.redirect_stderr(io.StringIO()):  # its "data set left out" notes, said at run time
+        ids = [spec.run_id for spec in exp.runs(ctx)]
+        if callable(getattr(exp, "record_ids", None)):
+            ids += list(exp.record_ids(ctx))
+    return list(dict.fromkeys(ids))
+
+
+def _table_block(folder: Path, stem: str) -> str:
+    md, csv_path = folder / f"{stem}.md", folder / f"{stem}.csv"
+    links = " &middot; ".join(f'<a href="{_href(folder, folder / (stem + ext))}">{_e(stem + ext)}</a>'
+                              for ext in CFG.table_exts if (folder / (stem + ext)).is_file())
+    if md.is_file():
+        content = markdown_html(md.read_text(encoding="utf-8", errors="replace"))
+    elif csv_path.is_file():
+        content = csv_html(csv_path.read_text(encoding="utf-8", errors="replace"))
+    else:
+        content = "<p class=note>LaTeX only; see the link.</p>"
+    rows = content.count("<tr>")
+    if rows > CFG.long_table_rows:  # e.g. one row per seed: the numbers are there, folded away
+        content = f"<details><summary>{rows - 1} rows</summary>\n{content}\n</details>"
+    return f'<div class=table><h3>{_e(stem)}</h3>\n{content}\n<p class=note>{links}</p></div>'
+
+
+def _figure(folder: Path, png: Path) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    pdf = png.with_suffix(".pdf")
+    link = f' &middot; <a href="{_href(folder, pdf)}">PDF</a>' if pdf.is_file() else ""
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(png.stem)}">'
+            f"<figcaption>{_e(png.name)}{link}</figcaption></figure>")
+
+
+_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def markdown_html(text: str) -> str:
+    """A GitHub-flavoured markdown table (plus any lines around it) as HTML; bold and marks kept."""
+    out: list[str] = []
+    block: list[str] = []
+    for line in text.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            block.append(line.strip())
+            continue
+        if block:
+            out.append(_rows_html([_split_row(r) for r in block if not _SEPARATOR.match(r)],
+                                  header=len(block) > 1 and bool(_SEPARATOR.match(block[1]))))
+            block = []
+        if line.strip().startswith("#"):  # tables.py puts a table's title above it as a heading
+            out.append(f"<h4>{_inline(line.strip().lstrip('#').strip())}</h4>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line.strip())}</p>")
+    return "\n".join(out)
+
+
+def _split_row(line: str) -> list[str]:
+    line = line.strip().removeprefix("|")
+    line = line[:-1] if line.endswith("|") and not line.endswith("\\|") else line
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)]
+
+
+def csv_html(text: str) -> str:
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    return _rows_html(rows, header=True)
+
+
+def _rows_html(rows: list[list[str]], header: bool) -> str:
+    if not rows:
+        return ""
+    lines = ["<table>"]
+    for i, row in enumerate(rows):
+        tag = "th" if header and i == 0 else "td"
+        lines.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in row) + "</tr>")
+    return "\n".join(lines + ["</table>"])
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn **bold** and `code` into tags (the tables mark the best per column bold)."""
+    escaped = html.escape(text, quote=False)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def _aggregate_section(records: list[dict[str, Any]]) -> str:
+    """`bench table --all`: mean ± std per cell of every record, with the published values."""
+    from bench.table import CELL, aggregate, render
+
+    keys = (*CELL, "seed")
+    usable = [r for r in records if all(k in r for k in keys) and isinstance(r["metrics"], dict)]
+    skipped = len(records) - len(usable)
+    note = f"<p class=note>{skipped} record(s) without {', '.join(keys)} left out of this table</p>" if skipped else ""
+    return "\n".join(['<section id="all-records">', "<h2>All records (<code>bench table --all</code>)</h2>",
+                      markdown_html(render(aggregate(usable), "markdown")), note,
+                      "<h3>Provenance</h3>", provenance_html(records), "</section>"])
+
+
+def _contents(sections: list[tuple[str, str]], has_records: bool) -> str:
+    items = [f'<li><a href="#{_anchor(n)}">{_e(n)}</a>{": " + _e(t) if t else ""}</li>' for n, t in sections]
+    if has_records:
+        items.append('<li><a href="#all-records">All records</a></li>')
+    if not items:
+        return "<p class=note>Nothing to report yet: no experiment output and no records.</p>"
+    return "<nav><h2>Contents</h2>\n<ul>\n" + "\n".join(items) + "\n</ul></nav>"
+
+
+def _anchor(name: str) -> str:
+    return "exp-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def _href(folder: Path, path: Path) -> str:
+    """Relative to the page, which lies in the output folder beside the experiment folders."""
+    from urllib.parse import quote
+
+    return _e(quote(f"{folder.name}/{path.name}"))
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

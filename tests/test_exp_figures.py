@@ -1,0 +1,230 @@
+"""fig6, fig7 and qualitative: their pieces, then each end to end on a tiny GlaS the test writes.
+
+The end-to-end tests share one sweep folder (module fixture) so runs with equal settings are
+reused across the three experiments, as they are for users. Pre-training and the probe are shrunk
+through bench.toml params (2 steps, one probe member, 2 epochs) and fig7's lengths and
+qualitative's method list are monkeypatched down, so the whole file stays within ~90 s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.config import load_config
+from bench.data import get_dataset
+from bench.experiments import fig6, fig7, qualitative
+from bench.experiments.base import ExperimentContext
+from bench.runner import RunSpec
+from tests.conftest import write_sweep
+
+SIDE = 64
+SHRINK = "probe_ensemble = 1\nprobe_max_epochs = 2\n"
+SWEEP = f"""
+preset = "tiny"
+seeds = [0, 1]
+output = "results"
+methods = ["ddpm", "mdm", "maskdm"]
+
+[[datasets]]
+name = "glas"
+root = "glas"
+label_fractions = [1.0]
+
+[params.ddpm]
+train_steps = 2
+train_batch = 2
+{SHRINK}
+[params.mdm]
+train_steps = 2
+train_batch = 2
+{SHRINK}
+[params.maskdm]
+stage1_steps = 1
+stage2_steps = 1
+stage1_batch = 2
+stage2_batch = 2
+{SHRINK}"""
+
+
+def _write_glas(root: Path, n_train: int = 4, n_test: int = 2) -> None:
+    """64 px GlaS-layout images: noisy pink stroma with 2-3 purple elliptic glands (instance ids)."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    stems = [f"train_{i}" for i in range(1, n_train + 1)] + [f"testA_{i}" for i in range(1, n_test + 1)]
+    for stem in stems:
+        anno = np.zeros((SIDE, SIDE), np.uint8)
+        for gland in range(1, int(rng.integers(2, 4)) + 1):
+            cy, cx, ry, rx = rng.uniform(12, 52), rng.uniform(12, 52), rng.uniform(6, 12), rng.uniform(6, 12)
+            anno[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = gland
+        colour = np.where(anno[..., None] > 0, [150, 90, 180], [225, 150, 205])
+        image = np.clip(colour + rng.normal(0, 40, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / f"{stem}.png")
+        Image.fromarray(anno).save(root / f"{stem}_anno.png")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("figs")
+    _write_glas(folder / "glas")
+    return write_sweep(folder, SWEEP)
+
+
+def _experiment(config: Path, name: str, capsys: pytest.CaptureFixture) -> list[Path]:
+    capsys.readouterr()
+    assert main(["experiment", name, "--config", str(config), "--quiet"]) == 0
+    return [Path(line) for line in capsys.readouterr().out.splitlines() if line.startswith("/")]
+
+
+def _assert_figure(files: list[Path], stem: str) -> None:
+    for ext in ("png", "pdf"):
+        path = next(p for p in files if p.name == f"{stem}.{ext}")
+        assert path.stat().st_size > 1000, path
+    assert Image.open(next(p for p in files if p.name == f"{stem}.png")).size[0] > 200
+
+
+# --- pieces -----------------------------------------------------------------------------------
+def test_spread_indices_are_deterministic_and_cover_the_split() -> None:
+    assert fig6.spread_indices(10, 3) == [0, 4, 9] == fig6.spread_indices(10, 3)
+    assert fig6.spread_indices(2, 5) == [0, 1] and fig6.spread_indices(0, 3) == []
+
+
+def test_cluster_map_has_at_most_k_labels_and_is_seeded() -> None:
+    feature = torch_randn(8, 8, 8)
+    a = fig6.cluster_map(feature, 32, k=5, iters=10, seed=0)
+    assert a.shape == (32, 32) and len(np.unique(a)) <= 5
+    np.testing.assert_array_equal(a, fig6.cluster_map(feature, 32, k=5, iters=10, seed=0))
+    counts = np.bincount(a.ravel())
+    assert (np.diff(counts[counts > 0]) <= 0).all()  # label 0 is the largest cluster
+    assert (fig6.cluster_map(feature[:, :1, :1].expand(8, 4, 4), 16, 5, 10, 0) == 0).all()  # one point
+
+
+def torch_randn(*shape: int):
+    import torch
+
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_error_map_colours_every_confusion_cell() -> None:
+    cfg = qualitative.QualitativeConfig()
+    truth = np.array([[0, 0, 1, 1, 255]])
+    pred = np.array([[0, 1, 1, 0, 1]])
+    out = qualitative.error_map(pred, truth, 255, cfg)
+    assert [tuple(p) for p in out[0]] == [cfg.true_negative, cfg.false_positive, cfg.true_positive,
+                                          cfg.false_negative, cfg.ignored]
+
+
+def test_without_glas_the_figures_use_synthetic_glands_with_a_note(tmp_path: Path) -> None:
+    config = write_sweep(tmp_path, 'methods = ["ddpm"]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-glands"\n')
+    sweep = load_config(config)
+    for exp in (fig6.Fig6(), fig7.Fig7(), qualitative.Qualitative()):
+        ctx = ExperimentContext(name=exp.name, sweep=sweep, quiet=True)
+        runs = exp.runs(ctx)
+        assert runs and {r.dataset for r in runs} == {"synthetic-glands"}
+        assert any("synthetic-glands instead" in n for n in ctx.notes)
+    steps = {r.params.get("train_steps") for r in fig7.Fig7().runs(ExperimentContext("fig7", sweep)) if r.method == "ddpm"}
+    assert steps == set(fig7.PRESETS["tiny"].lengths)
+
+
+def test_fig7_maskdm_arms_split_equal_totals() -> None:
+    cfg = fig7.PRESETS["tiny"]
+    maskdm, uvit = [a for a in fig7.arms(cfg) if a.method == "maskdm"]
+    for n in cfg.maskdm_lengths:
+        a, b = maskdm.params(n, cfg), uvit.params(n, cfg)
+        assert a["stage1_steps"] + a["stage2_steps"] == n == b["stage2_steps"] and b["stage1_steps"] == 0
+        assert a["stage1_steps"] == min(n, cfg.maskdm_stage1)
+
+
+# --- end to end -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fig6_end_to_end(sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    files = _experiment(sweep, "fig6", capsys)
+    _assert_figure(files, "fig6")
+    maps = np.load(next(p for p in files if p.name == "clusters.npz"))
+    test = get_dataset("glas", _root(sweep), "test")
+    blocks = 6  # tiny UNet: 3 levels x (1 res block + 1) decoder blocks
+    assert len(maps.files) == 2 * len(test) * blocks
+    for key in maps.files:
+        assert maps[key].shape == (SIDE, SIDE) and len(np.unique(maps[key])) <= 5, key
+    assert any(len(np.unique(maps[k])) > 1 for k in maps.files)
+
+
+@pytest.mark.slow
+def test_qualitative_end_to_end(sweep: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qualitative, "METHODS", ())  # bench.toml's three methods instead of Table 1's nine
+    files = _experiment(sweep, "qualitative", capsys)
+    _assert_figure(files, "glas")
+    cfg = qualitative.PRESETS["tiny"]
+    test = get_dataset("glas", _root(sweep), "test")
+    errors = 0
+    for method in ("ddpm", "mdm", "maskdm"):
+        spec = _spec(sweep, method)
+        for sample in test:
+            pred = np.asarray(Image.open(spec.output + f"/predictions/{spec.run_id}/{sample.name}.png"))
+            panel = np.asarray(Image.open(sweep.parent / f"results/qualitative/glas/{sample.name}/{method}.png"))
+            truth = sample.semantic
+            for where, colour in (((pred != truth) & (truth == 0), cfg.false_positive),
+                                  ((pred != truth) & (truth != 0), cfg.false_negative),
+                                  ((pred == truth) & (truth != 0), cfg.true_positive),
+                                  ((pred == truth) & (truth == 0), cfg.true_negative)):
+                assert (panel[where] == colour).all(), (method, sample.name, colour)
+            errors += int((pred != truth).sum())
+    assert errors > 0  # the shrunk models are not perfect, so the check above saw error pixels
+
+
+@pytest.mark.slow
+def test_fig7_end_to_end(sweep: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = dataclasses.replace(fig7.PRESETS["tiny"], lengths=(0, 2), maskdm_lengths=(0, 2), maskdm_stage1=1,
+                                fractions=(1.0,))
+    monkeypatch.setitem(fig7.PRESETS, "tiny", small)
+    files = _experiment(sweep, "fig7", capsys)
+    _assert_figure(files, "fig7")
+    for ext in ("md", "tex", "csv"):
+        assert next(p for p in files if p.name == f"table.{ext}").stat().st_size > 100
+    import pandas as pd
+
+    table = pd.read_csv(next(p for p in files if p.name == "table.csv"))
+    assert set(table["row"]) == {"DDPM 0", "DDPM 2", "MDM 0", "MDM 2", "MaskDM 0 (0+0)", "MaskDM 2 (1+1)",
+                                 "U-ViT DDPM 0", "U-ViT DDPM 2"}
+    assert set(table["column"]) == {"GlaS 100% Dice", "GlaS 100% IoU"}
+    assert (table["n"] == 2).all() and table["mean"].between(0, 100).all()
+    # The 2-step runs are the very runs fig6 and qualitative used (one pre-training per setting).
+    record = json.loads(_spec(sweep, "ddpm").record_path.read_text())
+    assert record["config"]["train_steps"] == 2
+
+
+def _spec(sweep: Path, method: str) -> RunSpec:
+    cfg = load_config(sweep)
+    return RunSpec(dataset="glas", root=_root(sweep), fraction=1.0, method=method, seed=0, preset="tiny",
+                   output=cfg.output, params=cfg.params[method])
+
+
+def _root(sweep: Path) -> str:
+    root = load_config(sweep).datasets[0].root
+    assert root is not None
+    return root
+
+
+def test_fig7_shows_table1_beside_the_published_checkpoint_length() -> None:
+    from bench.config import DatasetEntry, SweepConfig
+
+    sweep = SweepConfig(datasets=(DatasetEntry("glas", root="/nowhere"),), methods=("ddpm",), preset="paper")
+    ctx = ExperimentContext("fig7", sweep, quiet=True)
+    cells = fig7.published_cells(ctx, "glas", fig7.PRESETS["paper"])
+    assert cells[("DDPM 10000", "GlaS 100% Dice")] == (90.45, 0.37)
+    assert cells[("MDM 10000", "GlaS 10% IoU")] == (84.51, 1.15)
+    assert {row for row, _ in cells} == {"DDPM 10000", "MDM 10000"}
+    assert fig7.published_cells(ExperimentContext("fig7", dataclasses.replace(sweep, preset="tiny")), "glas",
+                                fig7.PRESETS["tiny"]) == {}
+
+
+def test_coarse_blocks_are_clustered_at_min_side_then_brought_to_the_window() -> None:
+    labels = fig6.cluster_map(torch_randn(16, 4, 4), 48, k=5, iters=10, seed=0, min_side=12)
+    assert labels.shape == (48, 48) and len(np.unique(labels)) <= 5
+    np.testing.assert_array_equal(labels[::4, ::4].repeat(4, 0).repeat(4, 1), labels)  # 12 px labels, nearest
