@@ -53,72 +53,7 @@ def build_ours(b: BenchConfig, scale_shift: bool = True) -> nn.Module:
     return GDUNet(cfg)
 
 
-def _parse_axes(side: str) -> list[list[str]]:
-    """"b h (l d)" -> [["b"], ["h"], ["l", "d"]]."""
-    groups, current = [], None
-    for tok in side.replace("(", " ( ").replace(")", " ) ").split():
-        if tok == "(":
-            current = []
-        elif tok == ")":
-            groups.append(current)
-            current = None
-        elif current is not None:
-            current.append(tok)
-        else:
-            groups.append([tok])
-    return groups
-
-
-class _Rearrange(nn.Module):
-    """Stand-in for einops' Rearrange (reshape, permute, reshape) for the patterns MONAI's
-    attention uses, so MONAI's UNet can be benchmarked where einops is not installed."""
-
-    def __init__(self, pattern: str, **sizes: int) -> None:
-        super().__init__()
-        left, right = (_parse_axes(s) for s in pattern.split("->"))
-        self.left, self.right, self.sizes = left, right, sizes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sizes = dict(self.sizes)
-        for group, dim in zip(self.left, x.shape):
-            known = 1
-            for ax in group:
-                known *= sizes.get(ax, 1)
-            unknown = [ax for ax in group if ax not in sizes]
-            for ax in unknown:
-                sizes[ax] = dim // known
-        flat = [ax for g in self.left for ax in g]
-        order = [flat.index(ax) for g in self.right for ax in g]
-        x = x.reshape([sizes[ax] for ax in flat]).permute(order)
-        return x.reshape([_prod(sizes[ax] for ax in g) for g in self.right])
-
-
-def _prod(values) -> int:  # type: ignore[no-untyped-def]
-    out = 1
-    for v in values:
-        out *= v
-    return out
-
-
-def _ensure_einops() -> bool:
-    """Make `einops.layers.torch.Rearrange` importable; True if the stand-in had to be used."""
-    try:
-        import einops.layers.torch  # noqa: F401
-        return False
-    except ImportError:
-        pass
-    import types
-    pkg, layers, torch_mod = (types.ModuleType(n) for n in
-                              ("einops", "einops.layers", "einops.layers.torch"))
-    torch_mod.Rearrange = _Rearrange  # type: ignore[attr-defined]
-    pkg.layers, layers.torch = layers, torch_mod  # type: ignore[attr-defined]
-    sys.modules.update({"einops": pkg, "einops.layers": layers, "einops.layers.torch": torch_mod})
-    return True
-
-
 def build_monai(b: BenchConfig) -> nn.Module:
-    if _ensure_einops():
-        print("note: einops is not installed; MONAI's attention uses a local Rearrange stand-in")
     from monai.networks.nets import DiffusionModelUNet
 
     ds = b.image_size // b.attention_resolution

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -21,15 +20,6 @@ from tests.conftest import write_sweep
 BASELINES = {"unet", "unetpp", "swin_unetr", "attunet", "uctransnet", "medt"}
 SUPERVISED = [n for n in registry.names() if registry.get(n).kind == "supervised"]
 PAPER_PARAMS = {"uctransnet": 66_430_657, "medt": 1_560_140}
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The CPU is shared: one intra-op thread is far faster than two fighting over two cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _plugin(name: str, preset: str) -> SupervisedMethod:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,15 +29,6 @@ FAST = {
             "probe_pixels_per_epoch = 4096\noverlap = 0.0\n",
     "unet": "max_side = 64\ncrop = 32\nmax_epochs = 2\nsteps_per_epoch = 3\n",
 }
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread, as in a Slurm job with cpus_per_task = 1 (and far faster on a busy box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fast_sweep(seeds: str = "[0]", fractions: str = "[1.0]", extra: str = "",

@@ -106,15 +106,6 @@ def test_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
         read_batch(tmp_path / "test_batch")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors gain nothing from two threads, and on a busy machine two thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_linear_probe_learns_a_separable_problem(one_thread: None) -> None:
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=gen) * 4

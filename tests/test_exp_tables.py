@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -222,15 +221,6 @@ def make_glas(root: Path, n_train: int = 5, size: int = 64) -> None:
         Image.fromarray(image).save(root / f"{stem}{ext}")
         Image.fromarray(instances).save(root / f"{stem}_anno{ext}")
     (root / "Grade.csv").write_text("name,grade\n")
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread: tiny models gain nothing from two, and a busy CI box loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

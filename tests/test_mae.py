@@ -19,15 +19,6 @@ SMALL = MAEArch(img_size=32, patch=8, embed_dim=32, depth=3, heads=2, decoder_di
                 decoder_heads=2)
 
 
-@pytest.fixture
-def one_thread() -> None:
-    """The machine's cores are shared: heavy tests use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("length", [16, 63, 1024])
 def test_exactly_int_L_quarter_patches_stay_visible_per_sample(length: int) -> None:
     kept, restore, mask = random_masking(5, length, 0.75, torch.Generator().manual_seed(length))

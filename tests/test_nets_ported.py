@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from bench.errors import ConfigError
 from bench.nn.medt import MedT, MedTConfig
 from bench.nn.uctransnet import UCTransNet, UCTransNetConfig
+from tests.conftest import torch_threads
 
 UCT_PARAMS = 66_430_657
 MEDT_PARAMS = 1_560_140
@@ -24,12 +25,10 @@ MEDT_FROZEN = 4 * 6 + 35_536 + 34
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
+def _one_thread_module() -> Iterator[None]:
     """Intra-op threads spin-wait on a loaded 2-core machine (10-100x slower); one thread is stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -27,7 +27,6 @@ from bench.config import load_config
 from bench.executors.book import JobBook, load_book
 from bench.executors.scheduler import job_states
 from bench.executors.slurm import wait
-from bench.executors.status import sweep_status
 from bench.runner import expand
 from bench.store import TMP_PREFIX
 from tests.conftest import REPO, write_sweep

@@ -22,15 +22,6 @@ from tests.conftest import write_sweep
 RESNET50 = (3, 4, 6, 3)
 
 
-@pytest.fixture
-def one_thread() -> None:
-    """The machine's cores are shared: heavy tests use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cosine_scores(batch: int, prototypes: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     z = F.normalize(torch.randn(batch, 8, generator=g), dim=1)
