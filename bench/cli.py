@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--preset", choices=["tiny", "paper"], help="override bench.toml's preset")
     exp.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    exp.add_argument("--no-run", action="store_true",
+                     help="run nothing: write the tables and figures from the records there are")
     exp.set_defaults(func=cmd_experiment)
 
     report = sub.add_parser("report", help="one static HTML page of every table and figure written so far")
@@ -156,7 +158,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return 0 if args.list else 2
     experiments.get(args.name)  # an unknown name fails before the config is read
     sweep = with_preset(_load(args), args.preset, args.executor)
-    code, files = run_experiment(args.name, sweep, quiet=args.quiet)
+    code, files = run_experiment(args.name, sweep, quiet=args.quiet, run_missing=not args.no_run)
     for path in files:
         print(path)
     return code

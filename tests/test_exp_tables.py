@@ -254,6 +254,13 @@ def test_table1_and_table3_end_to_end_on_tiny_glas(tmp_path: Path, one_thread: N
     assert main(["experiment", "table1", "--config", str(config), "--quiet"]) == 0
     assert "nothing to do" in capsys.readouterr().out
 
+    # --no-run writes from the records there are: the fixed-t rows stay empty, nothing is run.
+    assert main(["experiment", "table3", "--config", str(config), "--quiet", "--no-run"]) == 0
+    assert "8 of 20 runs have no record yet (--no-run)" in capsys.readouterr().err
+    assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36
+    partial = list(csv.DictReader((tmp_path / "results" / "table3" / "table.csv").open()))
+    assert {r["n"] for r in partial if "fixed" in r["row"]} == {"0"} and {r["n"] for r in partial if "fixed" not in r["row"]} == {"2"}
+
     assert main(["experiment", "table3", "--config", str(config), "--quiet"]) == 0
     t3 = tmp_path / "results" / "table3"
     assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "figure.png", "figure.pdf"}

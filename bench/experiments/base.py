@@ -19,7 +19,7 @@ from bench.config import DatasetEntry, SweepConfig
 from bench.data import DATASETS
 from bench.errors import BenchError
 from bench.records import read_record
-from bench.runner import RunSpec
+from bench.runner import RunSpec, pending
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 
@@ -40,6 +40,7 @@ class ExperimentContext:
     name: str
     sweep: SweepConfig
     quiet: bool = False
+    run_missing: bool = True  # False: write from the records there are (`--no-run`)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -129,14 +130,23 @@ def get(name: str) -> type[Experiment]:
 
 
 def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
-                   launch: Callable[..., int] | None = None) -> tuple[int, list[Path]]:
-    """Run what `name` is missing, then write its files. Returns (exit code, files written)."""
+                   launch: Callable[..., int] | None = None, run_missing: bool = True) -> tuple[int, list[Path]]:
+    """Run what `name` is missing, then write its files. Returns (exit code, files written).
+
+    With `run_missing=False` nothing runs: the files show the records there are (a sweep still
+    queued on Slurm, or one cut short), and missing runs only lower a cell's n.
+    """
     from bench.launch import launch as default_launch
 
     exp = get(name)()
-    ctx = ExperimentContext(name=name, sweep=sweep, quiet=quiet)
+    ctx = ExperimentContext(name=name, sweep=sweep, quiet=quiet, run_missing=run_missing)
     runs = exp.runs(ctx)
-    code = (launch or default_launch)(sweep, runs, quiet=quiet, wait=True)
+    code = 0
+    if run_missing:
+        code = (launch or default_launch)(sweep, runs, quiet=quiet, wait=True)
+    elif missing := len(pending(runs)):
+        print(f"bench: {name}: {missing} of {len(runs)} runs have no record yet (--no-run); "
+              "their cells show a smaller n", file=sys.stderr)
     files = exp.write(ctx)
     return code, files
 

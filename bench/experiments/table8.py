@@ -164,9 +164,10 @@ class Table8(Experiment):
         runs = probe_runs(ctx)
         todo = [r for r in runs if read_record(r.record_path) is None]
         if todo:
-            print(f"bench: table8: {len(todo)} of {len(runs)} linear-probe runs to do -> {ctx.sweep.output}",
+            doing = "to do" if ctx.run_missing else "without a record (--no-run)"
+            print(f"bench: table8: {len(todo)} of {len(runs)} linear-probe runs {doing} -> {ctx.sweep.output}",
                   file=sys.stderr)
-        for run in todo:
+        for run in todo if ctx.run_missing else []:
             execute(run, quiet=ctx.quiet)
         values: dict[tuple[str, str], dict[int, float]] = {}
         sizes: set[tuple[int, int]] = set()
