@@ -224,7 +224,7 @@ def make_glas(root: Path, n_train: int = 5, size: int = 64) -> None:
 
 
 @pytest.mark.slow
-def test_table1_and_table3_end_to_end_on_tiny_glas(tmp_path: Path, one_thread: None,
+def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_thread: None,
                                                    capsys: pytest.CaptureFixture) -> None:
     make_glas(tmp_path / "glas")
     names = ", ".join(f'"{m}"' for m in TABLE1_METHODS)
@@ -266,6 +266,12 @@ def test_table1_and_table3_end_to_end_on_tiny_glas(tmp_path: Path, one_thread: N
     assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "figure.png", "figure.pdf"}
     assert (t3 / "figure.png").read_bytes()[:4] == b"\x89PNG" and (t3 / "figure.pdf").read_bytes()[:4] == b"%PDF"
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36 + 8  # only the fixed-t rows are new
+
+    for name in ("table4", "table6", "table7"):  # the other GlaS ablations, on the same records
+        assert main(["experiment", name, "--config", str(config), "--quiet"]) == 0
+        rows = list(csv.DictReader((tmp_path / "results" / name / "table.csv").open()))
+        assert rows and {r["n"] for r in rows} == {"2"}, name  # every row ran both seeds
+        assert all(0.0 <= float(r["mean"]) <= 100.0 for r in rows), name
 
 
 def make_faces(root: Path, num_classes: int, side: int = 32) -> None:
