@@ -211,7 +211,7 @@ def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
 def print_report(result: dict) -> None:
     cfg = result["config"]
     print(f"probe_perf: {cfg['images']} images {cfg['image_size']}px, feature dim "
-          f"{result['memory']['lazy']['dim']}, {cfg['members']} members, "
+          f"{result['memory']['default']['dim']}, {cfg['members']} members, "
           f"{result['threads']} threads, load {result['load'][0]:.1f}")
     print(f"{'bank':>10} {'stored GiB':>11} {'peak GiB':>9} {'dense GiB':>10} {'ratio':>7} "
           f"{'fill s':>7}  gather px/s by batch")
@@ -236,9 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     result = run_probe_perf(quick=args.quick, threads=args.threads)
-    print_report(result)
-    if args.json:
+    if args.json:  # first: a measurement of minutes is kept even if printing fails
         args.json.write_text(json.dumps(result, indent=2))
+    print_report(result)
 
 
 if __name__ == "__main__":
