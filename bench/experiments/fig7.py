@@ -15,7 +15,6 @@ results/fig7/: fig7.png/.pdf and table.md/.tex/.csv (rows variant x length, colu
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.fig6 import medical_datasets
 from bench.experiments.figures import save_figure
+from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import ResultTable, collect, column_label, method_label, ordered_runs, write_tables
 from bench.published import published
 from bench.runner import RunSpec
@@ -152,13 +152,6 @@ class Fig7(Experiment):
         return files + save_figure(_figure(cfg, dataset, values, ctx.notes), ctx, "fig7")
 
 
-def _mean_std(by_seed: dict[int, float] | None) -> tuple[float, float]:
-    vals = list((by_seed or {}).values())
-    if not vals:
-        return math.nan, math.nan
-    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-
-
 def _figure(cfg: Fig7Config, dataset: str, values: dict[tuple[str, str], dict[int, float]], notes: list[str]):
     """Rows of panels = metrics, columns = the two comparisons; a line per arm and label fraction."""
     import matplotlib.pyplot as plt  # bench.experiments.figures has chosen the Agg backend
@@ -176,7 +169,7 @@ def _figure(cfg: Fig7Config, dataset: str, values: dict[tuple[str, str], dict[in
                 lengths = cfg.lengths if c == 0 else cfg.maskdm_lengths
                 for j, fraction in enumerate(cfg.fractions):
                     col = column_label(dataset, fraction, metric)
-                    stats = np.array([_mean_std(values.get((arm.row(n, cfg), col))) for n in lengths])
+                    stats = np.array([seed_mean_std(values.get((arm.row(n, cfg), col))) for n in lengths])
                     if np.isnan(stats[:, 0]).all():
                         continue
                     colour = colours[i % len(colours)]

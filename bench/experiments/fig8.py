@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES, Robustness
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
+from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import DATASET_LABELS, METRIC_LABELS, ResultTable, method_label, write_tables
 from bench.published import TABLE1_METHODS
 from bench.runner import RunSpec
@@ -143,13 +144,6 @@ class Fig8(Experiment):
         return files
 
 
-def _mean_std(by_seed: dict[int, float]) -> tuple[float, float]:
-    vals = list(by_seed.values())
-    if not vals:
-        return math.nan, math.nan
-    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
-
-
 def severity_figure(ctx: ExperimentContext, data: dict[str, dict[str, Curves]],
                     severities: tuple[int, ...]) -> list[Path]:
     """Mean IoU over corruptions against severity, one line per method (error bars: std over seeds)."""
@@ -162,7 +156,7 @@ def severity_figure(ctx: ExperimentContext, data: dict[str, dict[str, Curves]],
     axes = fig.subplots(1, len(data), squeeze=False)[0]
     for ax, (dataset, by_method) in zip(axes, data.items()):
         for method, curve in by_method.items():
-            stats = [_mean_std(mean_over_corruptions(curve, s)) for s in severities]
+            stats = [seed_mean_std(mean_over_corruptions(curve, s)) for s in severities]
             if all(math.isnan(m) for m, _ in stats):
                 continue
             ax.errorbar(severities, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o",
@@ -188,7 +182,7 @@ def corruption_panels(ctx: ExperimentContext, dataset: str, by_method: dict[str,
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
     for ax, corruption in zip(axes, cfg.corruptions):
         for method, curve in by_method.items():
-            means = [_mean_std(curve[corruption][s])[0] for s in severities]
+            means = [seed_mean_std(curve[corruption][s])[0] for s in severities]
             if not all(math.isnan(m) for m in means):
                 ax.plot(severities, means, marker="o", markersize=2, label=method_label(method))
         ax.set_title(corruption.replace("_", " "), fontsize="small")

@@ -118,3 +118,12 @@ def _std(values: list[float]) -> float | None:
         return None
     m = _mean(values)
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_mean_std(by_seed: dict[int, float] | None) -> tuple[float, float]:
+    """Mean and sample std over seeds of one plotted point: (nan, nan) with no seed, std 0 for one
+    (a figure draws no error bar there, where a table prints none)."""
+    vals = list((by_seed or {}).values())
+    if not vals:
+        return math.nan, math.nan
+    return _mean(vals), _std(vals) or 0.0
