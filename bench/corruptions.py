@@ -38,9 +38,6 @@ IMAGENET_C: tuple[str, ...] = (
     "pixelate", "jpeg_compression",
 )  # fmt: skip
 ALL_CORRUPTIONS: tuple[str, ...] = IMAGENET_C + ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTION_SETS: dict[str, tuple[str, ...]] = {
-    "paper": PAPER_CORRUPTIONS, "imagenet-c": IMAGENET_C, "all": ALL_CORRUPTIONS,
-}
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MIN_SIDE = 32                        # the package refuses smaller images
 _OWN_SEED = ("impulse_noise", "glass_blur")  # these draw from a generator of their own
