@@ -25,7 +25,7 @@ from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
-from bench.device import pick_device, seed_everything
+from bench.device import pick_device, retain_freed_memory, seed_everything
 from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
@@ -107,6 +107,7 @@ class RunSpec:
         artefact = self.artefact()
         if artefact is None or artefact.exists():
             return artefact
+        retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.get(self.method)(self.resolved_config())
         with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
@@ -126,6 +127,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
 def execute(spec: RunSpec, progress: bool = False) -> Path:
     wall = time.perf_counter()
     device = pick_device()
+    retain_freed_memory()
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
     plugin = plugin_cls(spec.resolved_config())

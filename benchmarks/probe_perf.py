@@ -5,7 +5,8 @@ Why: the reference probe stores every upsampled pixel feature of the training se
 synthetic features of the real shapes, (a) the peak resident memory of our data path (filling a
 `FeatureBank` with native-size maps, then gathering training batches) against that dense
 figure, computed arithmetically and never allocated, and (b) training pixels/s of the batched
-10-member `EnsembleMLP` against 10 separate nn.Sequential modules fed the same batches.
+10-member `EnsembleMLP` against 10 separate nn.Sequential modules fed the same batches, on the
+GPU where there is one (`BENCH_DEVICE` picks), with the ceiling batching could reach there.
 
     python benchmarks/probe_perf.py [--quick] [--threads N] [--json out.json]
 
@@ -29,9 +30,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from bench.device import pick_device, retain_freed_memory  # noqa: E402
 from bench.probe import ProbeConfig, accumulate_grads, make_optimizer  # noqa: E402
 from bench.probe_bank import FeatureBank  # noqa: E402
 from bench.probe_mlp import EnsembleMLP  # noqa: E402
@@ -97,6 +100,7 @@ def measure_memory(cfg: PerfConfig, reserve: bool) -> dict[str, float]:
 
 def _memory_in_this_process(cfg: PerfConfig, reserve: bool, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
+    retain_freed_memory()  # as every run of the runner does
     gc.collect()
     exact = _reset_peak()
     base = _status_kib("VmRSS") * 1024
@@ -129,34 +133,68 @@ def _memory_in_this_process(cfg: PerfConfig, reserve: bool, threads: int) -> dic
     return out
 
 
-def _interleaved(steps: dict[str, Callable[[], None]], warmup: int, timed: int
-                 ) -> dict[str, float]:
+def _interleaved(steps: dict[str, Callable[[], None]], warmup: int, timed: int,
+                 device: torch.device) -> dict[str, float]:
     """Median seconds per call of each step, alternating them so machine noise hits all alike."""
+    def sync() -> None:  # a GPU step has ended when its kernels have, not when it returns
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(timed):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int) -> dict[str, float]:
-    """Pixels/s of one optimisation step of all members, three ways on the same batches.
+def _floor_step(x: Tensor, model: EnsembleMLP, probe: ProbeConfig) -> Callable[[], None]:
+    """The part of a batched step no implementation can skip, into reused memory.
+
+    That is the first layer's forward product and weight gradient (over 98% of the probe's
+    FLOPs; no input gradient is needed) and one fused Adam pass over every parameter. Its time
+    bounds what batching can buy on this machine: separate time / floor time is the largest
+    speedup any batched ensemble could show here.
+    """
+    w = model.weights[0].detach()
+    h = x.new_empty(x.shape[0], x.shape[1], w.shape[2])
+    grad_h, grad_w = torch.randn_like(h), torch.empty_like(w)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt = make_optimizer(model, probe)
+
+    def run() -> None:
+        torch.bmm(x, w, out=h)
+        torch.bmm(x.transpose(1, 2), grad_h, out=grad_w)
+        opt.step()
+    return run
+
+
+def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int,
+                  device: torch.device | None = None) -> dict[str, float]:
+    """Pixels/s of one optimisation step of all members, four ways on the same batches.
 
     ensemble: our batched module with `make_optimizer` (fused Adam over stacked weights);
     separate: K nn.Sequential modules in turn, each with its own plain Adam (the reference);
-    separate_fused: the same with fused Adam, to isolate what batching alone buys.
+    separate_fused: the same with fused Adam, to isolate what batching alone buys;
+    floor: the unavoidable work of a batched step (see `_floor_step`), for the ceiling.
     """
+    device = device or torch.device("cpu")
     probe = ProbeConfig()
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(cfg.members, batch, dim, generator=gen)
-    y = torch.randint(0, cfg.num_classes, (cfg.members, batch), generator=gen)
-    ensemble = EnsembleMLP(cfg.members, dim, cfg.num_classes, probe.hidden_sizes(cfg.num_classes),
-                           probe.init_std, generators=member_generators(0, cfg.members)).train()
+    x = torch.randn(cfg.members, batch, dim, generator=gen).to(device)
+    y = torch.randint(0, cfg.num_classes, (cfg.members, batch), generator=gen).to(device)
+
+    def new_ensemble() -> EnsembleMLP:
+        return EnsembleMLP(cfg.members, dim, cfg.num_classes, probe.hidden_sizes(cfg.num_classes),
+                           probe.init_std, generators=member_generators(0, cfg.members)
+                           ).train().to(device)
+    ensemble = new_ensemble()
     opt = make_optimizer(ensemble, probe)
 
     def batched() -> None:
@@ -165,7 +203,7 @@ def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int) -> dict[str
         opt.step()
 
     def one_by_one(fused: bool) -> Callable[[], None]:
-        modules = [ensemble.member(k).train() for k in range(cfg.members)]
+        modules = [ensemble.member(k).train().to(device) for k in range(cfg.members)]
         opts = [torch.optim.Adam(m.parameters(), lr=probe.lr, fused=fused) for m in modules]
 
         def run() -> None:
@@ -176,11 +214,15 @@ def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int) -> dict[str
         return run
 
     secs = _interleaved({"ensemble": batched, "separate": one_by_one(False),
-                         "separate_fused": one_by_one(True)}, cfg.warmup_steps, timed)
+                         "separate_fused": one_by_one(True),
+                         "floor": _floor_step(x, new_ensemble(), probe)},
+                        cfg.warmup_steps, timed, device)
     pixels = cfg.members * batch
-    return {"batch": batch, **{f"{name}_px_s": pixels / t for name, t in secs.items()},
+    return {"batch": batch, "device": str(device),
+            **{f"{name}_px_s": pixels / t for name, t in secs.items()},
             "speedup": secs["separate"] / secs["ensemble"],
-            "speedup_vs_fused": secs["separate_fused"] / secs["ensemble"]}
+            "speedup_vs_fused": secs["separate_fused"] / secs["ensemble"],
+            "ceiling": secs["separate"] / secs["floor"]}
 
 
 def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
@@ -190,12 +232,14 @@ def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
     `threads` pins torch's intra-op threads (1 gives stable timings on a shared machine).
     """
     cfg = cfg or (QUICK if quick else PerfConfig())
+    retain_freed_memory()  # as every run of the runner does
     if threads:
         torch.set_num_threads(threads)
     memory = {name: measure_memory(cfg, reserve) for name, reserve in
               (("default", False), ("reserved", True))}
     dim = memory["default"]["dim"]
-    speed = [measure_speed(cfg, dim, b, s) for b, s in zip(cfg.batches, cfg.timed_steps)]
+    device = pick_device()  # BENCH_DEVICE=cpu measures the CPU on a GPU machine
+    speed = [measure_speed(cfg, dim, b, s, device) for b, s in zip(cfg.batches, cfg.timed_steps)]
     worst_peak = max(m["peak_bytes"] for m in memory.values())
     worst_ratio = min(m["ratio"] for m in memory.values())
     return {
@@ -212,7 +256,8 @@ def print_report(result: dict) -> None:
     cfg = result["config"]
     print(f"probe_perf: {cfg['images']} images {cfg['image_size']}px, feature dim "
           f"{result['memory']['default']['dim']}, {cfg['members']} members, "
-          f"{result['threads']} threads, load {result['load'][0]:.1f}")
+          f"{result['threads']} threads, load {result['load'][0]:.1f}, speed on "
+          f"{result['speed'][0]['device']}")
     print(f"{'bank':>10} {'stored GiB':>11} {'peak GiB':>9} {'dense GiB':>10} {'ratio':>7} "
           f"{'fill s':>7}  gather px/s by batch")
     for name, m in result["memory"].items():
@@ -221,11 +266,13 @@ def print_report(result: dict) -> None:
         print(f"{name:>10} {m['bank_bytes'] / GIB:11.3f} {m['peak_bytes'] / GIB:9.3f} "
               f"{m['dense_bytes'] / GIB:10.1f} {m['ratio']:6.1f}x {m['fill_s']:7.1f}  {rates}")
     print(f"{'batch':>10} {'ensemble px/s':>14} {'separate px/s':>14} {'speedup':>8} "
-          f"{'sep+fused px/s':>15} {'speedup':>8}")
+          f"{'sep+fused px/s':>15} {'speedup':>8} {'ceiling':>8}")
     for s in result["speed"]:
         print(f"{s['batch']:>10} {s['ensemble_px_s']:14,.0f} {s['separate_px_s']:14,.0f} "
               f"{s['speedup']:7.2f}x {s['separate_fused_px_s']:15,.0f} "
-              f"{s['speedup_vs_fused']:7.2f}x")
+              f"{s['speedup_vs_fused']:7.2f}x {s['ceiling']:7.2f}x")
+    print("ceiling: separate time over the floor of a batched step (first-layer product and "
+          "weight gradient, fused Adam), the largest speedup batching could show here")
     print("goals:", json.dumps(result["goals"]))
 
 
