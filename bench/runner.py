@@ -92,8 +92,7 @@ class RunSpec:
         plugin = plugin_cls(self.resolved_config())
         if plugin.cfg.checkpoint:
             return None
-        ctx = RunContext(spec=self, device=torch.device("cpu"))
-        return ctx.artefact_path(plugin.name, ctx.artefact_key(plugin.name, plugin.pretrain_identity()))
+        return plugin.artefact_path(RunContext(spec=self, device=torch.device("cpu")))
 
     def checkpoint_path(self, artefact: Path) -> Path:
         """Where the in-progress pre-training of `artefact` keeps its resumable state."""

@@ -115,14 +115,19 @@ class SSLMethod(Plugin):
             return ctx
         return replace(ctx, spec=replace(ctx.spec, dataset=c.pretrain_dataset, root=c.pretrain_root))
 
+    def artefact_path(self, ctx: RunContext) -> Path:
+        """Where the backbone of this run is cached: the one path the runner, the schedulers and
+        `backbone` agree on (a CelebA-19 run's is the FFHQ-34 backbone's)."""
+        source = self.pretrain_context(ctx)
+        return source.artefact_path(self.name, source.artefact_key(self.name, self.pretrain_identity()))
+
     def backbone(self, ctx: RunContext) -> tuple[nn.Module, float, bool]:
         """The pre-trained backbone (built once per artefact key), its build time, and whether cached."""
         if self.cfg.checkpoint:
             state = self.load_checkpoint(Path(self.cfg.checkpoint))
             return self.load_backbone(state), 0.0, True
         source = self.pretrain_context(ctx)
-        key = source.artefact_key(self.name, self.pretrain_identity())
-        path = source.artefact_path(self.name, key)
+        path = self.artefact_path(ctx)
         built: list[float] = []
 
         def build() -> dict[str, Any]:

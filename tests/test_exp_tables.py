@@ -151,6 +151,16 @@ def test_table2_celeba_runs_reuse_the_ffhq_backbone(tmp_path: Path) -> None:
         assert ffhq.run_id != celeba.run_id
 
 
+def test_the_runner_plans_the_celeba_runs_on_the_ffhq_backbone_they_read(tmp_path: Path) -> None:
+    """RunSpec.artefact is what the schedulers pre-train and wait for: it must be the file
+    the backbone is cached to, or every sweep would plan a CelebA-19 build nothing writes."""
+    runs = get("table2")().runs(_face_sweep(tmp_path, ("ffhq34", "celeba19")))
+    for celeba in (r for r in runs if r.dataset == "celeba19"):
+        ffhq = next(r for r in runs if r.dataset == "ffhq34" and r.method == celeba.method)
+        assert celeba.artefact() == ffhq.artefact()
+        assert celeba.artefact().name.startswith("ffhq34-")
+
+
 def test_table2_without_ffhq_leaves_celeba_out_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ctx = _face_sweep(tmp_path, ("celeba19",))
     assert get("table2")().runs(ctx) == []
