@@ -157,7 +157,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             print(f"{name:<12}  {experiments.get(name).title}")
         return 0 if args.list else 2
     experiments.get(args.name)  # an unknown name fails before the config is read
-    sweep = with_preset(_load(args), args.preset, args.executor)
+    sweep = with_preset(_load(args), args.preset)
     code, files = run_experiment(args.name, sweep, quiet=args.quiet, run_missing=not args.no_run)
     for path in files:
         print(path)

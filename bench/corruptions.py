@@ -17,12 +17,13 @@ import random
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from bench.data.types import Dataset, Sample
 from bench.errors import ConfigError
+from bench.evaluate import evaluate
 from bench.plugin import Predictor
 
 # The 15 corruptions of the MDM paper's Figure 8 (REFERENCE §9), in the package's names.
@@ -133,8 +134,7 @@ def corrupted_sample(sample: Sample, name: str, severity: int, seed: int) -> Sam
 
 
 def evaluate_robustness(
-    rob: Robustness, test: Dataset, clean_predictions: Sequence[np.ndarray], predict: Predictor,
-    evaluate: Callable[[Dataset, Sequence[np.ndarray]], tuple[dict[str, float], Any]],
+    rob: Robustness, test: Dataset, clean_predictions: Sequence[np.ndarray], predict: Predictor
 ) -> dict[str, Any]:
     """Metrics of the trained model on each corrupted copy of the chosen test images.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import random
 from typing import Iterator
@@ -64,6 +65,7 @@ def deterministic_cpu() -> Iterator[None]:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameter numbers (malloc.h)
 
 
+@functools.cache
 def retain_freed_memory(keep_bytes: int = 2**30) -> bool:
     """Let glibc reuse freed big blocks instead of unmapping them (Linux; False elsewhere).
 
@@ -75,6 +77,7 @@ def retain_freed_memory(keep_bytes: int = 2**30) -> bool:
     `keep_bytes` of free heap lets a step reuse the blocks earlier steps freed (after a few
     steps: glibc's aligned allocations reuse a freed block once it has merged with a neighbour).
     The cost: up to `keep_bytes` stay resident after a peak. `BENCH_RETAIN_MEMORY=0` opts out.
+    A process-wide setting, so it is made once per process however many runs ask for it.
     """
     if os.environ.get("BENCH_RETAIN_MEMORY", "1") == "0":
         return False

@@ -125,8 +125,8 @@ def experiment_records(name: str, sweep: SweepConfig, by_id: dict[str, dict]) ->
     """(title, the records the experiment read, a note). An experiment names its runs, not its
     records, so its `runs()` is asked again, under the sweep's preset first and then the other
     presets (the experiment may have been run with --preset), and the run ids are looked up.
-    An experiment that writes records of its own inside `write` (so `runs()` is empty) may add
-    an optional `record_ids(ctx) -> list[str]` naming them; it is asked the same way."""
+    An experiment that writes records of its own inside `write` (so `runs()` is empty) names
+    them in `record_ids(ctx)`; it is asked the same way."""
     from bench import experiments
     from bench.errors import BenchError
 
@@ -159,8 +159,7 @@ def experiment_records(name: str, sweep: SweepConfig, by_id: dict[str, dict]) ->
 def _run_ids(exp: Any, ctx: Any) -> list[str]:
     with contextlib.redirect_stderr(io.StringIO()):  # its "data set left out" notes, said at run time
         ids = [spec.run_id for spec in exp.runs(ctx)]
-        if callable(getattr(exp, "record_ids", None)):
-            ids += list(exp.record_ids(ctx))
+        ids += exp.record_ids(ctx)
     return list(dict.fromkeys(ids))
 
 

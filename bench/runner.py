@@ -146,7 +146,7 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
         if not trained:
             raise BenchError(f"{spec.method}: its run() handed back no predictor (on_trained), "
                              "which the robustness evaluation needs")
-        robustness = evaluate_robustness(spec.robustness, test, output.predictions, trained[0], evaluate)
+        robustness = evaluate_robustness(spec.robustness, test, output.predictions, trained[0])
         output.timings["robustness_s"] = robustness.pop("seconds")
     timings = {**output.timings, "total_s": time.perf_counter() - wall}
     record = {

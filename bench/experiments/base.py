@@ -60,11 +60,15 @@ class ExperimentContext:
         """Whether `dataset` can be used; if not, say once why its part of the experiment is left out."""
         if self.entry(dataset) is not None:
             return True
-        note = f"{dataset}: not among bench.toml's [[datasets]] (no root), its columns are left out"
-        if note not in self.notes:
-            self.notes.append(note)
-            print(f"bench: {self.name}: {note}", file=sys.stderr)
+        self.note(f"{dataset}: not among bench.toml's [[datasets]] (no root), its columns are left out")
         return False
+
+    def note(self, text: str) -> None:
+        """Say once why part of the experiment is left out or stands in: on stderr now, and in
+        `notes`, which the tables' footnotes and the figures' titles carry."""
+        if text not in self.notes:
+            self.notes.append(text)
+            print(f"bench: {self.name}: {text}", file=sys.stderr)
 
     def specs(self, variant: Variant, dataset: str, fraction: float, seeds: tuple[int, ...] | None = None,
               **spec_fields: Any) -> list[RunSpec]:
@@ -100,6 +104,10 @@ class Experiment:
     def write(self, ctx: ExperimentContext) -> list[Path]:
         """Tables (.md, .tex, .csv) and figures (.png, .pdf) from the records; the paths written."""
         raise NotImplementedError
+
+    def record_ids(self, ctx: ExperimentContext) -> list[str]:
+        """Run ids of records `write` makes itself, beyond `runs()` (the report's provenance)."""
+        return []
 
 
 def experiment(cls: type[Experiment]) -> type[Experiment]:
@@ -151,9 +159,6 @@ def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
     return code, files
 
 
-def with_preset(sweep: SweepConfig, preset: str | None, executor: str | None) -> SweepConfig:
-    if preset:
-        sweep = replace(sweep, preset=preset)
-    if executor:
-        sweep = replace(sweep, executor=executor)
-    return sweep
+def with_preset(sweep: SweepConfig, preset: str | None) -> SweepConfig:
+    """`--preset` over bench.toml's (`--executor` is applied where the config is loaded)."""
+    return replace(sweep, preset=preset) if preset else sweep

@@ -11,7 +11,6 @@ clusters each block's features per image and draws the grid. The cluster maps ar
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,17 +59,13 @@ PRESETS: dict[str, Fig6Config] = {"tiny": Fig6Config(images=2), "paper": Fig6Con
 def medical_datasets(ctx: ExperimentContext, wanted: tuple[str, ...], what: str) -> list[str]:
     """The configured data sets among `wanted`; synthetic-glands (with a note) when none is.
 
-    Shared by fig6, fig7 and qualitative: a figure is still drawn on a checkout without real
+    Shared by fig6, fig7, fig8 and qualitative: a figure is still drawn on a checkout without real
     data, and the note (printed and kept in ctx.notes) says it is not the paper's data.
     """
     found = [d for d in wanted if ctx.entry(d) is not None]
     if found:
         return found
-    note = f"{' and '.join(wanted)} not configured in {ctx.sweep.source}; {what} uses {SYNTHETIC} instead"
-    if note not in ctx.notes:
-        ctx.notes.append(note)
-        if not ctx.quiet:
-            print(f"bench: {ctx.name}: {note}", file=sys.stderr)
+    ctx.note(f"{' and '.join(wanted)} not configured in {ctx.sweep.source}; {what} uses {SYNTHETIC} instead")
     return [SYNTHETIC]
 
 
@@ -189,10 +184,7 @@ class Fig6(Experiment):
         artefact = spec.artefact()
         if artefact is None or artefact.exists():
             return True
-        note = f"{spec.method}: no pre-trained artefact at {artefact} (its run failed?); row left out"
-        ctx.notes.append(note)
-        if not ctx.quiet:
-            print(f"bench: fig6: {note}", file=sys.stderr)
+        ctx.note(f"{spec.method}: no pre-trained artefact at {artefact} (its run failed?); row left out")
         return False
 
 

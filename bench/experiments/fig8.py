@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES, Robustness
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
+from bench.experiments.fig6 import medical_datasets
 from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import DATASET_LABELS, METRIC_LABELS, ResultTable, method_label, write_tables
 from bench.published import TABLE1_METHODS
@@ -41,7 +41,6 @@ class Fig8Config:
     fraction: float = 1.0
     metric: str = "iou"                      # foreground IoU of the binary medical data sets
     datasets: tuple[str, ...] = ("glas", "monuseg")
-    fallback: str = "synthetic-glands"       # used when none of `datasets` is configured
     panel_columns: int = 5                   # small multiples per row
     panel_inches: float = 2.6
 
@@ -61,16 +60,7 @@ def methods(ctx: ExperimentContext) -> list[str]:
 
 def datasets(ctx: ExperimentContext) -> list[str]:
     """GlaS and MoNuSeg where configured; the synthetic stand-in (with a note) when neither is."""
-    cfg = config(ctx)
-    found = [d for d in cfg.datasets if ctx.entry(d) is not None]
-    if found:
-        return found
-    note = (f"none of {', '.join(cfg.datasets)} has a root in bench.toml; fig8 uses "
-            f"{cfg.fallback}, a procedural stand-in, so its numbers are not comparable to the paper's")
-    if note not in ctx.notes:
-        ctx.notes.append(note)
-        print(f"bench: {ctx.name}: {note}", file=sys.stderr)
-    return [cfg.fallback]
+    return medical_datasets(ctx, config(ctx).datasets, "fig8")
 
 
 def robustness(cfg: Fig8Config) -> Robustness:

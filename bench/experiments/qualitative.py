@@ -11,7 +11,6 @@ panels DATASET/IMAGE/METHOD.png.
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +124,7 @@ class Qualitative(Experiment):
                 for method, spec in specs.items():
                     pred = read_prediction(spec, sample)
                     if pred is None:
-                        self._note(ctx, f"{dataset}: {method} has no saved prediction of {sample.name} "
+                        ctx.note(f"{dataset}: {method} has no saved prediction of {sample.name} "
                                         f"(run {spec.run_id} missing or failed); its panel is left grey")
                         row.append((method_label(method), None))
                         continue
@@ -138,13 +137,6 @@ class Qualitative(Experiment):
             fig = _figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), cfg, ctx.notes)
             files = save_figure(fig, ctx, dataset) + files
         return files
-
-    @staticmethod
-    def _note(ctx: ExperimentContext, note: str) -> None:
-        if note not in ctx.notes:
-            ctx.notes.append(note)
-            if not ctx.quiet:
-                print(f"bench: qualitative: {note}", file=sys.stderr)
 
 
 def _figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str], dataset: str,

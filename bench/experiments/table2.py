@@ -11,7 +11,6 @@ implemented here (DatasetDDPM as a real method is out of scope for now).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +66,7 @@ def targets(ctx: ExperimentContext) -> list[str]:
         if not ctx.available(dataset):
             continue
         if dataset != CFG.source and ctx.entry(CFG.source) is None:
-            note = f"{dataset}: its backbones are pre-trained on {CFG.source}, which has no root; column left out"
-            if note not in ctx.notes:
-                ctx.notes.append(note)
-                print(f"bench: {ctx.name}: {note}", file=sys.stderr)
+            ctx.note(f"{dataset}: its backbones are pre-trained on {CFG.source}, which has no root; column left out")
             continue
         out.append(dataset)
     return out

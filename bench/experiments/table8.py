@@ -158,6 +158,9 @@ class Table8(Experiment):
         """None: the probe runs are classification runs done by `write` (see the module docstring)."""
         return []
 
+    def record_ids(self, ctx: ExperimentContext) -> list[str]:
+        return [r.run_id for r in probe_runs(ctx)] if ctx.entry(DATASET) is not None else []
+
     def write(self, ctx: ExperimentContext) -> list[Path]:
         if not ctx.available(DATASET):
             return []

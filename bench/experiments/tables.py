@@ -30,10 +30,13 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
             metric_by_column: dict[str, str]) -> dict[Cell, dict[int, float]]:
     """{(row, column): {seed: metric in percent}} from the finished records (missing runs left out)."""
     values: dict[Cell, dict[int, float]] = {}
+    records: dict[Path, dict[str, Any] | None] = {}  # a run backs one cell per metric: read it once
     for (row, col), specs in specs_by_cell.items():
         metric = metric_by_column[col]
         for spec in specs:
-            record = read_record(spec.record_path)
+            if spec.record_path not in records:
+                records[spec.record_path] = read_record(spec.record_path)
+            record = records[spec.record_path]
             if record is None:
                 continue
             if metric not in record["metrics"]:
