@@ -59,6 +59,8 @@ class MedTBaseline(SupervisedMethod):
         # Small nets leave the all-background start slowly at lr 1e-3; the local patches are batched for speed.
         "tiny": MedTConfig(input_size=64, batch=2, lr=3e-3, max_epochs=8, patience=8, layers=(1, 1, 1, 1),
                            width_factor=0.0625, groups=4, grid=2, stem_mid_channels=16, batch_local_patches=True),
+        "small": MedTConfig(max_side=256, input_size=128, batch=4, max_epochs=80, patience=15, layers=(1, 1, 2, 1),
+                            batch_local_patches=True),
         "paper": MedTConfig(),
     }
 

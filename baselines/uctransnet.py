@@ -59,6 +59,7 @@ class UCTransNetBaseline(SupervisedMethod):
         # A net this small sits ~100 steps on an all-foreground plateau of this loss at lr 1e-3.
         "tiny": UCTransNetConfig(input_size=64, lr=1e-2, min_lr=1e-3, max_epochs=12, patience=8, base_channel=8,
                                  num_heads=2, num_layers=1, expand_ratio=2),
+        "small": UCTransNetConfig(max_side=256, input_size=128, max_epochs=80, patience=15, base_channel=16),
         "paper": UCTransNetConfig(),
     }
 

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("name", nargs="?", help="e.g. table1, fig8; see --list")
     exp.add_argument("--list", action="store_true", help="list the experiments")
     _config_args(exp)
-    exp.add_argument("--preset", choices=["tiny", "paper"], help="override bench.toml's preset")
+    exp.add_argument("--preset", choices=["tiny", "small", "paper"], help="override bench.toml's preset")
     exp.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
     exp.add_argument("--no-run", action="store_true",

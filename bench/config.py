@@ -13,7 +13,7 @@ from typing import Any
 from bench.errors import ConfigError
 from bench.slurm_config import SlurmConfig, parse_slurm
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "small", "paper")
 EXECUTORS = ("local", "debug", "slurm")
 DEFAULT_SEEDS = tuple(range(10))
 DEFAULT_FRACTIONS = (1.0, 0.1)

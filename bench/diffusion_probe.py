@@ -54,6 +54,15 @@ TINY_UNET: dict[str, Any] = dict(
 )
 
 
+# The `small` diffusion UNet (ddpm, mdm) on 128-px windows: 32 channels, four levels (128..16 px),
+# decoder blocks 3-6 read out (64^2 and 128^2, as blocks 8-12 of the paper's 256-px UNet).
+SMALL_UNET: dict[str, Any] = dict(
+    model_channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1, attention_resolutions=(16,),
+    num_head_channels=32, train_steps=800, train_batch=8, lr=2e-4, ema_decay=0.995,
+    blocks_medical=(3, 4, 5, 6), blocks_natural=(2, 3, 4, 5, 6),
+)
+
+
 class _Stop(Exception):
     """Raised by the last hook to end the forward pass early."""
 

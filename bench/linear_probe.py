@@ -53,6 +53,7 @@ class LinearProbeConfig:
 
 LINEAR_PROBE_PRESETS: dict[str, LinearProbeConfig] = {
     "tiny": LinearProbeConfig(feature_batch=64, epochs=30, batch=256, lr=1e-2, max_train=2000, max_test=500),
+    "small": LinearProbeConfig(feature_batch=64, epochs=50, batch=256, lr=1e-2, max_train=10000, max_test=2000),
     "paper": LinearProbeConfig(),
 }
 

@@ -1,15 +1,16 @@
-"""The pixel probe shared by every SSL method (REFERENCE §6): training and full-image prediction.
+"""The pixel probe shared by every SSL method (REFERENCE §6): training, and prediction re-exported.
 
 Features come from a `FeatureBank` (native-size float16 maps, interpolated per batch), the
-ensemble is one batched `EnsembleMLP`, and prediction upsamples row chunks on the fly, so neither
-training nor inference ever holds a data set's (or one image's) full-resolution features.
+ensemble is one batched `EnsembleMLP`, and prediction (bench.probe_predict) runs the first layer
+at the maps' native resolution and upsamples its outputs, so neither training nor inference ever
+holds a data set's (or one image's) full-resolution features.
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.probe_bank import (FeatureBank, bilinear_points, chunk_rows_for, global_l2_scale,
-                              hwc_table, row_chunks)
+from bench.probe_bank import FeatureBank, global_l2_scale
 from bench.probe_mlp import EnsembleMLP
+from bench.probe_predict import predict_probs, predict_votes
 from bench.probe_sampler import PixelStreams, member_generators
 
 __all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "global_l2_scale",
@@ -236,54 +237,3 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
     if cfg.stop_rule == "loss_plateau":
         _snapshot(model, final, stop.update(mean, cfg.patience, inclusive=True))
     return float(mean[trained].mean()) if bool(trained.any()) else math.nan
-
-
-@torch.no_grad()
-def _chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
-                  scale: float, chunk_rows: int | None) -> Iterator[tuple[int, int, Tensor]]:
-    """(first row, last row + 1, (K, rows*W, C) logits) for consecutive full-width row chunks."""
-    device = next(probe.parameters()).device
-    tables = [hwc_table(m, torch.float32, device) for m in maps]
-    dim = sum(t.shape[1] for t in tables)
-    rows = chunk_rows or chunk_rows_for(out_hw[1], dim)
-    was_training = probe.training
-    probe.eval()
-    try:
-        for r0, (ys, xs) in zip(range(0, out_hw[0], rows), row_chunks(out_hw, rows, device)):
-            feats = torch.empty(ys.numel(), dim, device=device)
-            start = 0
-            for m, table in zip(maps, tables):
-                stop = start + table.shape[1]
-                feats[:, start:stop] = bilinear_points(table, int(m.shape[1]), int(m.shape[2]),
-                                                       out_hw[0], out_hw[1], ys, xs)
-                start = stop
-            yield r0, min(out_hw[0], r0 + rows), probe(feats.mul_(scale))
-    finally:
-        probe.train(was_training)
-
-
-def predict_votes(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
-                  scale: float = 1.0, chunk_rows: int | None = None) -> Tensor:
-    """(C, H, W) float32 fraction of members voting for each class at every pixel (on CPU).
-
-    argmax over classes is the ensemble's majority vote; torch.argmax returns the first
-    maximum, so ties go to the lower class index. Each member's own vote is the argmax of its
-    logits (ties again to the lower index).
-    """
-    classes, width = probe.num_classes, out_hw[1]
-    out = torch.empty(classes, *out_hw)
-    for r0, r1, logits in _chunk_logits(probe, maps, out_hw, scale, chunk_rows):
-        votes = F.one_hot(logits.argmax(dim=-1), classes).sum(dim=0).float() / probe.members
-        out[:, r0:r1] = votes.T.reshape(classes, r1 - r0, width).cpu()
-    return out
-
-
-def predict_probs(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
-                  scale: float = 1.0, chunk_rows: int | None = None) -> Tensor:
-    """(C, H, W) float32 softmax probabilities averaged over members (soft-vote alternative)."""
-    classes, width = probe.num_classes, out_hw[1]
-    out = torch.empty(classes, *out_hw)
-    for r0, r1, logits in _chunk_logits(probe, maps, out_hw, scale, chunk_rows):
-        probs = logits.softmax(dim=-1).mean(dim=0)
-        out[:, r0:r1] = probs.T.reshape(classes, r1 - r0, width).cpu()
-    return out

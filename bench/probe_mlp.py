@@ -86,11 +86,36 @@ class EnsembleMLP(nn.Module):
             raise ValueError(f"input holds {x.shape[0]} member batches for {k} members")
         if x.dim() not in (2, 3):
             raise ValueError(f"input must be (N, d) or (K, N, d), got {tuple(x.shape)}")
-        h = self._first_layer(x, sl)
+        return self.forward_after_first(self._first_layer(x, sl), sl)
+
+    def forward_after_first(self, h: Tensor, members: slice | None = None) -> Tensor:
+        """The layers after the first linear map: (K, N, hidden[0]) pre-activations -> logits.
+
+        Prediction computes the first layer at the feature maps' native resolution and
+        upsamples its outputs (bench.probe_predict); this finishes the forward from there.
+        """
+        sl = members or slice(None)
         for i in range(len(self.hidden)):
             h = self._batch_norm(torch.relu(h), i, sl)
             h = torch.baddbmm(self._take(self.biases[i + 1], sl), h,
                               self._take(self.weights[i + 1], sl))
+        return h
+
+    @torch.no_grad()
+    def predict_after_first(self, h: Tensor) -> Tensor:
+        """Eval-mode `forward_after_first` of all members, BatchNorm folded into the next layer.
+
+        In eval mode BN(r) = r * g + s with g = gamma / sqrt(var + eps) and s = beta - mean * g,
+        so W . BN(r) + b = (g * W) . r + (s . W + b): one pass fewer over the full-resolution
+        activations, equal up to float rounding. `h` is consumed (ReLU in place).
+        """
+        for i in range(len(self.hidden)):
+            mean, var = self._stats(i)
+            g = self.bn_weights[i] / torch.sqrt(var + self.bn_eps)  # (K, hidden_i)
+            shift = self.bn_biases[i] - mean * g
+            weight = self.weights[i + 1] * g.unsqueeze(-1)
+            bias = self.biases[i + 1] + torch.bmm(shift.unsqueeze(1), self.weights[i + 1])
+            h = torch.baddbmm(bias, h.relu_(), weight)
         return h
 
     def member(self, k: int) -> nn.Sequential:

@@ -62,6 +62,15 @@ TINY_PROBE: dict[str, Any] = dict(
 )
 
 
+# The probe settings every `small` preset shares (docs/small-preset.md): images at most 256 px on
+# their long side, 128-px windows, the protocol's ensemble of 10 and its loss-plateau stopping
+# rule on 8,192-pixel batches, epochs of 65,536 sampled pixels, unit-RMS features.
+SMALL_PROBE: dict[str, Any] = dict(
+    max_side=256, window=128, window_batch=8, probe_ensemble=10, probe_batch_medical=8192,
+    probe_max_epochs=40, probe_patience_medical=5, probe_pixels_per_epoch=65536, l2_unit_rms=True,
+)
+
+
 # Where pre-training data comes from, not how the backbone is trained: never part of the artefact
 # key (the key hashes the source data set itself), so the source's own runs share the artefact.
 PRETRAIN_SOURCE_FIELDS = ("pretrain_dataset", "pretrain_root")

@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,12 @@ class SupervisedConfig:
     steps_per_epoch: int = 20
     patience: int = 10                 # epochs without a better validation Dice
     val_fraction: float = 0.2
+
+
+# The recipe every crop-based `small` baseline shares (docs/small-preset.md): images at most 256 px
+# on their long side, 128-px crops and windows, early stopping on validation Dice.
+SMALL_RECIPE: dict[str, Any] = dict(max_side=256, crop=128, batch=8, max_epochs=80,
+                                       steps_per_epoch=20, patience=15)
 
 
 class SupervisedMethod(Plugin):

@@ -10,10 +10,10 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
-from bench.diffusion_probe import TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
 from bench.pretrain import pretrain
 from bench.registry import register
-from bench.ssl import TINY_PROBE
+from bench.ssl import SMALL_PROBE, TINY_PROBE
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class DDPM(DiffusionProbe):
     Config = DDPMConfig
     presets = {
         "tiny": DDPMConfig(**TINY_PROBE, **TINY_UNET, timesteps_natural=(50, 150)),
+        "small": DDPMConfig(**SMALL_PROBE, **SMALL_UNET),
         "paper": DDPMConfig(),
     }
 

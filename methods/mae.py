@@ -15,7 +15,7 @@ from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.registry import register
-from bench.ssl import TINY_PROBE, SSLConfig, SSLMethod
+from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
 LOSSES = ("norm_pix", "mse", "ssim")
 PROBE_ONLY_FIELDS = {"feature_blocks"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "window", "pretrain_seed"})
@@ -51,6 +51,10 @@ class MAE(SSLMethod):
         "tiny": MAEConfig(
             **TINY_PROBE, embed_dim=48, depth=4, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4,
             train_steps=100, train_batch=8, lr=1e-3, feature_blocks=3,
+        ),
+        "small": MAEConfig(
+            **SMALL_PROBE, embed_dim=192, depth=6, heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4,
+            train_steps=1500, train_batch=16, lr=5e-4, feature_blocks=4,
         ),
         "paper": MAEConfig(),
     }

@@ -20,7 +20,7 @@ from bench.errors import ConfigError
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
 from bench.pretrain import PretrainSchedule, StepLoss, pretrain
 from bench.registry import register
-from bench.ssl import TINY_PROBE, SSLConfig, SSLMethod
+from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
 PROBE_ONLY_FIELDS = {"blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural",
                      "noise_seed"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "window", "pretrain_seed"})
@@ -70,6 +70,14 @@ TINY_UVIT: dict[str, Any] = dict(
 )
 
 
+# A 128 px U-ViT (patch 8: a 16 x 16 grid, 2 x 2-patch mask blocks) for the `small` preset.
+SMALL_UVIT: dict[str, Any] = dict(
+    patch=8, embed_dim=128, depth=6, heads=4, mask_block=2, stage1_steps=400, stage1_batch=16,
+    stage1_lr=5e-4, stage2_steps=400, stage2_batch=8, stage2_lr=2e-4, betas=(0.9, 0.99),
+    ema_decay=0.995, blocks_medical=(0, 1, 2), blocks_natural=(0, 1, 2),
+)
+
+
 @register("maskdm", "ssl")
 class MaskDM(SSLMethod):
     """MaskDM: a U-ViT pre-trained as a masked diffusion model, fine-tuned as a DDPM, read like ddpm."""
@@ -77,6 +85,7 @@ class MaskDM(SSLMethod):
     Config = MaskDMConfig
     presets = {
         "tiny": MaskDMConfig(**TINY_PROBE, **TINY_UVIT),
+        "small": MaskDMConfig(**SMALL_PROBE, **SMALL_UVIT),
         "paper": MaskDMConfig(),
     }
 

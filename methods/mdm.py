@@ -10,11 +10,11 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import reconstruction_loss, sample_timesteps
-from bench.diffusion_probe import TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
 from bench.masking import mask_patches, patch_keep_mask
 from bench.pretrain import pretrain
 from bench.registry import register
-from bench.ssl import TINY_PROBE
+from bench.ssl import SMALL_PROBE, TINY_PROBE
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class MDM(DiffusionProbe):
     Config = MDMConfig
     presets = {
         "tiny": MDMConfig(**TINY_PROBE, **TINY_UNET),
+        "small": MDMConfig(**SMALL_PROBE, **SMALL_UNET),
         "paper": MDMConfig(),
     }
 

@@ -23,7 +23,7 @@ from bench.nn.swav_loss import EmbeddingQueue, swapped_prediction_loss
 from bench.nn.swav_resnet import SwAVNet, block_inputs, resnet_trunk
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.registry import register
-from bench.ssl import TINY_PROBE, SSLConfig, SSLMethod
+from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
 PROBE_ONLY_FIELDS = {"read_every"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "pretrain_seed"})
 
@@ -111,6 +111,12 @@ class SwAV(SSLMethod):
             out_dim=32, prototypes=16, base_crop=64, global_size=48, global_scale=(0.3, 1.0),
             local_crops=2, local_size=24, local_scale=(0.1, 0.3), queue_length=32, queue_start=20,
             freeze_prototypes_steps=10, train_steps=40, train_batch=8, lr=1e-3,
+        ),
+        "small": SwAVConfig(
+            **SMALL_PROBE, width=16, layers=(2, 2, 2, 2), hidden_mlp=256,
+            out_dim=64, prototypes=100, base_crop=128, global_size=96, global_scale=(0.3, 1.0),
+            local_crops=4, local_size=48, local_scale=(0.1, 0.3), queue_length=128, queue_start=300,
+            freeze_prototypes_steps=100, train_steps=1000, train_batch=16, lr=1e-3,
         ),
         "paper": SwAVConfig(),
     }

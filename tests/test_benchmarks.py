@@ -33,3 +33,27 @@ def test_probe_perf_measures_and_reports_on_a_toy_shape(tmp_path: Path, capsys: 
     assert speed["batch"] == 64 and speed["ensemble_px_s"] > 0 and speed["ceiling"] > 0
     text = capsys.readouterr().out
     assert "feature dim 12, 2 members" in text and "goals:" in text
+
+
+def test_predict_perf_compares_both_paths_on_a_toy_shape(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    perf = _script("predict_perf", monkeypatch)
+    toy = (perf.Shape("toy", (6, 4), (8, 16), 32, 3, (40, 50), 0.2, 1.0),)
+    monkeypatch.setattr(perf, "SHAPES", toy)
+    result = perf.run_predict_perf(quick=True, shapes=toy)
+    row = result["shapes"]["toy"]
+    assert row["dim"] == 10 and row["windows_per_image"] == 4
+    assert row["dense_px_s"] > 0 and row["projected_px_s"] > 0 and row["agreement"] >= 0.9999
+    perf.print_report(result)
+    assert "toy" in capsys.readouterr().out
+
+
+def test_calibration_study_writes_valid_sweeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    study = _script("calibrate_small", monkeypatch)
+    text = study.sweep_toml(tmp_path / "GlaS", tmp_path / "out", "mdm", {"timesteps_medical": [250]}, [0], [0.1])
+    raw = tomllib.loads(text)
+    assert raw["preset"] == "small" and raw["datasets"][0]["name"] == "glas-val"
+    assert raw["params"]["mdm"] == {"timesteps_medical": [250]}
+    assert all(method for method, _, _ in study.STUDY)

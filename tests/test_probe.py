@@ -267,7 +267,8 @@ def test_chunked_prediction_equals_dense_prediction() -> None:
     dense = _dense(maps, (24, 24)).reshape(bank.dim, -1).T * 0.25
     want = F.one_hot(probe(dense).argmax(-1), 3).sum(0).float().T.reshape(3, 24, 24) / 4
     for rows in (1, 7, None):
-        assert torch.equal(predict_votes(probe, maps, (24, 24), scale=0.25, chunk_rows=rows), want)
+        assert torch.equal(predict_votes(probe, maps, (24, 24), scale=0.25, chunk_rows=rows,
+                                         path="dense"), want)
     assert not probe.training
 
 

@@ -20,6 +20,7 @@ from bench.data.monuseg import load_monuseg
 from bench.data.synthetic import cache_base, load_synthetic_glands
 from bench.data.synthetic_config import SYNTHETIC_GLANDS
 from bench.data.types import Dataset, Domain, Sample
+from bench.data.validation import HOLDOUT_FRACTION, SUFFIX as VAL_SUFFIX, validation_loader
 from bench.errors import DataError
 
 SPLITS = ("train", "test")
@@ -43,6 +44,11 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo("glas", 2, "medical", needs_root=True, has_instances=True, n_train_expected=85),
         DatasetInfo("monuseg", 2, "medical", needs_root=True, has_instances=True, n_train_expected=30),
+        # Validation splits (bench.data.validation): a fifth of the training images as "test".
+        DatasetInfo("glas" + VAL_SUFFIX, 2, "medical", needs_root=True, has_instances=True,
+                    n_train_expected=85 - round(HOLDOUT_FRACTION * 85)),
+        DatasetInfo("monuseg" + VAL_SUFFIX, 2, "medical", needs_root=True, has_instances=True,
+                    n_train_expected=30 - round(HOLDOUT_FRACTION * 30)),
         DatasetInfo("ffhq34", len(FFHQ34_CLASSES), "natural", needs_root=True, has_instances=False,
                     n_train_expected=20),
         DatasetInfo("celeba19", len(CELEBA19_CLASSES), "natural", needs_root=True, has_instances=False,
@@ -61,6 +67,8 @@ _CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "ffhq34": FFHQ34_CLASSES,
     "celeba19": CELEBA19_CLASSES,
     "synthetic-glands": ("background", "gland"),
+    "glas" + VAL_SUFFIX: ("background", "gland"),
+    "monuseg" + VAL_SUFFIX: ("background", "nucleus"),
     "cifar10": CIFAR10.class_names,
 }
 
@@ -77,6 +85,8 @@ _LOADERS: dict[str, Callable[[Path, str], list[Sample]]] = {
     "celeba19": lambda root, split: load_ddpmseg(root, split, DATASETS["celeba19"].num_classes),
     "synthetic-glands": load_synthetic_glands,
     "cifar10": _classification_only,
+    "glas" + VAL_SUFFIX: validation_loader(load_glas),
+    "monuseg" + VAL_SUFFIX: validation_loader(load_monuseg),
 }
 
 

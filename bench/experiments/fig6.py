@@ -53,7 +53,8 @@ class Fig6Config:
     panel_inches: float = 1.4
 
 
-PRESETS: dict[str, Fig6Config] = {"tiny": Fig6Config(images=2), "paper": Fig6Config(images=3)}
+PRESETS: dict[str, Fig6Config] = {"tiny": Fig6Config(images=2), "small": Fig6Config(images=3),
+                                   "paper": Fig6Config(images=3)}
 
 
 def medical_datasets(ctx: ExperimentContext, wanted: tuple[str, ...], what: str) -> list[str]:

@@ -54,6 +54,8 @@ class Fig7Config:
 # paper: around the 10,000 iterations of the published GlaS checkpoints (REFERENCE §3-4).
 PRESETS: dict[str, Fig7Config] = {
     "tiny": Fig7Config(lengths=(0, 30, 60, 120), maskdm_lengths=(0, 30, 60, 90, 120), maskdm_stage1=60),
+    "small": Fig7Config(lengths=(0, 200, 400, 800, 1600), maskdm_lengths=(0, 200, 400, 600, 800),
+                        maskdm_stage1=400),
     "paper": Fig7Config(lengths=(0, 2500, 5000, 10000, 20000), maskdm_lengths=(0, 5000, 10000, 15000, 20000),
                         maskdm_stage1=10000),
 }

@@ -46,7 +46,8 @@ class Fig8Config:
 
 
 # Per preset: tiny corrupts a handful of test images per run so a CPU sweep stays short.
-CONFIGS: dict[str, Fig8Config] = {"tiny": Fig8Config(max_images=4), "paper": Fig8Config()}
+CONFIGS: dict[str, Fig8Config] = {"tiny": Fig8Config(max_images=4), "small": Fig8Config(max_images=20),
+                                  "paper": Fig8Config()}
 
 
 def config(ctx: ExperimentContext) -> Fig8Config:

@@ -49,6 +49,7 @@ class QualitativeConfig:
 
 
 PRESETS: dict[str, QualitativeConfig] = {"tiny": QualitativeConfig(images=3),
+                                         "small": QualitativeConfig(images=4),
                                          "paper": QualitativeConfig(images=4)}
 
 
