@@ -11,6 +11,7 @@ from bench import distributed, registry
 from bench.cli import main
 from bench.config import load_config
 from bench.device import seed_everything
+from bench.errors import BenchError
 from bench.distributed import StepShards, sharding, spawn
 from bench.executors.local import pretrain_spawned
 from bench.nn.swav_loss import sinkhorn
@@ -106,7 +107,7 @@ def test_a_batch_the_processes_cannot_split_is_one_config_line(tmp_path: Path, c
     assert err == (f"bench: error: {config}: pretrain.local_processes: ddpm's pre-training batch of 4 "
                    "does not split into 3 equal parts (one per process)")
     assert not (tmp_path / "out").exists()
-    with sharding(3), pytest.raises(Exception, match="does not split into 3"):
+    with sharding(3), pytest.raises(BenchError, match="does not split into 3"):
         distributed.step_shards(4)
 
 
