@@ -29,6 +29,14 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
+class PretrainLayout:
+    """`[pretrain]`: how pre-training spreads over processes (Slurm's count is `[slurm.pretrain]`)."""
+
+    local_processes: int = 1          # `--executor local` / `debug`: processes (one per GPU; gloo on CPUs)
+    shards: int | None = None         # parts of each step's batch; None: one per process
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """A whole sweep: datasets x fractions x methods x seeds at one preset."""
 
@@ -41,9 +49,10 @@ class SweepConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "bench.toml"
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    pretrain: PretrainLayout = field(default_factory=PretrainLayout)
 
 
-_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm"}
+_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm", "pretrain"}
 _DATASET_KEYS = {"name", "root", "label_fractions"}
 
 
@@ -119,8 +128,18 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
-        slurm=parse_slurm(raw.get("slurm"), path),
+        slurm=parse_slurm(raw.get("slurm"), path), pretrain=_pretrain(raw.get("pretrain", {}), path),
     )
+
+
+def _pretrain(table: Any, path: str | Path) -> PretrainLayout:
+    if not isinstance(table, dict):
+        raise ConfigError(path, "pretrain", "expected a table [pretrain]")
+    _no_unknown(table, {"local_processes", "shards"}, path, "pretrain.")
+    for key, value in table.items():
+        if type(value) is not int or value < 1:
+            raise ConfigError(path, f"pretrain.{key}", "expected a positive integer")
+    return PretrainLayout(**table)
 
 
 def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[DatasetEntry, ...]:

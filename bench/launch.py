@@ -24,6 +24,7 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
         return 0
     check_writable(sweep.output, "output", sweep.source)
     validate_data(sweep, todo)
+    _check_layout(sweep, todo)
     if sweep.executor == "slurm":
         return _slurm(sweep, runs, wait=wait, dry_run=dry_run)
     if dry_run:
@@ -32,6 +33,10 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(sweep.output)
     print(f"bench: {len(todo)} of {len(runs)} runs to do -> {sweep.output}", file=sys.stderr)
+    if sweep.pretrain.local_processes > 1:
+        from bench.executors.local import pretrain_spawned
+
+        pretrain_spawned(todo, sweep.pretrain.local_processes, sweep.slurm.checkpoint_every_s)
     if sweep.executor == "debug":
         from bench.executors.local import run_debug
 
@@ -62,3 +67,15 @@ def _slurm(sweep: SweepConfig, runs: list[RunSpec], *, wait: bool, dry_run: bool
               f"{Path(sweep.output) / 'slurm' / 'logs'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_layout(sweep: SweepConfig, todo: list[RunSpec]) -> None:
+    from bench.executors.plan import check_layout
+
+    if sweep.executor == "slurm":
+        res = sweep.slurm.resources("pretrain")
+        where = "slurm.pretrain.tasks_per_node" if res.tasks_per_node else "slurm.pretrain.gpus_per_node"
+        check_layout(todo, res.processes, sweep.pretrain.shards, sweep.source, where)
+    else:
+        check_layout(todo, sweep.pretrain.local_processes, sweep.pretrain.shards, sweep.source,
+                     "pretrain.local_processes")

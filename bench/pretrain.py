@@ -1,12 +1,14 @@
 """The shared pre-training loop: random crops of the unlabelled pool, AdamW, optional EMA.
 
 A method supplies only its loss on a batch; crops, flips, optimiser, EMA and progress are the
-same for every backbone, so methods differ only where the papers differ.
+same for every backbone, so methods differ only where the papers differ. In a torch.distributed
+group (bench/distributed.py) the same loop is data parallel: the model is wrapped in DDP, each
+process trains on its shards of the global batch, and weights and EMA stay equal on every rank.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from bench import distributed
 from bench.device import autocast, prepare_batch, to_device
 from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
@@ -40,21 +43,44 @@ def working_pool(images: list[np.ndarray], max_side: int | None) -> list[torch.T
     return [resize_image(to_tensor(im), target_size(im.shape[:2], max_side))[0] * 2 - 1 for im in images]
 
 
-def crop_batch(pool: list[torch.Tensor], size: int, batch: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+def crop_batch(pool: list[torch.Tensor], size: int, batch: int, hflip: bool, gen: torch.Generator,
+               keep: range | None = None) -> torch.Tensor:
+    """`batch` random crops (crops outside `keep` are drawn, so `gen` advances alike, but not cut)."""
     out = []
-    for _ in range(batch):
+    for i in range(batch):
         x = pool[int(torch.randint(len(pool), (1,), generator=gen))]
-        h, w = x.shape[-2:]
-        if h < size or w < size:
-            x = torch.nn.functional.pad(x, (0, max(0, size - w), 0, max(0, size - h)), mode="reflect" if min(h, w) > size // 2 else "constant")
-            h, w = x.shape[-2:]
+        h, w = max(size, x.shape[-2]), max(size, x.shape[-1])  # after padding a small image
         top = int(torch.randint(h - size + 1, (1,), generator=gen))
         left = int(torch.randint(w - size + 1, (1,), generator=gen))
+        flip = hflip and bool(torch.rand((), generator=gen) < 0.5)
+        if keep is not None and i not in keep:
+            continue
+        if x.shape[-2] < size or x.shape[-1] < size:
+            mode = "reflect" if min(x.shape[-2:]) > size // 2 else "constant"
+            x = torch.nn.functional.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), mode=mode)
         x = x[:, top : top + size, left : left + size]
-        if hflip and torch.rand((), generator=gen) < 0.5:
-            x = x.flip(-1)
-        out.append(x)
+        out.append(x.flip(-1) if flip else x)
     return torch.stack(out)
+
+
+def step_batches(pool: list[torch.Tensor], sched: PretrainSchedule, shards: distributed.StepShards,
+                 gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Generator]]:
+    """This process's micro-batches of one step: (crops, the generator its loss draws from).
+
+    One shard is the plain loop: the whole batch, and `gen` for the loss too. With more, every
+    process draws the whole global batch's crops from `gen` (in lockstep, so the union of the
+    processes' crops is the single-process batch) and keeps its shards' crops; shard k's loss
+    draws from a generator seeded by one more draw of `gen` plus k, so it is the same on whichever
+    process (or micro-batch) it runs.
+    """
+    if shards.total == 1:
+        yield crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen), gen
+        return
+    n = shards.size
+    crops = crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen, range(shards.mine.start * n, shards.mine.stop * n))
+    base = int(torch.randint(2**62, (1,), generator=gen))
+    for j, k in enumerate(shards.mine):
+        yield crops[j * n : (j + 1) * n], torch.Generator().manual_seed(base + k)
 
 
 def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule, step_loss: StepLoss,
@@ -64,24 +90,31 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     torch.manual_seed(seed)
     pool = working_pool(images, sched.max_side)
     model = to_device(model, device).train()
+    shards = distributed.step_shards(sched.batch)
+    trained = distributed.wrap(model, device, getattr(step_loss, "unused_parameters", False))
+    model = distributed.unwrap(trained)  # SyncBatchNorm may have replaced modules
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
     stateful_loss = step_loss if hasattr(step_loss, "load_state_dict") else None  # e.g. a queue it keeps
     resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss}, gen, sched.steps)
-    bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, disable=not progress,
-               initial=resume.start, total=sched.steps)
+    bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, initial=resume.start,
+               disable=not progress or not distributed.layout().main, total=sched.steps)
+    parts = len(shards.mine)
     for step in bar:
-        x = prepare_batch(crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen), device)
-        with autocast(device):
-            loss = step_loss(model, x, gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0  # this process's share of the step's loss
+        for i, (crops, draws) in enumerate(step_batches(pool, sched, shards, gen)):
+            with distributed.accumulating(trained, i < parts - 1):
+                with autocast(device):
+                    part = step_loss(trained, prepare_batch(crops, device), draws) / parts
+                part.backward()
+            loss += part.item()
         if sched.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
         opt.step()
         if ema is not None:
             ema.update_parameters(model)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}")
         resume.step_done(step + 1)
     final = ema.module if ema is not None else model
     return {k: v.detach().cpu() for k, v in final.state_dict().items()}

@@ -26,6 +26,7 @@ from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
 from bench.device import pick_device, retain_freed_memory, seed_everything
+from bench.distributed import main_says, sharding
 from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
@@ -48,6 +49,7 @@ class RunSpec:
     output: str
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     robustness: Robustness | None = None  # also test the trained model on corrupted test images
+    shards: int | None = None  # `[pretrain] shards`: how pre-training cuts its batch (not in run_id)
 
     def resolved_config(self) -> Any:
         return registry.get(self.method).resolve_config(self.preset, self.params)
@@ -77,7 +79,7 @@ class RunSpec:
         artefact = self.artefact()
         if artefact is None or artefact.exists():
             return execute(self, progress)
-        with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
+        with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
             return execute(self, progress)
 
     def artefact(self) -> Path | None:
@@ -102,14 +104,15 @@ class RunSpec:
         """Build only the artefact this run needs (no probe, no record); resumes from its checkpoint.
 
         Seeded like `execute`, so the artefact is the one the first run of the sweep would build.
+        In a data-parallel group every rank calls this; rank 0 alone writes the artefact.
         """
         artefact = self.artefact()
-        if artefact is None or artefact.exists():
+        if artefact is None or main_says(artefact.exists()):
             return artefact
         retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.get(self.method)(self.resolved_config())
-        with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
+        with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
             plugin.backbone(RunContext(spec=self, device=pick_device()))
         return artefact
 
@@ -118,7 +121,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     """datasets x fractions x methods x seeds, in an order that reuses pre-trained artefacts."""
     return [
         RunSpec(dataset=d.name, root=d.root, fraction=f, method=m, seed=s, preset=sweep.preset,
-                output=sweep.output, params=sweep.params.get(m, {}))
+                output=sweep.output, params=sweep.params.get(m, {}), shards=sweep.pretrain.shards)
         for d in sweep.datasets for m in sweep.methods for f in d.label_fractions for s in sweep.seeds
     ]
 

@@ -3,6 +3,8 @@
 Defaults sit in `[slurm]`; `[slurm.pretrain]`, `[slurm.ssl]` and `[slurm.supervised]` override
 single keys for one kind of job (pre-training a backbone needs a long GPU job, a probe run a short
 one). Everything is checked here, like the rest of bench.toml, so a typo fails before submission.
+Only a pre-training job may span tasks and nodes (`nodes`, `tasks_per_node`; by default one task
+per GPU): its tasks form one data-parallel group (bench/distributed.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,17 @@ class SlurmResources:
     constraint: str | None = None
     setup: tuple[str, ...] = ()          # shell lines run before the job (module load, conda ...)
     array_parallelism: int = 64          # array tasks of one array running at once
+    nodes: int = 1                       # [slurm.pretrain] only: nodes of the pre-training job
+    tasks_per_node: int | None = None    # [slurm.pretrain] only: default one per GPU (at least 1)
+
+    @property
+    def tasks(self) -> int:
+        """Tasks per node: one per GPU unless `tasks_per_node` says otherwise (e.g. CPU-only)."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * self.tasks
 
 
 @dataclass(frozen=True)
@@ -43,13 +56,15 @@ class SlurmConfig:
     poll_s: float = 10.0                 # `bench run --wait`: seconds between scheduler queries
 
     def resources(self, kind: str) -> SlurmResources:
-        return getattr(self, kind)
+        res = getattr(self, kind)
+        return res if kind == "pretrain" else replace(res, tasks_per_node=1)  # one task per run
 
 
 _RESOURCE_KEYS = {f.name for f in fields(SlurmResources)}
 _GLOBAL_KEYS = {"checkpoint_every_s", "poll_s"}
 _OPTIONAL_STR = {"partition", "qos", "account", "constraint"}
-_POSITIVE_INT = {"cpus_per_task", "timeout_min", "array_parallelism"}
+_POSITIVE_INT = {"cpus_per_task", "timeout_min", "array_parallelism", "nodes", "tasks_per_node"}
+_PRETRAIN_ONLY = {"nodes", "tasks_per_node"}
 
 
 def parse_slurm(value: Any, path: str | Path) -> SlurmConfig:
@@ -62,6 +77,8 @@ def parse_slurm(value: Any, path: str | Path) -> SlurmConfig:
     for key in value:
         if key not in allowed:
             raise ConfigError(path, f"slurm.{key}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
+    for key in _PRETRAIN_ONLY & set(value):
+        raise ConfigError(path, f"slurm.{key}", "only [slurm.pretrain] jobs span several tasks or nodes")
     base = SlurmResources(**_checked({k: v for k, v in value.items() if k in _RESOURCE_KEYS}, path, "slurm."))
     per_kind = {}
     for kind in KINDS:
@@ -72,6 +89,8 @@ def parse_slurm(value: Any, path: str | Path) -> SlurmConfig:
             if key not in _RESOURCE_KEYS:
                 raise ConfigError(path, f"slurm.{kind}.{key}",
                                   f"unknown key; expected one of {', '.join(sorted(_RESOURCE_KEYS))}")
+            if key in _PRETRAIN_ONLY and kind != "pretrain":
+                raise ConfigError(path, f"slurm.{kind}.{key}", "only [slurm.pretrain] jobs span several tasks or nodes")
         per_kind[kind] = replace(base, **_checked(table, path, f"slurm.{kind}."))
     return SlurmConfig(
         **per_kind,

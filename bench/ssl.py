@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bench.context import RunContext, RunOutput
+from bench.distributed import build_once
 from bench.data import pretrain_pool
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
@@ -25,7 +26,6 @@ from bench.plugin import Plugin, Predictor
 from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.provenance import config_hash
-from bench.store import cached_torch
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
 
 
@@ -96,6 +96,10 @@ class SSLMethod(Plugin):
         """x: B x 3 x w x w in [0, 1] -> the feature maps at native resolutions (B x C_i x h_i x w_i)."""
         raise NotImplementedError
 
+    def pretrain_batches(self) -> tuple[int, ...]:
+        """The global batch of each pre-training loop (what data-parallel processes must divide)."""
+        return (self.cfg.train_batch,) if hasattr(self.cfg, "train_batch") else ()
+
     def pretrain_identity(self) -> dict[str, Any]:
         """What determines the pre-trained weights (the artefact key); override to drop probe-only fields."""
         return {k: v for k, v in asdict(self.cfg).items() if k not in PRETRAIN_SOURCE_FIELDS}
@@ -146,7 +150,7 @@ class SSLMethod(Plugin):
             built.append(time.perf_counter() - start)
             return {"state": state, "seconds": built[0]}
 
-        saved = cached_torch(path, build)
+        saved = build_once(path, build)  # in a pre-training group: all ranks train, rank 0 saves
         model = self.load_backbone(saved["state"]).to(ctx.device).eval()
         return model, float(saved["seconds"]), not built
 

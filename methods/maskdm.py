@@ -171,6 +171,9 @@ class MaskDM(SSLMethod):
                              c.pretrain_seed + stage - 1, ctx.progress, desc=f"maskdm stage {stage}")
         return state
 
+    def pretrain_batches(self) -> tuple[int, ...]:
+        return tuple(self.stage_schedule(s).batch for s in (1, 2) if self.stage_schedule(s).steps)
+
     def pretrain_identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.context import RunContext
+from bench.distributed import layout, unwrap
 from bench.errors import ConfigError
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.multicrop import CropSpec, Distortion, multi_crop
@@ -67,8 +68,13 @@ class SwAVStep:
 
     The step count lives in the model (`SwAVNet.steps`), so a resumed pre-training keeps the
     prototype freeze and queue start where they were; the queue itself is not checkpointed and
-    simply refills (queue_length / batch steps) after a resume.
+    simply refills (queue_length / batch steps) after a resume. Data parallel, each process queues
+    its own embeddings (queue_length / processes of them, as the reference does) and Sinkhorn
+    all-reduces its sums, so the codes cover the global batch and queue. BatchNorm is synchronised
+    on GPUs only (SyncBatchNorm has no CPU kernel): on CPUs its statistics are per process.
     """
+
+    unused_parameters = True  # the prototypes get no gradient while frozen (DDP must know)
 
     def __init__(self, cfg: SwAVConfig) -> None:
         self.cfg, self.queue = cfg, None
@@ -78,13 +84,14 @@ class SwAVStep:
         self.distortion = Distortion(strength=cfg.color_strength)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        c, b, step = self.cfg, x.shape[0], int(model.steps)
-        model.steps += 1
-        model.normalise_prototypes()
+        net = unwrap(model)  # the SwAVNet itself (model may be its DDP wrapper)
+        c, b, step = self.cfg, x.shape[0], int(net.steps)
+        net.steps += 1
+        net.normalise_prototypes()
         crops = [imagenet_normalise(g) for g in multi_crop((x + 1) / 2, self.specs, self.distortion, gen)]
-        embeddings = model.embed(crops)
-        scores = list(model.scores(embeddings, frozen=step < c.freeze_prototypes_steps).split(b))
-        queued = self._queued(model, embeddings, b, x.device) if c.queue_length and step >= c.queue_start else None
+        embeddings, scores = model(crops, frozen=step < c.freeze_prototypes_steps)
+        scores = list(scores.split(b))
+        queued = self._queued(net, embeddings, b, x.device) if c.queue_length and step >= c.queue_start else None
         return swapped_prediction_loss(scores, c.global_crops, c.temperature, c.epsilon, c.sinkhorn_iters, queued)
 
     def _queued(self, model: nn.Module, embeddings: torch.Tensor, b: int, device: torch.device
@@ -92,7 +99,7 @@ class SwAVStep:
         """Scores of the queued embeddings (once the queue is full), then this batch joins it."""
         c = self.cfg
         if self.queue is None:
-            self.queue = EmbeddingQueue(c.global_crops, c.queue_length, c.out_dim, device)
+            self.queue = EmbeddingQueue(c.global_crops, c.queue_length // layout().world, c.out_dim, device)
         weight = model.prototypes.weight.detach().float()
         out = [self.queue.store[i] @ weight.t() if self.queue.full else None for i in range(c.global_crops)]
         for i in range(c.global_crops):

@@ -90,7 +90,7 @@ MailProg=/bin/true
 ReturnToService=2
 KillWait=5
 $storage
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$((mem_mb * 9 / 10)) State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) RealMemory=$((mem_mb * 9 / 10)) State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 
@@ -136,4 +136,4 @@ slurmd
 remember slurmd "$DIR/slurmd.pid"
 retry "sinfo -h -o %T | grep -qx idle" "$DIR/log/slurmctld.log"
 srun -t 1 true
-echo "slurm_setup.sh: Slurm is up (node $NODE, $(nproc) CPUs); daemons in $DIR/pids"
+echo "slurm_setup.sh: Slurm is up (node $NODE, $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) CPUs); daemons in $DIR/pids"

@@ -3,7 +3,8 @@
 Both are `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`
 and requeues the job. They hold nothing but the run's spec (plain data), so the requeued job
 starts from what is on disk: the record (a finished run returns at once), the artefact, and
-the pre-training checkpoint the loop saved last. Nothing learned is ever pickled.
+the pre-training checkpoint the loop saved last. Nothing learned is ever pickled. A pre-training
+job with several tasks runs `PretrainJob` in each: they form one data-parallel group.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from bench.distributed import slurm_group
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S
 from bench.records import is_done
 from bench.runner import RunSpec
@@ -40,7 +42,8 @@ class PretrainJob(Checkpointable):
 
     def __call__(self) -> str:
         _announce(f"pretrain {self.spec.method} on {self.spec.dataset}")
-        return str(self.spec.pretrain(self.checkpoint_every_s))
+        with slurm_group():  # no group when the job has one task
+            return str(self.spec.pretrain(self.checkpoint_every_s))
 
     def checkpoint(self, *args: object, **kwargs: object) -> DelayedSubmission:
         """Requeue as a fresh job of the same spec; progress lives in the on-disk checkpoint."""

@@ -6,12 +6,14 @@ workers (submitit's LocalExecutor would): runs of a cell share this process's fe
 processes that fight over the same cores, and a kill at any moment is already safe (atomic
 records, resumable pre-training). `debug` runs the very job objects that `--executor slurm`
 would submit, in the same order (pre-training jobs, then the runs), in this process: the Slurm
-code path with a plain traceback and no scheduler.
+code path with a plain traceback and no scheduler. With `[pretrain] local_processes = N` both
+first build each missing artefact with N spawned processes (one data-parallel group, one GPU each).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.distributed import spawn
 from bench.executors.jobs import PretrainJob, RunJob
 from bench.executors.plan import make_plan
 from bench.runner import RunSpec
@@ -23,3 +25,13 @@ def run_debug(runs: list[RunSpec], checkpoint_every_s: float) -> list[Path]:
     for task in plan.pretrain:
         PretrainJob(task.spec, checkpoint_every_s)()
     return [Path(RunJob(spec, checkpoint_every_s)()) for array in plan.arrays for spec in array.specs]
+
+
+def pretrain_spawned(runs: list[RunSpec], processes: int, checkpoint_every_s: float) -> None:
+    """Build the artefacts `runs` need, each with `processes` processes on this machine."""
+    for task in make_plan(runs).pretrain:
+        spawn(_pretrain, processes, task.spec, checkpoint_every_s)
+
+
+def _pretrain(spec: RunSpec, checkpoint_every_s: float) -> None:
+    spec.pretrain(checkpoint_every_s)

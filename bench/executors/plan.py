@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import registry
+from bench.errors import ConfigError
 from bench.runner import RunSpec
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001: larger groups become several arrays
@@ -74,3 +75,21 @@ def make_plan(todo: list[RunSpec], queued: dict[Path, str] | None = None) -> Pla
                    for (kind, _, artefact), specs in groups.items() for i in range(0, len(specs), MAX_ARRAY))
     return Plan(tuple(pretrain.values()), arrays, {a: j for a, j in queued.items() if a in
                                                    {t.artefact for t in arrays}})
+
+
+def check_layout(todo: list[RunSpec], processes: int, shards: int | None, source: str, where: str) -> None:
+    """Fail before anything runs if `processes` data-parallel processes (`where` sets them) cannot
+    split the pre-training batches of `todo` into `shards` (default: one per process)."""
+    total = shards or processes
+    if total % processes:
+        raise ConfigError(source, "pretrain.shards", f"{total} is not a multiple of the {processes} "
+                                                     f"pre-training processes ({where})")
+    for spec in todo:
+        if spec.artefact() is None:
+            continue
+        plugin = registry.get(spec.method)(spec.resolved_config())
+        for batch in plugin.pretrain_batches():
+            if batch % total:
+                key = "pretrain.shards" if shards else where
+                raise ConfigError(source, key, f"{spec.method}'s pre-training batch of {batch} does not "
+                                               f"split into {total} equal parts (one per process)")

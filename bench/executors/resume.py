@@ -6,6 +6,8 @@ the process is concerned; what it can find is what was written to disk. The runn
 asks `loop_state(...)` where to start and reports each finished step, and the state (weights,
 optimiser, EMA, RNG streams, step) is saved atomically every `every_s` seconds. Restoring every
 RNG stream makes a resumed loop continue bit for bit as if it had never stopped (on the CPU).
+In a data-parallel group (bench/distributed.py) rank 0 alone writes (and finally removes) the
+checkpoint; every rank restores from the same file, and they check that they agree on the step.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
+from bench import distributed
 from bench.store import atomic_torch_save
 
 FORMAT = 1
@@ -65,7 +68,8 @@ def resumable(path: str | Path, every_s: float) -> Iterator[CheckpointTarget]:
         yield target
     finally:
         _ACTIVE.reset(token)
-    target.remove()
+    if distributed.layout().main:
+        target.remove()
 
 
 class LoopState:
@@ -82,6 +86,11 @@ class LoopState:
 
     def restore(self) -> int:
         """Load the checkpoint if there is a matching one; return the step to continue from."""
+        self.start = self._load()
+        distributed.agree(self.start, "the step to resume pre-training from")
+        return self.start
+
+    def _load(self) -> int:
         if self.path is None or not self.path.exists():
             return 0
         saved = torch.load(self.path, map_location="cpu", weights_only=False)
@@ -91,15 +100,16 @@ class LoopState:
             part.load_state_dict(saved["parts"][name])
         self.gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        self.start = int(saved["step"])
-        print(f"bench: resuming from {self.path} at step {self.start} of {self.total}",
+        print(f"bench: resuming from {self.path} at step {saved['step']} of {self.total}",
               file=sys.stderr, flush=True)
-        return self.start
+        return int(saved["step"])
 
     def step_done(self, step: int) -> None:
         """Call after step `step` (1-based count of finished steps); saves when the interval is up
         and after the last step."""
         if self.path is None or (step < self.total and time.monotonic() - self._last_save < self.every_s):
+            return
+        if not distributed.layout().main:
             return
         atomic_torch_save(self.path, {
             "format": FORMAT, "step": step, "total": self.total,

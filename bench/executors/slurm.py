@@ -47,6 +47,8 @@ def sbatch_parameters(res: SlurmResources, name: str, snapshot: Path | str,
         params["mem"] = f"{round(res.mem_gb * 1024)}M"
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
+    if res.processes > 1:  # a data-parallel pre-training job: one task per GPU (bench/distributed.py)
+        params.update(nodes=res.nodes, ntasks_per_node=res.tasks)
     if dependency:
         params["dependency"] = dependency
     return params

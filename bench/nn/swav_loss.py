@@ -2,23 +2,32 @@
 
 Codes are computed only for the global crops, as an equipartitioned soft assignment of the batch
 (plus queued past embeddings, when the batch alone is too small to spread over the prototypes);
-every other crop then predicts them from its own prototype scores.
+every other crop then predicts them from its own prototype scores. In a data-parallel group each
+process holds its share of the batch (and its own queue); Sinkhorn's sums are all-reduced, as in
+the reference implementation, so the codes are those of the whole global batch.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from bench.distributed import all_reduce_
+
 
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
-    """B x K scores -> B x K codes: each row sums to 1, each prototype gets about B / K of the mass."""
+    """B x K scores -> B x K codes: each row sums to 1, each prototype gets about B / K of the mass.
+
+    In a process group the scores are this rank's rows of the global batch: the max, the total and
+    the per-prototype sums are taken over every rank's rows (the columns stay local).
+    """
     q = (scores.float() / epsilon)
-    q = (q - q.max()).exp().t()  # K x B; the shift cancels in the normalisations
-    k, b = q.shape
-    q /= q.sum()
+    q = (q - all_reduce_(q.max(), "max")).exp().t()  # K x B; the shift cancels in the normalisations
+    k = q.shape[0]
+    b = int(all_reduce_(torch.tensor(float(q.shape[1]), device=q.device)))  # the global batch
+    q /= all_reduce_(q.sum())
     for _ in range(iters):
-        q /= q.sum(dim=1, keepdim=True)
+        q /= all_reduce_(q.sum(dim=1, keepdim=True))
         q /= k
         q /= q.sum(dim=0, keepdim=True)
         q /= b

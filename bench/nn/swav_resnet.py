@@ -98,6 +98,11 @@ class SwAVNet(nn.Module):
         """SwAV keeps the prototypes on the unit sphere, projected before every step."""
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
+    def forward(self, crops: list[torch.Tensor], frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and prototype scores of every crop (the training step, through DDP's forward)."""
+        embeddings = self.embed(crops)
+        return embeddings, self.scores(embeddings, frozen)
+
     def scores(self, embeddings: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         weight = self.prototypes.weight.detach() if frozen else self.prototypes.weight
         return embeddings @ weight.t()
