@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import bench
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 
 DEFAULT_CONFIG = "bench.toml"
 
@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
+    except ConfigError as exc:  # also those found after loading (e.g. an unwritable --set output=...)
+        from bench.config import override_of
+
+        item = override_of(exc.key, getattr(args, "set", [])) if not exc.path.startswith("--set") else None
+        print(f"bench: error: {ConfigError(f'--set {item}', exc.key, exc.message) if item else exc}", file=sys.stderr)
+        return 2
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

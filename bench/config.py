@@ -72,13 +72,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepCo
     try:
         return validate(raw, path)
     except ConfigError as exc:
-        item = _override_of(exc.key, overrides or [])
+        item = override_of(exc.key, overrides or [])
         if item is None:
             raise
         raise ConfigError(f"--set {item}", exc.key, exc.message) from None
 
 
-def _override_of(key: str, overrides: list[str]) -> str | None:
+def override_of(key: str, overrides: list[str]) -> str | None:
     """The last `--set` whose key is `key`, lies above it or below it: that is where the bad value came from."""
     dotted = re.sub(r"\[(\d+)\]", r".\1", key)
     for item in reversed(overrides):

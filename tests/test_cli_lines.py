@@ -119,3 +119,11 @@ def test_usage_errors_are_one_line_with_status_2(argv: list[str], capsys) -> Non
         main(argv)
     assert info.value.code == 2
     _one_error_line(capsys.readouterr().err, "--help")
+
+
+def test_an_unwritable_output_given_by_set_names_the_set(tmp_path: Path, capsys) -> None:
+    """Found after loading (when the sweep is about to write), still named as the --set it came from."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    config = write_sweep(tmp_path, TINY_SWEEP)
+    assert main(["run", "--config", str(config), "--quiet", "--set", 'output="blocker/results"']) == 2
+    _one_error_line(capsys.readouterr().err, '--set output="blocker/results": output: cannot create')
