@@ -1,16 +1,20 @@
 """`bench`: run a sweep, list plugins, tabulate results.
 
-User errors (bad config, bad data, unknown plugin, unwritable output) print one line
-`bench: error: FILE: KEY: what is wrong` and exit with status 2, before anything is written.
+User errors (bad config, bad data, unknown plugin, unwritable output, bad arguments) print one
+line `bench: error: FILE: KEY: what is wrong` and exit with status 2, before anything is written.
+A reader that closes the pipe early (`bench table | head -1`) ends the command quietly (status 0).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+import bench
+from bench.errors import BenchError, ConfigError
 
 DEFAULT_CONFIG = "bench.toml"
 
@@ -18,17 +22,43 @@ DEFAULT_CONFIG = "bench.toml"
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except ConfigError as exc:  # also those found after loading (e.g. an unwritable --set output=...)
+        from bench.config import override_of
+
+        item = override_of(exc.key, getattr(args, "set", [])) if not exc.path.startswith("--set") else None
+        print(f"bench: error: {ConfigError(f'--set {item}', exc.key, exc.message) if item else exc}", file=sys.stderr)
+        return 2
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are kept, rerun to continue", file=sys.stderr)
         return 130
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the final flush at exit cannot raise again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other user error (status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"bench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bench {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run every missing run of the sweep")
@@ -135,16 +165,28 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    """Without --all: the records of bench.toml's configuration (its run ids); with it: every
+    record, one row per cell and configuration. Both add the trivial reference rows."""
     from bench.records import load_records
     from bench.runner import expand
-    from bench.table import aggregate, render
+    from bench.table import aggregate, render, tabulable
+    from bench.trivial import cells_of, reference_rows
 
     sweep = _load(args)
-    records = load_records(sweep.output)
+    records, skipped = tabulable(load_records(sweep.output))
     if not args.all:
         wanted = {r.run_id for r in _expand(sweep, expand)}
         records = [r for r in records if r["run_id"] in wanted]
-    print(render(aggregate(records), args.format), end="")
+    if skipped:
+        print(f"bench: warning: {skipped} record(s) without dataset, fraction, method, seed left out",
+              file=sys.stderr)
+    if not records:
+        folder = Path(sweep.output) / "records"
+        print(f"bench: no records {'' if args.all else 'of this configuration '}in {folder}; run `bench run` "
+              f"first{'' if args.all else ' (`bench table --all` shows every record there)'}", file=sys.stderr)
+        return 1
+    references = reference_rows(sweep.output, cells_of(records, sweep))
+    print(render(aggregate(records, references), args.format), end="")
     return 0
 
 
@@ -152,10 +194,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from bench import experiments
     from bench.experiments.base import run_experiment, with_preset
 
-    if args.list or not args.name:
+    if args.list:
         for name in experiments.names():
             print(f"{name:<12}  {experiments.get(name).title}")
-        return 0 if args.list else 2
+        return 0
+    if not args.name:
+        raise BenchError(f"bench experiment: expected the NAME of an experiment, one of: "
+                         f"{', '.join(experiments.names())} (`bench experiment --list` describes them)")
     experiments.get(args.name)  # an unknown name fails before the config is read
     sweep = with_preset(_load(args), args.preset)
     code, files = run_experiment(args.name, sweep, quiet=args.quiet, run_missing=not args.no_run)

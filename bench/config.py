@@ -5,6 +5,7 @@ file, the key and what was expected, so a typo never costs a half-finished sweep
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ PRESETS = ("tiny", "small", "paper")
 EXECUTORS = ("local", "debug", "slurm")
 DEFAULT_SEEDS = tuple(range(10))
 DEFAULT_FRACTIONS = (1.0, 0.1)
+# numpy's global RNG takes 32-bit seeds (seed_everything reduces mod 2**32): larger seeds would collide
+SEED_LIMIT = 2**32
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,39 @@ _DATASET_KEYS = {"name", "root", "label_fractions"}
 def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """Read, override (`--set key=value`) and validate a sweep file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(path, "(file)", "is a folder, not a sweep file; pass --config PATH to a sweep file")
     if not path.is_file():
         raise ConfigError(path, "(file)", "not found; pass --config PATH to a sweep file")
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(path, "(file)", f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "(syntax)", f"not UTF-8 text (byte {exc.start}); a sweep file is TOML") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "(syntax)", f"not valid TOML: {exc}") from None
     for item in overrides or []:
         apply_override(raw, item)
-    return validate(raw, path)
+    try:
+        return validate(raw, path)
+    except ConfigError as exc:
+        item = override_of(exc.key, overrides or [])
+        if item is None:
+            raise
+        raise ConfigError(f"--set {item}", exc.key, exc.message) from None
+
+
+def override_of(key: str, overrides: list[str]) -> str | None:
+    """The last `--set` whose key is `key`, lies above it or below it: that is where the bad value came from."""
+    dotted = re.sub(r"\[(\d+)\]", r".\1", key)
+    for item in reversed(overrides):
+        set_key = item.partition("=")[0].strip()
+        if dotted == set_key or dotted.startswith(set_key + ".") or set_key.startswith(dotted + "."):
+            return item
+    return None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -109,25 +136,27 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     known = registry.names()
     for i, name in enumerate(methods):
         if name not in known:
-            raise ConfigError(path, f"methods[{i}]", f"unknown method {name!r}; known: {', '.join(known)}")
+            raise ConfigError(path, f"methods[{i}]",
+                              f"unknown method {name!r}; known: {', '.join(known)}{registry.broken_hint(name)}")
     if len(set(methods)) != len(methods):
         raise ConfigError(path, "methods", "a method is listed twice")
     seeds = raw.get("seeds", list(DEFAULT_SEEDS))
-    if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
-        raise ConfigError(path, "seeds", "expected a non-empty list of non-negative integers")
+    if not isinstance(seeds, list) or not seeds or not all(type(s) is int and 0 <= s < SEED_LIMIT for s in seeds):
+        raise ConfigError(path, "seeds", f"expected a non-empty list of non-negative integers below 2**32 ({SEED_LIMIT})")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, "seeds", "a seed is listed twice")
     preset = _choice(raw.get("preset", "tiny"), PRESETS, path, "preset")
     executor = _choice(raw.get("executor", "local"), EXECUTORS, path, "executor")
     output = raw.get("output", "results")
-    if not isinstance(output, str) or not output:
+    if not isinstance(output, str) or not output.strip():
         raise ConfigError(path, "output", "expected a folder path (string)")
     base = Path(path).resolve().parent
+    output_path = _resolve(base, output, path, "output")
     datasets = _datasets(raw.get("datasets"), path, base, DATASETS)
     params = _params(raw.get("params", {}), methods, path, base)
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
-        output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
+        output=str(output_path), executor=executor, params=params, source=str(path),
         slurm=parse_slurm(raw.get("slurm"), path), pretrain=_pretrain(raw.get("pretrain", {}), path),
     )
 
@@ -152,13 +181,13 @@ def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[Da
             raise ConfigError(path, where, "expected a table with name, root, label_fractions")
         _no_unknown(table, _DATASET_KEYS, path, where + ".")
         name = table.get("name")
-        if name not in known:
+        if not isinstance(name, str) or name not in known:
             raise ConfigError(path, f"{where}.name", f"unknown dataset {name!r}; known: {', '.join(known)}")
         root = table.get("root")
         if root is not None:
-            if not isinstance(root, str):
+            if not isinstance(root, str) or not root.strip():
                 raise ConfigError(path, f"{where}.root", "expected a folder path (string)")
-            root_path = (base / Path(root).expanduser()).resolve()
+            root_path = _resolve(base, root, path, f"{where}.root")
             if not root_path.is_dir():
                 raise ConfigError(path, f"{where}.root", f"data folder {root_path} does not exist")
             root = str(root_path)
@@ -172,6 +201,10 @@ def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[Da
         for f in fractions:
             if not 0 < f <= 1:
                 raise ConfigError(path, f"{where}.label_fractions", f"{f} is outside (0, 1]")
+        if len({float(f) for f in fractions}) != len(fractions):
+            raise ConfigError(path, f"{where}.label_fractions", "a fraction is listed twice")
+        if any(e.name == name and e.root == root for e in entries):
+            raise ConfigError(path, where, f"data set {name!r} (root {root}) is listed twice")
         entries.append(DatasetEntry(name=name, root=root, label_fractions=tuple(float(f) for f in fractions)))
     return tuple(entries)
 
@@ -191,11 +224,21 @@ def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) 
         registry.get(method).check_overrides(table, lambda key, msg, m=method: ConfigError(path, f"params.{m}.{key}", msg))
         out[method] = dict(table)
         if isinstance(table.get("checkpoint"), str):
-            checkpoint = (base / Path(table["checkpoint"]).expanduser()).resolve()
+            checkpoint = _resolve(base, table["checkpoint"], path, f"params.{method}.checkpoint")
             if not checkpoint.is_file():
                 raise ConfigError(path, f"params.{method}.checkpoint", f"file {checkpoint} does not exist")
             out[method]["checkpoint"] = str(checkpoint)
     return out
+
+
+def _resolve(base: Path, text: str, path: str | Path, key: str) -> Path:
+    """base / text (with ~), made absolute; a symlink loop or a NUL byte is the user's to fix."""
+    if "\0" in text:
+        raise ConfigError(path, key, "the path contains a NUL character")
+    try:
+        return (base / Path(text).expanduser()).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ConfigError(path, key, f"cannot resolve {text!r}: {exc}") from None
 
 
 def _no_unknown(table: dict, allowed: set[str], path: str | Path, prefix: str) -> None:

@@ -17,7 +17,7 @@ class ConfigError(BenchError):
     """bench.toml (or a --set override) is invalid."""
 
     def __init__(self, path: str | Path, key: str, message: str) -> None:
-        self.path, self.key = str(path), key
+        self.path, self.key, self.message = str(path), key, message
         super().__init__(f"{path}: {key}: {message}")
 
 

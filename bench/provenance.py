@@ -19,6 +19,7 @@ import torch
 
 PACKAGES = ("bench", "torch", "torchvision", "numpy", "scipy", "monai", "timm",
             "segmentation-models-pytorch", "pytorch-msssim", "submitit", "pandas")
+SHORT_HASH = 10  # hex digits of the config hash in a run id and a table's `config` column
 
 
 def config_hash(obj: Any) -> str:

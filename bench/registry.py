@@ -2,11 +2,15 @@
 
 Built-in plugins are the modules of the `methods` and `baselines` packages (adding a method is
 adding one file); third-party packages register through the entry-point group `bench.plugins`.
+A third-party entry point that fails to import costs only its own methods: bench warns once on
+stderr (one line naming the entry point and the error), every other command works, and a sweep
+or command that names a method of that entry point fails with that line (exit 2).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -20,6 +24,7 @@ BUILTIN_PACKAGES = ("methods", "baselines")
 ENTRY_POINT_GROUP = "bench.plugins"
 
 _PLUGINS: dict[str, type["Plugin"]] = {}
+_BROKEN: dict[str, str] = {}  # entry-point name -> why it failed to import
 _discovered = False
 P = TypeVar("P", bound="type[Plugin]")
 
@@ -54,7 +59,20 @@ def discover() -> None:
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package_name}.{info.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as exc:  # a third party's bug or missing dependency, not bench's
+            why = f"plugin entry point {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
+            _BROKEN[ep.name] = " ".join(why.split())
+            print(f"bench: warning: {_BROKEN[ep.name]}; its methods are unavailable", file=sys.stderr)
+
+
+def broken_hint(name: str) -> str:
+    """Why `name` may be missing: the failed entry point of that name, else every failed one."""
+    discover()
+    if name in _BROKEN:
+        return f"; {_BROKEN[name]}"
+    return "".join(f"; {why}" for why in _BROKEN.values())
 
 
 def names() -> list[str]:
@@ -65,7 +83,7 @@ def names() -> list[str]:
 def get(name: str) -> type["Plugin"]:
     discover()
     if name not in _PLUGINS:
-        raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(_PLUGINS))}")
+        raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(_PLUGINS))}{broken_hint(name)}")
     return _PLUGINS[name]
 
 

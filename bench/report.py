@@ -77,7 +77,7 @@ def write_report(sweep: SweepConfig) -> Path:
             _contents([(name, title) for name, title, _ in sections], bool(records))]
     body += [section for _, _, section in sections]
     if records:
-        body.append(_aggregate_section(records))
+        body.append(_aggregate_section(records, sweep))
     page = ("<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
             f"<title>{_e(CFG.title)}</title>\n{_STYLE}\n</head>\n<body>\n"
             + "\n".join(body) + f"\n{_ONLOAD}\n</body>\n</html>\n")
@@ -237,16 +237,18 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
-def _aggregate_section(records: list[dict[str, Any]]) -> str:
-    """`bench table --all`: mean ± std per cell of every record, with the published values."""
-    from bench.table import CELL, aggregate, render
+def _aggregate_section(records: list[dict[str, Any]], sweep: SweepConfig) -> str:
+    """`bench table --all`: one row per cell and configuration of every record (never pooled),
+    the trivial reference rows and the published values."""
+    from bench.table import CELL, aggregate, render, tabulable
+    from bench.trivial import cells_of, reference_rows
 
+    usable, skipped = tabulable(records)
     keys = (*CELL, "seed")
-    usable = [r for r in records if all(k in r for k in keys) and isinstance(r["metrics"], dict)]
-    skipped = len(records) - len(usable)
     note = f"<p class=note>{skipped} record(s) without {', '.join(keys)} left out of this table</p>" if skipped else ""
+    table = aggregate(usable, reference_rows(sweep.output, cells_of(usable, sweep)))
     return "\n".join(['<section id="all-records">', "<h2>All records (<code>bench table --all</code>)</h2>",
-                      markdown_html(render(aggregate(usable), "markdown")), note,
+                      markdown_html(render(table, "markdown")), note,
                       "<h3>Provenance</h3>", provenance_html(records), "</section>"])
 
 

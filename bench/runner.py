@@ -31,7 +31,7 @@ from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.plugin import Predictor
-from bench.provenance import config_hash, provenance
+from bench.provenance import SHORT_HASH, config_hash, provenance
 from bench.records import is_done, record_path
 from bench.store import atomic_write_bytes, atomic_write_json
 
@@ -66,7 +66,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return f"{self.dataset}-f{self.fraction:g}-{self.method}-s{self.seed}-{self.config_hash[:10]}"
+        return f"{self.dataset}-f{self.fraction:g}-{self.method}-s{self.seed}-{self.config_hash[:SHORT_HASH]}"
 
     @property
     def record_path(self) -> Path:
@@ -153,7 +153,7 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
         output.timings["robustness_s"] = robustness.pop("seconds")
     timings = {**output.timings, "total_s": time.perf_counter() - wall}
     record = {
-        "run_id": spec.run_id, "dataset": spec.dataset, "fraction": spec.fraction,
+        "run_id": spec.run_id, "dataset": spec.dataset, "root": spec.root, "fraction": spec.fraction,
         "method": spec.method, "kind": plugin_cls.kind, "seed": spec.seed, "preset": spec.preset,
         "config": dataclasses.asdict(plugin.cfg), "params": spec.params,
         "labelled": [s.name for s in labelled], "n_test": len(test),

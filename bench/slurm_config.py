@@ -8,6 +8,7 @@ per GPU): its tasks form one data-parallel group (bench/distributed.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def _checked(table: dict[str, Any], path: str | Path, prefix: str) -> dict[str, 
             if type(val) is not int or val < 0:
                 raise ConfigError(path, where, "expected a non-negative integer")
         elif key == "mem_gb":
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0:
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < math.inf:
                 raise ConfigError(path, where, "expected a positive number of gigabytes")
             val = float(val)
         elif key == "setup":
@@ -127,6 +128,6 @@ def _checked(table: dict[str, Any], path: str | Path, prefix: str) -> dict[str, 
 
 
 def _non_negative(value: Any, path: str | Path, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise ConfigError(path, key, "expected a non-negative number of seconds")
     return float(value)

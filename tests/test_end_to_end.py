@@ -60,6 +60,8 @@ def test_every_run_has_exactly_one_valid_record(sweep: Path) -> None:
 
 def test_table_has_one_row_per_cell_with_n(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     table = pd.read_csv(io.StringIO(_table(sweep, "csv", capsys)))
+    assert table["reference"].sum() == 2 and set(table[table["reference"]]["method"]) == {"trivial"}
+    table = table[~table["reference"]]
     assert len(table) == 4
     assert set(table["method"]) == {"ddpm", "unet"} and set(table["fraction"]) == {1.0, 0.1}
     assert (table["n"] == 2).all()

@@ -228,3 +228,33 @@ def test_coarse_blocks_are_clustered_at_min_side_then_brought_to_the_window() ->
     labels = fig6.cluster_map(torch_randn(16, 4, 4), 48, k=5, iters=10, seed=0, min_side=12)
     assert labels.shape == (48, 48) and len(np.unique(labels)) <= 5
     np.testing.assert_array_equal(labels[::4, ::4].repeat(4, 0).repeat(4, 1), labels)  # 12 px labels, nearest
+
+
+def test_importing_bench_leaves_matplotlib_backend_untouched(tmp_path: Path) -> None:
+    """A notebook user's backend (here: none chosen yet, then a chosen one) survives importing every
+    experiment module and drawing a figure; bench never imports pyplot."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import importlib, pkgutil, sys
+import matplotlib
+assert matplotlib.rcParams._get_backend_or_none() is None
+import bench.experiments, bench.report
+for info in pkgutil.iter_modules(bench.experiments.__path__):
+    importlib.import_module(f"bench.experiments.{info.name}")
+assert matplotlib.rcParams._get_backend_or_none() is None, matplotlib.rcParams._get_backend_or_none()
+matplotlib.use("svg")
+from bench.experiments.figures import bar_figure
+from bench.experiments.table_stats import ResultTable
+fig = bar_figure(ResultTable(rows=["a"], columns=["c"], values={("a", "c"): {0: 1.0, 1: 2.0}}))
+fig.savefig(sys.argv[1] + "/f.png")
+assert matplotlib.get_backend() == "svg" and "matplotlib.pyplot" not in sys.modules
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")

@@ -245,7 +245,16 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
     out = tmp_path / "results" / "table1"
     assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
     rows = list(csv.DictReader((out / "table.csv").open()))
+    refs = [r for r in rows if r["row"] == "trivial (reference)"]
+    rows = [r for r in rows if r not in refs]
     assert len(rows) == 9 * 4  # methods x GlaS {100%, 10%} x {Dice, IoU}, whatever label_fractions says
+    from bench.trivial import scores
+
+    fg = scores("glas", str(tmp_path / "glas"), 0.1)["metrics"]  # every pixel gland
+    assert {r["column"]: round(float(r["mean"]), 6) for r in refs} == {
+        f"GlaS {p}% {m}": round(100 * fg[m.lower()], 6) for p in (100, 10) for m in ("Dice", "IoU")}
+    assert {r["test"] for r in refs} == {"reference: constant predictor, never trained"}
+    assert not any(r["best"] == "1" for r in refs)
     assert {r["n"] for r in rows} == {"2"} and {r["p"] for r in rows} == {""}  # 2 seeds: too few to test
     assert all("no test: 2 paired seeds" in r["test"] or r["best"] == "1" for r in rows)
     assert all(0.0 <= float(r["mean"]) <= 100.0 and r["published_mean"] for r in rows)
@@ -258,6 +267,7 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
         assert {r["row"] for r in cells if r["best"] == "1"} == {r["row"] for r in cells if float(r["mean"]) == top}
     md = (out / "table.md").read_text()
     assert md.count("**") >= 2 * 4 and "monuseg: not among bench.toml's [[datasets]]" in md
+    assert "| trivial (reference) |" in md and "never trained" in md
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36
 
     capsys.readouterr()
@@ -269,6 +279,7 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
     assert "8 of 20 runs have no record yet (--no-run)" in capsys.readouterr().err
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36
     partial = list(csv.DictReader((tmp_path / "results" / "table3" / "table.csv").open()))
+    partial = [r for r in partial if "(reference)" not in r["row"]]
     assert {r["n"] for r in partial if "fixed" in r["row"]} == {"0"} and {r["n"] for r in partial if "fixed" not in r["row"]} == {"2"}
 
     assert main(["experiment", "table3", "--config", str(config), "--quiet"]) == 0
@@ -280,6 +291,8 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
     for name in ("table4", "table6", "table7"):  # the other GlaS ablations, on the same records
         assert main(["experiment", name, "--config", str(config), "--quiet"]) == 0
         rows = list(csv.DictReader((tmp_path / "results" / name / "table.csv").open()))
+        assert any(r["row"] == "trivial (reference)" for r in rows), name
+        rows = [r for r in rows if r["row"] != "trivial (reference)"]
         assert rows and {r["n"] for r in rows} == {"2"}, name  # every row ran both seeds
         assert all(0.0 <= float(r["mean"]) <= 100.0 for r in rows), name
 
@@ -319,6 +332,9 @@ def test_table2_end_to_end_pretrains_once_on_ffhq_for_both_columns(tmp_path: Pat
     assert [a.split("/")[0] for a in artefacts] == ["ddpm", "mae", "mdm", "swav", "swavw2"]
     assert all(a.split("/")[1].startswith("ffhq34-") for a in artefacts)  # none pre-trained on CelebA-19
     rows = list(csv.DictReader((results / "table2" / "table.csv").open()))
+    refs = {r["column"]: float(r["mean"]) for r in rows if r["row"] == "trivial (reference)"}
+    assert set(refs) == {"FFHQ-34 mIoU", "CelebA-19 mIoU"} and all(0 < v < 100 for v in refs.values())
+    rows = [r for r in rows if r["row"] != "trivial (reference)"]
     assert len(rows) == 7 * 2 and {r["n"] for r in rows if not r["row"].endswith("*")} == {"1"}
     gan = next(r for r in rows if r["row"] == "DatasetGAN*" and r["column"] == "FFHQ-34 mIoU")
     assert (gan["mean"], float(gan["published_mean"])) == ("", 55.52)

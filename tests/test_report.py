@@ -186,8 +186,10 @@ def test_provenance_per_experiment_and_overall(report: Path) -> None:
     per_record = [t for t in page.tables if t and t[0][0] == "run id"]
     assert [len(t) - 1 for t in per_record] == [1, 2]
     assert "synthetic-glands-f1-unet-s7-foreign" in [row[0] for row in per_record[1]]
-    aggregate = next(t for t in page.tables if t and t[0][:4] == ["dataset", "fraction", "method", "n"])
-    assert aggregate[1][:4] == ["synthetic-glands", "1.0", "unet", "2"]
+    head = ["dataset", "fraction", "method", "preset", "config", "n"]
+    aggregate = next(t for t in page.tables if t and t[0][:6] == head)
+    assert aggregate[1][:3] == ["synthetic-glands", "1.0", "unet"] and aggregate[1][3:6:2] == ["tiny", "2"]
+    assert aggregate[2][:4] == ["synthetic-glands", "1.0", "trivial (reference)", "reference"]
     assert "not a registered experiment" in report.read_text()
 
 

@@ -176,7 +176,8 @@ def test_every_cell_has_all_seeds_and_the_table_equals_a_local_run(sweep: Sweep)
         out, _ = _run_cli(["table", "--config", str(sweep.config), "--format", "csv", "--set", f'output="{output}"'])
         tables.append(pd.read_csv(io.StringIO(out)))
     slurm_table, local_table = tables
-    assert len(slurm_table) == 4 and (slurm_table["n"] == SEEDS).all()
+    runs = slurm_table[~slurm_table["reference"]]
+    assert len(runs) == 4 and (runs["n"] == SEEDS).all() and slurm_table["reference"].sum() == 2
     pd.testing.assert_frame_equal(slurm_table, local_table)
     records = {p.name: json.loads(p.read_text()) for p in (sweep.config.parent / "out" / "records").iterdir()}
     local = {p.name: json.loads(p.read_text()) for p in (sweep.local / "records").iterdir()}

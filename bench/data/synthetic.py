@@ -23,6 +23,7 @@ from bench.data.synthetic_config import SYNTHETIC_GLANDS, SyntheticGlandsConfig
 from bench.data.synthetic_render import render
 from bench.data.types import Sample
 from bench.errors import DataError
+from bench.store import public_mode
 
 GENERATOR_VERSION = 1  # bump when render() changes, so old caches are not reused
 CACHE_ENV = "BENCH_CACHE"
@@ -74,6 +75,7 @@ def ensure_synthetic_glands(cfg: SyntheticGlandsConfig = SYNTHETIC_GLANDS, base:
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
+        public_mode(tmp, folder=True)  # mkdtemp's 0700 would hide the shared cache from labmates
     except OSError as exc:
         raise DataError(base, f"cannot create the data cache ({exc}); set {CACHE_ENV} to a writable folder") from exc
     try:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import bench
+from bench.store import current_umask, public_mode
 
 PACKAGES = ("bench", "methods", "baselines")
 REPO = Path(bench.__file__).resolve().parents[1]
@@ -66,6 +67,7 @@ def make_snapshot(output: str | Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-snapshot-", dir=dest.parent))
     try:
+        public_mode(tmp, folder=True)  # mkdtemp's 0700 would hide the snapshot from labmates
         if git:
             shutil.rmtree(tmp)
             _git("clone", "--quiet", "--depth", "1", "--no-hardlinks", f"file://{REPO}", str(tmp))
@@ -75,6 +77,7 @@ def make_snapshot(output: str | Path) -> Path:
         for name in files:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, tmp / name)
+            (tmp / name).chmod((REPO / name).stat().st_mode & 0o777 & ~current_umask())
         tmp.rename(dest)
     except (OSError, subprocess.SubprocessError):
         shutil.rmtree(tmp, ignore_errors=True)

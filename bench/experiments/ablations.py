@@ -23,7 +23,7 @@ from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.table2 import natural_params
 from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, ordered_runs,
-                                      write_tables)
+                                      trivial_references, write_tables)
 from bench.published import ABLATIONS, ablation
 from bench.runner import RunSpec
 
@@ -89,7 +89,8 @@ class AblationTable(Experiment):
                 if cell is not None:
                     pub[(r.label, c.label)] = (cell.mean, cell.std if cell.std is not None else float("nan"))
         table = ResultTable(rows=[r.label for r in rows], columns=[c.label for c in cols], values=values,
-                            published=pub, title=self.title, notes=list(self.notes))
+                            published=pub, title=self.title, notes=list(self.notes),
+                            references=trivial_references(ctx, cols))
         files = write_tables(table, ctx)
         if cols:
             files += save_figure(bar_figure(table, self.title), ctx, "figure")

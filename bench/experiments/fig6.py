@@ -199,13 +199,14 @@ def _probe_score(ctx: ExperimentContext, spec: RunSpec) -> str:
 
 def _grid(rows: list[dict[str, Any]], cfg: Fig6Config, dataset: str, notes: list[str]):
     """Rows = image x method; columns = the window, then one cluster map per decoder block."""
-    import matplotlib.pyplot as plt  # bench.experiments.figures has chosen the Agg backend
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.colors import ListedColormap
 
     cols = 1 + max(len(r["blocks"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), cols, squeeze=False,
-                             figsize=(cfg.panel_inches * cols, cfg.panel_inches * len(rows) + 0.6))
-    cmap = ListedColormap(plt.get_cmap("tab10").colors[: cfg.k])
+    fig = Figure(figsize=(cfg.panel_inches * cols, cfg.panel_inches * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    cmap = ListedColormap(matplotlib.colormaps["tab10"].colors[: cfg.k])
     for i, row in enumerate(rows):
         axes[i][0].imshow(np.clip(row["crop"], 0, 1))
         label = f"{method_label(row['method'])} t={row['t']}\n{row['image']}"

@@ -156,13 +156,14 @@ class Fig7(Experiment):
 
 def _figure(cfg: Fig7Config, dataset: str, values: dict[tuple[str, str], dict[int, float]], notes: list[str]):
     """Rows of panels = metrics, columns = the two comparisons; a line per arm and label fraction."""
-    import matplotlib.pyplot as plt  # bench.experiments.figures has chosen the Agg backend
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.ticker import MaxNLocator
 
     w, h = cfg.panel_inches
-    fig, axes = plt.subplots(len(cfg.metrics), len(PANELS), squeeze=False,
-                             figsize=(w * len(PANELS), h * len(cfg.metrics) + 0.5))
-    colours = plt.get_cmap("tab10").colors
+    fig = Figure(figsize=(w * len(PANELS), h * len(cfg.metrics) + 0.5))
+    axes = fig.subplots(len(cfg.metrics), len(PANELS), squeeze=False)
+    colours = matplotlib.colormaps["tab10"].colors
     styles = ("-", "--", ":", "-.")
     for r, metric in enumerate(cfg.metrics):
         for c, title in enumerate(PANELS):

@@ -1,23 +1,22 @@
 """Figures of the experiments: saved as PNG (for the report page) and PDF (for papers), headless.
 
-matplotlib is switched to the Agg backend before pyplot is imported, so figures render on a
-cluster node or in CI without a display. Files are written atomically like every other output.
+Every figure is a bare `matplotlib.figure.Figure` (never pyplot's), which renders to PNG and PDF
+without any backend: figures are written on a cluster node or in CI without a display, and
+importing bench never chooses a backend for the user (a notebook keeps its inline plots).
+Files are written atomically like every other output.
 """
 from __future__ import annotations
 
 import io
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
-
-from bench.store import atomic_write_bytes  # noqa: E402
+from bench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from bench.experiments.base import ExperimentContext
@@ -59,9 +58,10 @@ def save_figure(fig: Any, ctx: "ExperimentContext", stem: str) -> list[Path]:
 
 
 def _close(fig: Any) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # a no-op for a Figure that pyplot never managed
+    """Release a figure pyplot manages (a caller's); bench's own bare Figures need nothing."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)  # a no-op for a Figure that pyplot never managed
 
 
 def bar_figure(table: "ResultTable", title: str = "") -> Figure:

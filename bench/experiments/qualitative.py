@@ -142,12 +142,13 @@ class Qualitative(Experiment):
 
 def _figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str], dataset: str,
             cfg: QualitativeConfig, notes: list[str]):
-    import matplotlib.pyplot as plt  # bench.experiments.figures has chosen the Agg backend
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.patches import Patch
 
     cols = max(len(r) for r in panels)
-    fig, axes = plt.subplots(len(panels), cols, squeeze=False,
-                             figsize=(cfg.panel_inches * cols, cfg.panel_inches * len(panels) + 0.9))
+    fig = Figure(figsize=(cfg.panel_inches * cols, cfg.panel_inches * len(panels) + 0.9))
+    axes = fig.subplots(len(panels), cols, squeeze=False)
     for i, row in enumerate(panels):
         for j, (label, array) in enumerate(row):
             ax = axes[i][j]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, method_label,
-                                      ordered_runs, write_tables)
+                                      ordered_runs, trivial_references, write_tables)
 from bench.published import TABLE1_METHODS, published
 from bench.runner import RunSpec
 
@@ -66,5 +66,6 @@ class Table1(Experiment):
                if (score := published(c.dataset, c.fraction, v.method, c.metric)) is not None}
         notes = [AJI_NOTE] if any(c.metric == "aji_paper" for c in cols) else []
         table = ResultTable(rows=[v.label for v in rows], columns=[c.label for c in cols], values=values,
-                            published=pub, title=self.title, notes=notes)
+                            published=pub, title=self.title, notes=notes,
+                            references=trivial_references(ctx, cols))
         return write_tables(table, ctx)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, method_label,
-                                      ordered_runs, write_tables)
+                                      ordered_runs, trivial_references, write_tables)
 from bench.published import published
 from bench.runner import RunSpec
 
@@ -105,5 +105,6 @@ class Table2(Experiment):
                if (score := published(c.dataset, c.fraction, m, c.metric)) is not None}
         notes = [PUBLISHED_ONLY_NOTE] + ([CELEBA_NOTE] if any(c.dataset != CFG.source for c in cols) else [])
         table = ResultTable(rows=[row_label(m) for m in order], columns=[c.label for c in cols], values=values,
-                            published=pub, title=self.title, notes=notes)
+                            published=pub, title=self.title, notes=notes,
+                            references=trivial_references(ctx, cols))
         return write_tables(table, ctx)

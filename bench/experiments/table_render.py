@@ -26,7 +26,19 @@ def footnotes(table: ResultTable, stats: dict[Cell, CellStats], cfg: TableConfig
     else:
         lines.append(f"No gap to a column's best is significant at p < {cfg.alpha:g} (paired Wilcoxon "
                      f"signed-rank test over shared seeds; not run with fewer than {cfg.min_pairs} pairs).")
+    if table.references:
+        lines.append(REFERENCE_NOTE)
     return lines + list(table.notes)
+
+
+REFERENCE_NOTE = ("trivial (reference): a constant predictor, never trained, scored on the test set: every pixel "
+                  "foreground (binary data), or every pixel the most frequent class at its position in seed 0's "
+                  "labelled images (multi-class); a method at or below it learned nothing a constant could not.")
+REFERENCE_TEST = "reference: constant predictor, never trained"
+
+
+def _ref_label(row: str) -> str:
+    return f"{row} (reference)"
 
 
 def _num(x: float, cfg: TableConfig = CFG) -> str:
@@ -76,6 +88,13 @@ def render_markdown(table: ResultTable, stats: dict[Cell, CellStats], notes: lis
             if _has_published(table, col):
                 cells += [_pub(s.published), _diff(s)]
         lines.append("| " + " | ".join(cells) + " |")
+    for row, by_col in table.references.items():
+        cells = [_md_escape(_ref_label(row))]
+        for col in table.columns:
+            cells.append(_num(by_col[col]) if col in by_col else DASH)
+            if _has_published(table, col):
+                cells += [DASH, DASH]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + notes) + "\n"
 
 
@@ -122,6 +141,13 @@ def render_latex(table: ResultTable, stats: dict[Cell, CellStats], notes: list[s
             if width == 3:
                 cells += [latex_escape(_pub(s.published)), latex_escape(_diff(s).replace("-", "−"))]
         lines.append(" & ".join(cells) + r" \\")
+    for row, by_col in table.references.items():
+        cells = [rf"\textit{{{latex_escape(_ref_label(row))}}}"]
+        for col, width in spans:
+            cells.append(rf"\textit{{{_num(by_col[col])}}}" if col in by_col else "---")
+            if width == 3:
+                cells += ["---", "---"]
+        lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}", r"\par\smallskip", r"{\footnotesize"]
     lines += [latex_escape(n) + r"\par" for n in notes]
     return "\n".join(lines + ["}"]) + "\n"
@@ -143,6 +169,11 @@ def render_csv(table: ResultTable, stats: dict[Cell, CellStats]) -> str:
             writer.writerow([row, col, _f(s.mean), _f(s.std), s.n, " ".join(map(str, s.seeds)),
                              _f(pub[0] if pub else None), _f(pub[1] if pub else None), _f(s.diff),
                              int(s.best), _f(s.p), int(s.significant), s.test])
+    for row, by_col in table.references.items():
+        for col in table.columns:
+            if col in by_col:
+                writer.writerow([_ref_label(row), col, _f(by_col[col]), "", 1, "", "", "", "", 0, "", 0,
+                                 REFERENCE_TEST])
     return buf.getvalue()
 
 

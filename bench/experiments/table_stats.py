@@ -35,6 +35,8 @@ class ResultTable:
     """rows x columns; values[(row, column)] = {seed: value in percent}; published = (mean, std).
 
     A published std of NaN means the paper printed none. `notes` become footnotes.
+    `references` = {row label: {column: value in percent}}: rows printed after the methods that are
+    never trained (the trivial predictor); they take no part in the best mark or the tests.
     """
 
     rows: list[str]
@@ -44,6 +46,7 @@ class ResultTable:
     higher_is_better: bool = True
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CFG", "Cell", "CellStats", "Column", "ResultTable", "TableConfig", "collect", "column_label",
            "footnotes", "grid", "method_label", "ordered_runs", "render_csv", "render_latex",
-           "render_markdown", "summarise", "write_tables"]
+           "render_markdown", "summarise", "trivial_references", "write_tables"]
 
 
 def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]],
@@ -44,6 +44,23 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
                                  f"{ctx.name} needs it (known: {', '.join(sorted(record['metrics']))})")
             values.setdefault((row, col), {})[int(record["seed"])] = 100.0 * float(record["metrics"][metric])
     return values
+
+
+def trivial_references(ctx: "ExperimentContext", columns: list["Column"]) -> dict[str, dict[str, float]]:
+    """The `trivial` reference row (bench.trivial) of the columns whose data set the sweep names:
+    {"trivial": {column label: metric in percent}}; empty when no column can be scored."""
+    from bench.trivial import CFG as TRIVIAL
+    from bench.trivial import cached_scores
+
+    cells = {}
+    for col in columns:
+        entry = ctx.entry(col.dataset)
+        if entry is not None:
+            cells[col.label] = ((col.dataset, entry.root, col.fraction), col.metric)
+    scores = cached_scores(ctx.sweep.output, [cell for cell, _ in cells.values()])
+    row = {label: 100.0 * scores[cell]["metrics"][metric] for label, (cell, metric) in cells.items()
+           if cell in scores and metric in scores[cell]["metrics"]}
+    return {TRIVIAL.method: row} if row else {}
 
 
 # --- building the grid of runs -----------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""`bench table`: one row per cell and configuration (never a pooled mean), the trivial reference
+row, CSV columns that say what they are."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.runner import RunSpec
+from bench.store import atomic_write_json
+from tests.conftest import GLAS, write_sweep
+
+SEEDS = range(10)
+SWEEP = ('seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nmethods = ["unet"]\noutput = "out"\n'
+         '[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = [1.0]\n')
+SECOND = {"max_epochs": 2}  # the other configuration of the same cell
+
+
+def _write_records(output: Path, params: dict, dice0: float) -> str:
+    """Ten records of unet on synthetic-glands 100% under `params`; their config hash."""
+    for seed in SEEDS:
+        spec = RunSpec(dataset="synthetic-glands", root=None, fraction=1.0, method="unet", seed=seed,
+                       preset="tiny", output=str(output), params=params)
+        atomic_write_json(spec.record_path, {
+            "run_id": spec.run_id, "dataset": spec.dataset, "root": None, "fraction": 1.0, "method": "unet",
+            "kind": "supervised", "seed": seed, "preset": "tiny", "params": params,
+            "metrics": {"dice": dice0 + 0.001 * seed, "iou": dice0 / 2},
+            "provenance": {"config_hash": spec.config_hash, "seed": seed}})
+    return spec.config_hash[:10]
+
+
+@pytest.fixture
+def two_configs(tmp_path: Path) -> tuple[Path, str, str]:
+    config = write_sweep(tmp_path, SWEEP)
+    first = _write_records(tmp_path / "out", {}, 0.80)
+    second = _write_records(tmp_path / "out", SECOND, 0.60)
+    return config, first, second
+
+
+def _csv(capsys: pytest.CaptureFixture, *args: str) -> pd.DataFrame:
+    capsys.readouterr()
+    assert main(["table", *args, "--format", "csv"]) == 0
+    return pd.read_csv(io.StringIO(capsys.readouterr().out), dtype={"config": str})
+
+
+def test_all_shows_one_row_per_configuration_never_a_pooled_mean(two_configs, capsys) -> None:
+    config, first, second = two_configs
+    table = _csv(capsys, "--config", str(config), "--all")
+    runs = table[~table["reference"]]
+    assert len(runs) == 2 and set(runs["config"]) == {first, second}
+    assert (runs["n"] == 10).all() and set(runs["preset"]) == {"tiny"}
+    by_config = runs.set_index("config")["dice_mean"]
+    assert by_config[first] == pytest.approx(80.45) and by_config[second] == pytest.approx(60.45)
+    assert not np.isclose(runs["dice_mean"], 70.45).any()  # the pooled mean of the 20 records
+    assert runs["dice_std"].round(4).tolist() == [0.3028, 0.3028]
+
+
+def test_default_shows_only_the_configuration_of_bench_toml(two_configs, capsys) -> None:
+    config, first, second = two_configs
+    table = _csv(capsys, "--config", str(config))
+    assert table[~table["reference"]]["config"].tolist() == [first]
+    other = _csv(capsys, "--config", str(config), "--set", "params.unet.max_epochs=2")
+    assert other[~other["reference"]]["config"].tolist() == [second]
+    assert other[~other["reference"]]["dice_mean"].iloc[0] == pytest.approx(60.45)
+
+
+def test_trivial_reference_row_is_marked_real_and_cached(two_configs, capsys, monkeypatch) -> None:
+    config, _, _ = two_configs
+    capsys.readouterr()
+    assert main(["table", "--config", str(config), "--all"]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if "trivial" in line)
+    assert "trivial (reference)" in row and "| reference | all-foreground | 1 |" in row
+    assert "never trained" in text
+    cache = json.loads((config.parent / "out" / "reference" / "trivial.json").read_text())
+    (entry,) = cache.values()
+    assert entry["rule"] == "all-foreground" and 0 < entry["metrics"]["dice"] < 1
+
+    from bench import trivial
+    from bench.data import get_dataset
+
+    test = get_dataset("synthetic-glands", None, "test")
+    fg = [np.count_nonzero(s.semantic) / s.semantic.size for s in test]
+    assert entry["metrics"]["dice"] == pytest.approx(np.mean([2 * f / (1 + f) for f in fg]))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(trivial, "scores", boom)
+    table = _csv(capsys, "--config", str(config), "--all")
+    assert table[table["reference"]]["dice_mean"].iloc[0] == pytest.approx(100 * entry["metrics"]["dice"])
+
+
+def test_csv_columns_say_what_they_are(two_configs, capsys) -> None:
+    config, _, _ = two_configs
+    table = _csv(capsys, "--config", str(config), "--all")
+    assert {"dice_mean", "dice_std", "dice_published_mean", "dice_published_std", "reference"} <= set(table)
+    assert not [c for c in table.columns if c.endswith("_paper") or c == "aji_paper"]
+
+
+def test_published_values_land_in_their_own_columns() -> None:
+    from bench.table import aggregate, render
+
+    record = {"dataset": "glas", "fraction": 0.1, "method": "unet", "seed": 0, "preset": "paper",
+              "run_id": "glas-f0.1-unet-s0-0123456789", "metrics": {"dice": 0.8, "aji_paper": 0.5}}
+    table = aggregate([record])
+    assert not np.isnan(table["dice_published_mean"].iloc[0]) and "aji_paper_published_mean" in table
+    assert table["config"].iloc[0] == "0123456789" and table["n"].iloc[0] == 1
+    assert "dice (published)" in render(table, "markdown")
+
+
+def test_no_records_says_so_on_stderr_and_exits_1(tmp_path: Path, capsys) -> None:
+    config = write_sweep(tmp_path, SWEEP)
+    for extra in ([], ["--all"]):
+        assert main(["table", "--config", str(config), *extra]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("bench: no records") and len(err.strip().splitlines()) == 1
+
+
+def test_pixel_mode_for_multi_class_data() -> None:
+    from bench.trivial import pixel_mode
+
+    maps = [np.array([[0, 1], [2, 255]]), np.array([[0, 1], [1, 255]]), np.array([[2, 2], [1, 3]])]
+    assert pixel_mode(maps, 4).tolist() == [[0, 1], [1, 3]]  # 255 (ignore) never votes
+    small = np.array([[1]])
+    assert pixel_mode([small, np.full((2, 2), 3)], 4).tolist() == [[1]]  # resized to the first
+
+
+@pytest.mark.skipif(not any(GLAS.glob("testA_*_anno.png")),
+                    reason="real GlaS not present")
+def test_trivial_on_real_glas_is_all_foreground_66_02() -> None:
+    from bench.trivial import scores
+
+    out = scores("glas", str(GLAS), 0.1)
+    assert out["n_test"] == 80 and out["rule"] == "all-foreground"
+    assert round(100 * out["metrics"]["dice"], 2) == 66.02 and round(100 * out["metrics"]["iou"], 2) == 51.19
