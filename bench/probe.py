@@ -22,8 +22,8 @@ from bench.probe_bank import (FeatureBank, bilinear_points, chunk_rows_for, glob
 from bench.probe_mlp import EnsembleMLP
 from bench.probe_sampler import PixelStreams, member_generators
 
-__all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "global_l2_scale",
-           "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
+__all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
+           "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
 
 StopRule = Literal["natural", "loss_plateau"]
 _WHERE = "[probe]"
@@ -239,7 +239,7 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
 
 
 @torch.no_grad()
-def _chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
+def chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
                   scale: float, chunk_rows: int | None) -> Iterator[tuple[int, int, Tensor]]:
     """(first row, last row + 1, (K, rows*W, C) logits) for consecutive full-width row chunks."""
     device = next(probe.parameters()).device
@@ -272,7 +272,7 @@ def predict_votes(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int,
     """
     classes, width = probe.num_classes, out_hw[1]
     out = torch.empty(classes, *out_hw)
-    for r0, r1, logits in _chunk_logits(probe, maps, out_hw, scale, chunk_rows):
+    for r0, r1, logits in chunk_logits(probe, maps, out_hw, scale, chunk_rows):
         votes = F.one_hot(logits.argmax(dim=-1), classes).sum(dim=0).float() / probe.members
         out[:, r0:r1] = votes.T.reshape(classes, r1 - r0, width).cpu()
     return out
@@ -283,7 +283,7 @@ def predict_probs(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int,
     """(C, H, W) float32 softmax probabilities averaged over members (soft-vote alternative)."""
     classes, width = probe.num_classes, out_hw[1]
     out = torch.empty(classes, *out_hw)
-    for r0, r1, logits in _chunk_logits(probe, maps, out_hw, scale, chunk_rows):
+    for r0, r1, logits in chunk_logits(probe, maps, out_hw, scale, chunk_rows):
         probs = logits.softmax(dim=-1).mean(dim=0)
         out[:, r0:r1] = probs.T.reshape(classes, r1 - r0, width).cpu()
     return out
