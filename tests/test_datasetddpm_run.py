@@ -12,6 +12,7 @@ from PIL import Image
 from bench.cli import main
 from bench.config import load_config
 from bench.executors.plan import make_plan
+from bench.nn.smp_models import build_smp
 from bench.runner import expand
 from tests.conftest import write_sweep
 
@@ -131,3 +132,20 @@ def test_dry_run_names_the_sampling_job_after_the_pretraining_job(tmp_path: Path
     assert "job bench-pretrain-datasetddpm-synthetic-glands: builds" in out
     assert ", after bench-pretrain-ddpm-synthetic-glands" in out
     assert "array bench-ssl-datasetddpm: 1 run(s), after bench-pretrain-datasetddpm-synthetic-glands" in out
+
+
+def test_bench_list_json_counts_the_paper_deeplab_and_the_smp_unet(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["datasetddpm"]["kind"], rows["datasetddpm"]["params"]) == ("ssl", 58_634_338)  # = torchvision's
+    assert (rows["smp"]["kind"], rows["smp"]["params"]) == ("supervised", 24_436_514)  # Unet-ResNet34, 2 classes
+
+
+def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_path: Path, one_thread: None) -> None:
+    body = ('preset = "tiny"\nseeds = [0]\noutput = "out"\nmethods = ["smp"]\n[[datasets]]\nname = "synthetic-glands"\n'
+            'label_fractions = [1.0]\n[params.smp]\narch = "FPN"\nencoder = "resnet18"\nmax_epochs = 2\n'
+            'steps_per_epoch = 3\n')
+    assert main(["run", "--config", str(write_sweep(tmp_path, body)), "--quiet"]) == 0
+    (record,) = _records(tmp_path / "out")
+    assert record["config"]["arch"] == "FPN" and 0 <= record["metrics"]["dice"] <= 100
+    assert record["extra"]["params"] == sum(p.numel() for p in build_smp("FPN", "resnet18", 2).parameters())
