@@ -63,7 +63,7 @@ class DatasetDDPMConfig(DDPMConfig):
     deeplab_encoder_checkpoint: str | None = None  # a local ImageNet encoder state dict (see README)
     deeplab_lr: float = 1e-3
     deeplab_batch: int = 8
-    deeplab_epochs: int = 20           # full passes over the kept images; the best on the real images wins
+    deeplab_epochs: int = 20           # passes over the kept images (drop_last, as the reference); the best on the real images wins
     deeplab_patience: int = 20         # epochs without a better validation Dice
     inspect_samples: int = 16          # sampled images + labels saved under predictions/<run>/synthetic
 
@@ -107,6 +107,7 @@ class SyntheticDeepLab(SupervisedMethod):
     """The supervised trainer, on the synthetic pairs, with an smp network (not registered)."""
 
     name = "datasetddpm deeplab"
+    drop_last = True  # train_deeplab.py's DataLoader(drop_last=True)
 
     def __init__(self, cfg: SupervisedConfig, arch: str, encoder: str, checkpoint: str | None) -> None:
         super().__init__(cfg)

@@ -199,3 +199,12 @@ def test_bad_smp_fields_name_the_field(tmp_path: Path) -> None:
         smp_cls(smp_cls.resolve_config("tiny", {"encoder": "resnet1001"})).build_model()
     with pytest.raises(BenchError, match="no such file"):
         smp_cls(smp_cls.resolve_config("tiny", {"encoder_checkpoint": str(tmp_path / "x.pth")})).build_model()
+
+
+def test_pass_epochs_can_drop_a_last_short_batch() -> None:
+    from bench.supervised import SupervisedConfig, epoch_batches
+
+    cfg = SupervisedConfig(epoch_mode="pass", batch=2)
+    assert [len(b) for b in epoch_batches(cfg, 5, torch.Generator())] == [2, 2, 1]
+    assert [len(b) for b in epoch_batches(cfg, 5, torch.Generator(), drop_last=True)] == [2, 2]
+    assert [len(b) for b in epoch_batches(cfg, 1, torch.Generator(), drop_last=True)] == [1]  # the only one stays

@@ -149,3 +149,14 @@ def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_
     (record,) = _records(tmp_path / "out")
     assert record["config"]["arch"] == "FPN" and 0 <= record["metrics"]["dice"] <= 100
     assert record["extra"]["params"] == sum(p.numel() for p in build_smp("FPN", "resnet18", 2).parameters())
+
+
+def test_debug_executor_builds_backbone_then_samples_in_their_own_jobs(tmp_path: Path, one_thread: None) -> None:
+    """`--executor debug` runs the Slurm plan's jobs here: the pre-training job, the sampling
+    job (each `PretrainJob` builds only its stage), then the run, which finds both built."""
+    config = write_sweep(tmp_path, _sweep("synthetic-glands", None).replace("deeplab_epochs = 1",
+                                                                            "deeplab_epochs = 1\ninspect_samples = 0"))
+    assert main(["run", "--config", str(config), "--executor", "debug", "--quiet"]) == 0
+    (record,) = _records(tmp_path / "out")
+    assert record["extra"]["samples_cached"] and record["extra"]["pretrain_cached"]
+    assert not (tmp_path / "out" / "predictions" / record["run_id"] / "synthetic" / "synthetic.png").exists()
