@@ -20,11 +20,11 @@ from tqdm import tqdm
 from bench.errors import ConfigError
 from bench.probe_bank import FeatureBank, global_l2_scale
 from bench.probe_mlp import EnsembleMLP
-from bench.probe_predict import predict_probs, predict_votes
+from bench.probe_predict import chunk_logits, predict_probs, predict_votes
 from bench.probe_sampler import PixelStreams, member_generators
 
-__all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "global_l2_scale",
-           "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
+__all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
+           "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
 
 StopRule = Literal["natural", "loss_plateau"]
 _WHERE = "[probe]"

@@ -83,37 +83,41 @@ class RunSpec:
             return execute(self, progress)
 
     def artefact(self) -> Path | None:
-        """The pre-trained artefact this run reads (shared by every run with the same key), if any.
+        """The last shared artefact this run reads (the one its own work waits for), if any."""
+        stages = self.artefacts()
+        return stages[-1] if stages else None
 
-        It is the path `SSLMethod.backbone` caches to, from the same key functions, so a
-        scheduler can build it in a job of its own before the runs that need it.
-        """
+    def artefacts(self) -> list[Path]:
+        """The shared artefacts this run reads, in build order: the pre-trained backbone (the path
+        `SSLMethod.backbone` caches to, from the same key functions) and any stage a method
+        builds on it (datasetddpm's sampled images), so a scheduler can build each in a job
+        of its own before the runs that need them."""
         plugin_cls = registry.get(self.method)
         if plugin_cls.kind != "ssl":
-            return None
+            return []
         plugin = plugin_cls(self.resolved_config())
-        if plugin.cfg.checkpoint:
-            return None
-        return plugin.artefact_path(RunContext(spec=self, device=torch.device("cpu")))
+        return plugin.stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
 
     def checkpoint_path(self, artefact: Path) -> Path:
         """Where the in-progress pre-training of `artefact` keeps its resumable state."""
         return Path(self.output) / "checkpoints" / artefact.relative_to(Path(self.output) / "artefacts")
 
-    def pretrain(self, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> Path | None:
-        """Build only the artefact this run needs (no probe, no record); resumes from its checkpoint.
+    def pretrain(self, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+                 artefact: Path | None = None) -> Path | None:
+        """Build only one shared artefact of this run (default: the last of `artefacts()`; no
+        probe, no record); resumes from its checkpoint.
 
         Seeded like `execute`, so the artefact is the one the first run of the sweep would build.
         In a data-parallel group every rank calls this; rank 0 alone writes the artefact.
         """
-        artefact = self.artefact()
+        artefact = artefact or self.artefact()
         if artefact is None or main_says(artefact.exists()):
             return artefact
         retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.get(self.method)(self.resolved_config())
         with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
-            plugin.backbone(RunContext(spec=self, device=pick_device()))
+            plugin.build_stage(artefact, RunContext(spec=self, device=pick_device()))
         return artefact
 
 

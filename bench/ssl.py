@@ -163,9 +163,18 @@ class SSLMethod(Plugin):
         load_state_dict_strict(model, path, source=f"{path} (params.{self.name}.checkpoint)")
         return model.state_dict()
 
-    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
-            on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
-        timings: dict[str, float] = {}
+    def stage_artefacts(self, ctx: RunContext) -> list[Path]:
+        """The shared artefacts a run needs, in build order (the Slurm plan gives each its own
+        job, each after the one before): the backbone, unless a checkpoint replaces it."""
+        return [] if self.cfg.checkpoint else [self.artefact_path(ctx)]
+
+    def build_stage(self, artefact: Path, ctx: RunContext) -> None:
+        """Build one of `stage_artefacts` (and, where it needs them, the ones before it)."""
+        self.backbone(ctx)
+
+    def fit_probe(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+                  timings: dict[str, float]) -> tuple["FeatureReader", nn.Module, dict[str, Any]]:
+        """Load the backbone, fill the feature bank and train the probe ensemble (timed)."""
         start = time.perf_counter()
         backbone, timings["pretrain_s"], cached = self.backbone(ctx)
         timings["load_s"] = time.perf_counter() - start
@@ -177,13 +186,18 @@ class SSLMethod(Plugin):
         probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
                             ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
         timings["probe_train_s"] = time.perf_counter() - start
+        return reader, probe, {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes}
+
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+            on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
+        timings: dict[str, float] = {}
+        reader, probe, extra = self.fit_probe(ctx, train, test, timings)
         start = time.perf_counter()
         predictions = [self.predict(reader, probe, s, test.split) for s in test]
         timings["predict_s"] = time.perf_counter() - start
         if on_trained is not None:
             on_trained(lambda sample, key: self.predict(reader, probe, sample, key))
-        extra = {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes,
-                 "feature_cache_hits": reader.hits, "feature_cache_misses": reader.misses}
+        extra.update(feature_cache_hits=reader.hits, feature_cache_misses=reader.misses)
         return RunOutput(predictions=predictions, timings=timings, extra=extra)
 
     def feature_identity(self) -> dict[str, Any]:

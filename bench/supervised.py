@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ class SupervisedMethod(Plugin):
     """A segmentation network trained from scratch on the labelled images only."""
 
     kind = "supervised"
+    drop_last: ClassVar[bool] = False  # pass epochs: drop a last, smaller batch (BatchNorm on 1 image fails)
 
     def out_channels(self, num_classes: int) -> int:
         return 1 if self.cfg.loss == "bce_dice" and num_classes == 2 else num_classes
@@ -103,7 +104,7 @@ class SupervisedMethod(Plugin):
         bar = tqdm(range(cfg.max_epochs), desc=f"{self.name} train", leave=False, disable=not ctx.progress)
         for epoch in bar:
             model.train()
-            for indices in epoch_batches(cfg, len(data), gen):
+            for indices in epoch_batches(cfg, len(data), gen, self.drop_last):
                 x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
                     logits = model(prepare_batch(x, ctx.device))
@@ -186,12 +187,16 @@ def build_scheduler(cfg: SupervisedConfig, opt: torch.optim.Optimizer) -> LRSche
     return None
 
 
-def epoch_batches(cfg: SupervisedConfig, n: int, gen: torch.Generator) -> list[list[int] | None]:
+def epoch_batches(cfg: SupervisedConfig, n: int, gen: torch.Generator,
+                  drop_last: bool = False) -> list[list[int] | None]:
     """One epoch's batches: `pass` splits a shuffled order of the n images into batches (the
-    last may be smaller), as the published recipes' data loaders do; `steps` gives
+    last may be smaller, or be dropped with `drop_last`), as the published recipes' data loaders do; `steps` gives
     steps_per_epoch entries of None, each a batch whose images are drawn at random."""
     if cfg.epoch_mode == "pass":
-        return [chunk.tolist() for chunk in torch.randperm(n, generator=gen).split(cfg.batch)]
+        chunks = [chunk.tolist() for chunk in torch.randperm(n, generator=gen).split(cfg.batch)]
+        if drop_last and len(chunks) > 1 and len(chunks[-1]) < cfg.batch:
+            chunks.pop()
+        return chunks
     if cfg.epoch_mode == "steps":
         return [None] * cfg.steps_per_epoch
     raise ValueError(f"unknown epoch_mode {cfg.epoch_mode!r}; expected steps or pass")

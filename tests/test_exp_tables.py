@@ -138,7 +138,7 @@ def test_table2_celeba_runs_reuse_the_ffhq_backbone(tmp_path: Path) -> None:
     ctx = _face_sweep(tmp_path, ("ffhq34", "celeba19"))
     runs = get("table2")().runs(ctx)
     assert {(r.dataset, r.method) for r in runs} == {(d, m) for d in ("ffhq34", "celeba19")
-                                                      for m in ("swav", "swavw2", "mae", "ddpm", "mdm")}
+                                                      for m in ("swav", "swavw2", "mae", "ddpm", "mdm", "datasetddpm")}
     for method in ("mdm", "mae", "swav"):
         ffhq, celeba = (next(r for r in runs if r.dataset == d and r.method == method) for d in ("ffhq34", "celeba19"))
         assert celeba.resolved_config().pretrain_dataset == "ffhq34" and ffhq.resolved_config().pretrain_dataset is None
@@ -166,7 +166,7 @@ def test_table2_without_ffhq_leaves_celeba_out_and_says_why(tmp_path: Path, caps
     assert get("table2")().runs(ctx) == []
     assert "pre-trained on ffhq34, which has no root" in capsys.readouterr().err
     text = write_tables_of(get("table2")(), ctx)
-    assert "| DatasetGAN* |" in text and "out of scope for now" in text
+    assert "| DatasetGAN* |" in text and "| DatasetDDPM |" in text and "bench does not have" in text
 
 
 def write_tables_of(exp, ctx: ExperimentContext) -> str:
@@ -312,6 +312,7 @@ def make_faces(root: Path, num_classes: int, side: int = 32) -> None:
 
 
 _NATURAL_PROBE = _PROBE + "blocks_natural = [1, 2, 3]\n"
+_SAMPLING = "n_samples = 3\nsample_steps = 3\ndeeplab_epochs = 1\ndeeplab_batch = 2\ninspect_samples = 3\n"
 
 
 @pytest.mark.slow
@@ -320,8 +321,9 @@ def test_table2_end_to_end_pretrains_once_on_ffhq_for_both_columns(tmp_path: Pat
     make_faces(tmp_path / "celeba", 19)
     swav = "train_steps = 2\nmax_side = 64\n" + _PROBE
     fast = {"swav": swav, "swavw2": swav, "mae": FAST["mae"], "ddpm": _DIFFUSION + _NATURAL_PROBE,
-            "mdm": _DIFFUSION + _NATURAL_PROBE}
-    config = write_sweep(tmp_path, 'seeds = [0]\nmethods = ["swav", "swavw2", "mae", "ddpm", "mdm"]\n'
+            "mdm": _DIFFUSION + _NATURAL_PROBE,
+            "datasetddpm": _DIFFUSION + _NATURAL_PROBE + _SAMPLING}
+    config = write_sweep(tmp_path, 'seeds = [0]\nmethods = ["swav", "swavw2", "mae", "ddpm", "mdm", "datasetddpm"]\n'
                                    '[[datasets]]\nname = "ffhq34"\nroot = "ffhq"\n'
                                    '[[datasets]]\nname = "celeba19"\nroot = "celeba"\n'
                                    + "".join(f"[params.{m}]\n{v}" for m, v in fast.items()))
@@ -329,7 +331,7 @@ def test_table2_end_to_end_pretrains_once_on_ffhq_for_both_columns(tmp_path: Pat
     results = tmp_path / "results"
     artefacts = sorted(p.relative_to(results / "artefacts").as_posix()
                        for p in (results / "artefacts").rglob("*.pt"))
-    assert [a.split("/")[0] for a in artefacts] == ["ddpm", "mae", "mdm", "swav", "swavw2"]
+    assert [a.split("/")[0] for a in artefacts] == ["datasetddpm", "ddpm", "mae", "mdm", "swav", "swavw2"]
     assert all(a.split("/")[1].startswith("ffhq34-") for a in artefacts)  # none pre-trained on CelebA-19
     rows = list(csv.DictReader((results / "table2" / "table.csv").open()))
     refs = {r["column"]: float(r["mean"]) for r in rows if r["row"] == "trivial (reference)"}
@@ -338,3 +340,5 @@ def test_table2_end_to_end_pretrains_once_on_ffhq_for_both_columns(tmp_path: Pat
     assert len(rows) == 7 * 2 and {r["n"] for r in rows if not r["row"].endswith("*")} == {"1"}
     gan = next(r for r in rows if r["row"] == "DatasetGAN*" and r["column"] == "FFHQ-34 mIoU")
     assert (gan["mean"], float(gan["published_mean"])) == ("", 55.52)
+    ours = next(r for r in rows if r["row"] == "DatasetDDPM" and r["column"] == "FFHQ-34 mIoU")
+    assert ours["mean"] != "" and float(ours["published_mean"]) == 55.01  # a real row, the paper beside it

@@ -39,15 +39,16 @@ class PretrainJob(Checkpointable):
 
     spec: RunSpec
     checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S
+    artefact: Path | None = None  # which stage to build (default: the run's last)
 
     def __call__(self) -> str:
         _announce(f"pretrain {self.spec.method} on {self.spec.dataset}")
         with slurm_group():  # no group when the job has one task
-            return str(self.spec.pretrain(self.checkpoint_every_s))
+            return str(self.spec.pretrain(self.checkpoint_every_s, self.artefact))
 
     def checkpoint(self, *args: object, **kwargs: object) -> DelayedSubmission:
         """Requeue as a fresh job of the same spec; progress lives in the on-disk checkpoint."""
-        return DelayedSubmission(PretrainJob(self.spec, self.checkpoint_every_s))
+        return DelayedSubmission(PretrainJob(self.spec, self.checkpoint_every_s, self.artefact))
 
 
 @dataclass

@@ -23,7 +23,7 @@ def run_debug(runs: list[RunSpec], checkpoint_every_s: float) -> list[Path]:
     """Execute the Slurm plan's jobs in order, here."""
     plan = make_plan(runs)
     for task in plan.pretrain:
-        PretrainJob(task.spec, checkpoint_every_s)()
+        PretrainJob(task.spec, checkpoint_every_s, task.artefact)()
     return [Path(RunJob(spec, checkpoint_every_s)()) for array in plan.arrays for spec in array.specs]
 
 

@@ -1,5 +1,8 @@
 """Turning the runs to do into jobs: one pre-training job per artefact, then arrays of runs.
 
+A method may build more than one shared artefact (datasetddpm samples images from the DDPM
+backbone): each stage is a job of its own, `afterok` on the job of the stage before it.
+
 SSL runs of the same data set and pre-training config share one backbone, so it is built once,
 by its own job; the runs that read it form one array that starts when that job succeeded
 (`afterok`). Runs whose artefact exists already, and supervised runs, need not wait for
@@ -19,14 +22,19 @@ MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001: larger groups become s
 
 @dataclass(frozen=True)
 class PretrainTask:
-    """Build `artefact`; `spec` is the first run that needs it (its seed seeds the build)."""
+    """Build `artefact`; `spec` is the first run that needs it (its seed seeds the build).
+
+    `after` is the artefact of the stage before (datasetddpm's samples need the DDPM backbone),
+    still to be built: this job then waits for that one's.
+    """
 
     artefact: Path
     spec: RunSpec
+    after: Path | None = None
 
     @property
     def name(self) -> str:
-        return f"bench-pretrain-{self.spec.method}-{self.spec.dataset}"
+        return f"bench-pretrain-{self.artefact.parent.name}-{self.spec.dataset}"
 
 
 @dataclass(frozen=True)
@@ -65,16 +73,16 @@ def make_plan(todo: list[RunSpec], queued: dict[Path, str] | None = None) -> Pla
     groups: dict[tuple[str, str, Path | None], list[RunSpec]] = {}
     for spec in todo:
         kind = registry.get(spec.method).kind
-        artefact = spec.artefact()
-        if artefact is not None and artefact.exists():
-            artefact = None
-        if artefact is not None and artefact not in queued:
-            pretrain.setdefault(artefact, PretrainTask(artefact, spec))
+        missing = [a for a in spec.artefacts() if not a.exists()]
+        for i, stage in enumerate(missing):
+            if stage not in queued:
+                pretrain.setdefault(stage, PretrainTask(stage, spec, missing[i - 1] if i else None))
+        artefact = missing[-1] if missing else None
         groups.setdefault((kind, spec.method, artefact), []).append(spec)
     arrays = tuple(ArrayTask(kind, tuple(specs[i : i + MAX_ARRAY]), artefact)
                    for (kind, _, artefact), specs in groups.items() for i in range(0, len(specs), MAX_ARRAY))
-    return Plan(tuple(pretrain.values()), arrays, {a: j for a, j in queued.items() if a in
-                                                   {t.artefact for t in arrays}})
+    waited = {t.artefact for t in arrays} | {t.after for t in pretrain.values()}
+    return Plan(tuple(pretrain.values()), arrays, {a: j for a, j in queued.items() if a in waited})
 
 
 def check_layout(todo: list[RunSpec], processes: int, shards: int | None, source: str, where: str) -> None:

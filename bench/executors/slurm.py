@@ -104,9 +104,10 @@ def _submit_plan(plan: Plan, sweep: SweepConfig, snapshot: Path, new: JobBook) -
     folder = Path(sweep.output) / "slurm" / "logs"
     every = sweep.slurm.checkpoint_every_s
     built: dict[Path, str] = dict(plan.queued)
-    for task in plan.pretrain:
-        params = sbatch_parameters(sweep.slurm.resources("pretrain"), task.name, snapshot)
-        (job_id,) = _submit(folder, params, [PretrainJob(task.spec, every)])
+    for task in plan.pretrain:  # in stage order: a task's `after` was submitted before it
+        dependency = f"afterok:{built[task.after]}" if task.after in built else None
+        params = sbatch_parameters(sweep.slurm.resources("pretrain"), task.name, snapshot, dependency)
+        (job_id,) = _submit(folder, params, [PretrainJob(task.spec, every, task.artefact)])
         built[task.artefact] = job_id
         new.pretrain[str(task.artefact.relative_to(sweep.output))] = job_id
         new.snapshots[job_id] = str(snapshot)
@@ -126,8 +127,10 @@ def describe(plan: Plan, sweep: SweepConfig) -> str:
     names = {t.artefact: t.name for t in plan.pretrain}
     names.update({a: f"queued job {j}" for a, j in plan.queued.items()})
     for task in plan.pretrain:
-        lines += [f"job {task.name}: builds {task.artefact}"]
-        lines += _flags(sbatch_parameters(sweep.slurm.resources("pretrain"), task.name, snapshot))
+        after = names.get(task.after) if task.after is not None else None
+        lines += [f"job {task.name}: builds {task.artefact}" + (f", after {after}" if after else "")]
+        lines += _flags(sbatch_parameters(sweep.slurm.resources("pretrain"), task.name, snapshot,
+                                          f"afterok:<{after}>" if after else None))
     for array in plan.arrays:
         after = names[array.artefact] if array.artefact is not None else None
         params = sbatch_parameters(sweep.slurm.resources(array.kind), array.name, snapshot,

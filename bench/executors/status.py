@@ -60,7 +60,7 @@ def pretrain_states(book: JobBook) -> dict[str, scheduler.JobState]:
 def render_pretrain(output: str | Path, runs: list[RunSpec], book: JobBook | None = None) -> str:
     """One line per pre-training job of this sweep: built, or what the scheduler says."""
     book = book or load_book(output)
-    needed = {a for a in (r.artefact() for r in runs) if a is not None}
+    needed = {a for r in runs for a in r.artefacts()}
     mine = {rel: job for rel, job in book.pretrain.items() if Path(output) / rel in needed}
     states = pretrain_states(JobBook(pretrain=mine)) if mine else {}
     lines = [f"pre-training {rel}: {'built' if (Path(output) / rel).exists() else states.get(rel, 'UNKNOWN')} "
