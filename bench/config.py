@@ -67,7 +67,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepCo
         raise ConfigError(path, "(syntax)", f"not valid TOML: {exc}") from None
     for item in overrides or []:
         apply_override(raw, item)
-    return validate(raw, path)
+    return validate(raw, path, {item.partition("=")[0].strip() for item in overrides or []})
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -99,8 +99,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = value
 
 
-def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
-    """Turn the raw TOML table into a SweepConfig or raise a one-line ConfigError."""
+def validate(raw: dict[str, Any], path: str | Path, set_keys: set[str] | None = None) -> SweepConfig:
+    """Turn the raw TOML table into a SweepConfig or raise a one-line ConfigError.
+
+    `set_keys`: the dotted keys `--set` gave, so an error in one of them names `--set`, not the file.
+    """
     from bench import registry
     from bench.data import DATASETS
 
@@ -125,6 +128,7 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     base = Path(path).resolve().parent
     datasets = _datasets(raw.get("datasets"), path, base, DATASETS)
     params = _params(raw.get("params", {}), methods, path, base)
+    _resolve_methods(methods, preset, params, path, set_keys or set())
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
@@ -177,9 +181,7 @@ def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[Da
 
 
 def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) -> dict[str, dict[str, Any]]:
-    """Per-method config overrides (`[params.ddpm] steps = 200`), checked against the plugin's Config."""
-    from bench import registry
-
+    """Per-method config overrides (`[params.ddpm] steps = 200`); `_resolve_methods` checks them."""
     if not isinstance(value, dict):
         raise ConfigError(path, "params", "expected tables [params.METHOD]")
     out: dict[str, dict[str, Any]] = {}
@@ -188,7 +190,6 @@ def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) 
             raise ConfigError(path, f"params.{method}", f"{method!r} is not in methods")
         if not isinstance(table, dict):
             raise ConfigError(path, f"params.{method}", "expected a table of config fields")
-        registry.get(method).check_overrides(table, lambda key, msg, m=method: ConfigError(path, f"params.{m}.{key}", msg))
         out[method] = dict(table)
         if isinstance(table.get("checkpoint"), str):
             checkpoint = (base / Path(table["checkpoint"]).expanduser()).resolve()
@@ -196,6 +197,20 @@ def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) 
                 raise ConfigError(path, f"params.{method}.checkpoint", f"file {checkpoint} does not exist")
             out[method]["checkpoint"] = str(checkpoint)
     return out
+
+
+def _resolve_methods(methods: tuple[str, ...], preset: str, params: dict[str, dict[str, Any]],
+                     path: str | Path, set_keys: set[str]) -> None:
+    """Build every method's config at the sweep's preset, so a value its Config rejects (its
+    `__post_init__` checks) fails here, before any run has written a record."""
+    from bench import registry
+
+    for method in methods:
+        def error(key: str, msg: str, m: str = method) -> ConfigError:
+            where = f"params.{m}.{key}"
+            return ConfigError("--set" if where in set_keys else path, where, msg)
+
+        registry.get(method).resolve_config(preset, params.get(method, {}), error)
 
 
 def _no_unknown(table: dict, allowed: set[str], path: str | Path, prefix: str) -> None:

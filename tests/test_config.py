@@ -41,7 +41,7 @@ def test_override_of_a_list_element() -> None:
 @pytest.mark.parametrize(
     ("change", "key", "expected"),
     [
-        ('preset = "huge"', "preset", "expected one of tiny, paper"),
+        ('preset = "huge"', "preset", "expected one of tiny, small, paper"),
         ('colour = "red"', "colour", "unknown key"),
         ('seeds = "all"', "seeds", "list of non-negative integers"),
         ('seeds = [1, 1]', "seeds", "listed twice"),
