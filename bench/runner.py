@@ -201,4 +201,3 @@ def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:
     return [r for r in runs if not is_done(r.record_path)]
-
