@@ -50,7 +50,7 @@ class Plugin:
         `params.NAME.key`; the config loader passes one naming the sweep file or `--set`).
         """
         def fail(key: str, msg: str) -> Exception:
-            return ValueError(f"params.{cls.name}.{key}: {msg}")
+            return FieldError(f"params.{cls.name}.{key}", msg)
 
         error = error or fail
         values = cls.check_overrides(overrides or {}, error)
