@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.nn.medt import MedT, MedTConfig as NetConfig
 from bench.registry import register
 from bench.supervised import SupervisedConfig, SupervisedMethod
@@ -38,7 +38,7 @@ class MedTConfig(SupervisedConfig):
 
     def __post_init__(self) -> None:
         if self.input_size is None:
-            raise ConfigError("params.medt", "input_size", "required: the position embeddings fix the input size")
+            raise FieldError("input_size", "required: the position embeddings fix the input size")
         self.network(2)  # the port checks sizes and widths: fail when the config is resolved
 
     def network(self, n_classes: int) -> NetConfig:

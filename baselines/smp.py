@@ -7,7 +7,7 @@ from torch import nn
 
 from bench.nn.smp_models import build_smp, check_arch
 from bench.registry import register
-from bench.supervised import SupervisedConfig, SupervisedMethod
+from bench.supervised import SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 WHERE = "[params.smp]"
 
@@ -31,7 +31,7 @@ class SMPBaseline(SupervisedMethod):
     presets = {
         "tiny": SMPConfig(max_side=192, crop=64, batch=8, max_epochs=6, steps_per_epoch=10, patience=3,
                           encoder="resnet18"),
-        "small": SMPConfig(max_side=384, crop=128, batch=8, max_epochs=40, steps_per_epoch=20, patience=10),
+        "small": SMPConfig(**SMALL_RECIPE),
         "paper": SMPConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
     }
 

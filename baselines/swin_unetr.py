@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.registry import register
 from bench.supervised import SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
@@ -29,9 +29,9 @@ class SwinUNETRConfig(SupervisedConfig):
         side = self.input_size or self.crop
         if side % SIDE_MULTIPLE:
             key = "input_size" if self.input_size else "crop"
-            raise ConfigError("params.swin_unetr", key, f"must be a multiple of {SIDE_MULTIPLE}, got {side}")
+            raise FieldError(key, f"must be a multiple of {SIDE_MULTIPLE}, got {side}")
         if self.feature_size % 12:
-            raise ConfigError("params.swin_unetr", "feature_size", f"must be a multiple of 12, got {self.feature_size}")
+            raise FieldError("feature_size", f"must be a multiple of 12, got {self.feature_size}")
 
 
 @register("swin_unetr", "supervised")

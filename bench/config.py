@@ -79,7 +79,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepCo
     for item in overrides or []:
         apply_override(raw, item)
     try:
-        return validate(raw, path)
+        return validate(raw, path, {item.partition("=")[0].strip() for item in overrides or []})
     except ConfigError as exc:
         item = override_of(exc.key, overrides or [])
         if item is None:
@@ -126,8 +126,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = value
 
 
-def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
-    """Turn the raw TOML table into a SweepConfig or raise a one-line ConfigError."""
+def validate(raw: dict[str, Any], path: str | Path, set_keys: set[str] | None = None) -> SweepConfig:
+    """Turn the raw TOML table into a SweepConfig or raise a one-line ConfigError.
+
+    `set_keys`: the dotted keys `--set` gave, so an error in one of them names `--set`, not the file.
+    """
     from bench import registry
     from bench.data import DATASETS
 
@@ -154,6 +157,7 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     output_path = _resolve(base, output, path, "output")
     datasets = _datasets(raw.get("datasets"), path, base, DATASETS)
     params = _params(raw.get("params", {}), methods, path, base)
+    _resolve_methods(methods, preset, params, path, set_keys or set())
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str(output_path), executor=executor, params=params, source=str(path),
@@ -210,9 +214,7 @@ def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[Da
 
 
 def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) -> dict[str, dict[str, Any]]:
-    """Per-method config overrides (`[params.ddpm] steps = 200`), checked against the plugin's Config."""
-    from bench import registry
-
+    """Per-method config overrides (`[params.ddpm] steps = 200`); `_resolve_methods` checks them."""
     if not isinstance(value, dict):
         raise ConfigError(path, "params", "expected tables [params.METHOD]")
     out: dict[str, dict[str, Any]] = {}
@@ -221,7 +223,6 @@ def _params(value: Any, methods: tuple[str, ...], path: str | Path, base: Path) 
             raise ConfigError(path, f"params.{method}", f"{method!r} is not in methods")
         if not isinstance(table, dict):
             raise ConfigError(path, f"params.{method}", "expected a table of config fields")
-        registry.get(method).check_overrides(table, lambda key, msg, m=method: ConfigError(path, f"params.{m}.{key}", msg))
         out[method] = dict(table)
         if isinstance(table.get("checkpoint"), str):
             checkpoint = _resolve(base, table["checkpoint"], path, f"params.{method}.checkpoint")
@@ -239,6 +240,20 @@ def _resolve(base: Path, text: str, path: str | Path, key: str) -> Path:
         return (base / Path(text).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
         raise ConfigError(path, key, f"cannot resolve {text!r}: {exc}") from None
+
+
+def _resolve_methods(methods: tuple[str, ...], preset: str, params: dict[str, dict[str, Any]],
+                     path: str | Path, set_keys: set[str]) -> None:
+    """Build every method's config at the sweep's preset, so a value its Config rejects (its
+    `__post_init__` checks) fails here, before any run has written a record."""
+    from bench import registry
+
+    for method in methods:
+        def error(key: str, msg: str, m: str = method) -> ConfigError:
+            where = f"params.{m}.{key}"
+            return ConfigError("--set" if where in set_keys else path, where, msg)
+
+        registry.get(method).resolve_config(preset, params.get(method, {}), error)
 
 
 def _no_unknown(table: dict, allowed: set[str], path: str | Path, prefix: str) -> None:

@@ -10,7 +10,6 @@ import ctypes
 import functools
 import os
 import random
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -49,17 +48,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-@contextlib.contextmanager
-def deterministic_cpu() -> Iterator[None]:
-    """Deterministic algorithms where PyTorch has them (CPU runs are then bit-reproducible)."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=True)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameter numbers (malloc.h)

@@ -6,7 +6,7 @@ stops right after the deepest block needed, so unused decoder blocks cost nothin
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,9 +16,8 @@ from bench.nn.gd_unet import GDUNet, GDUNetConfig
 from bench.pretrain import PretrainSchedule
 from bench.ssl import SSLConfig, SSLMethod
 
-PROBE_ONLY_FIELDS = {"blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural",
-                     "noise_seed", "checkpoint"} | set(SSLConfig.__dataclass_fields__)
-PRETRAIN_FIELDS_FROM_SSL = {"max_side", "window", "pretrain_seed"}
+# The read-out knobs: which decoder blocks, at which timesteps, under which noise draw.
+READOUT_FIELDS = ("blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural", "noise_seed")
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,8 @@ class _Stop(Exception):
 class DiffusionProbe(SSLMethod):
     """Base of the probes that read decoder features of a guided-diffusion UNet."""
 
+    probe_only_fields = READOUT_FIELDS
+
     def gd_config(self) -> GDUNetConfig:
         c = self.cfg
         return GDUNetConfig(
@@ -87,11 +88,6 @@ class DiffusionProbe(SSLMethod):
         c = self.cfg
         return PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
                                 ema_decay=c.ema_decay, max_side=c.max_side)
-
-    def pretrain_identity(self) -> dict[str, Any]:
-        full = asdict(self.cfg)
-        return {k: v for k, v in full.items()
-                if k not in PROBE_ONLY_FIELDS or k in PRETRAIN_FIELDS_FROM_SSL}
 
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         c = self.cfg

@@ -27,3 +27,16 @@ class DataError(BenchError):
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = str(path)
         super().__init__(f"{path}: {message}")
+
+
+class FieldError(BenchError, ValueError):
+    """A plugin's Config rejects one of its own fields (raised in its `__post_init__`).
+
+    The Config knows neither the plugin's name nor where the value came from, so it names only
+    the field; the config loader re-raises this as a ConfigError naming the sweep file (or
+    `--set`) and `params.METHOD.FIELD`.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}")

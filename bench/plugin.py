@@ -16,6 +16,10 @@ import torch
 from torch import nn
 
 from bench.data.types import Sample
+from bench.errors import ConfigError, FieldError
+
+# Makes the exception for a bad `params.NAME.<key>` value: (key, message) -> exception.
+FieldErrorFactory = Callable[[str, str], Exception]
 
 # Predicts one more image with a run's trained model: (sample, feature-cache key) -> class map.
 # A plugin's `run(..., on_trained=f)` calls f with one after training, so the runner can test
@@ -32,21 +36,36 @@ class Plugin:
     summary: ClassVar[str] = ""
     Config: ClassVar[type]
     presets: ClassVar[dict[str, Any]]
+    # Why this plugin's `tiny` preset cannot beat the constant predictor, when it cannot (the
+    # registry tests then only check that it runs); empty for every plugin that can.
+    tiny_at_chance: ClassVar[str] = ""
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
     @classmethod
-    def resolve_config(cls, preset: str, overrides: dict[str, Any] | None = None) -> Any:
-        """The preset's config with bench.toml's `[params.NAME]` overrides applied."""
-        def fail(key: str, msg: str) -> Exception:
-            return ValueError(f"params.{cls.name}.{key}: {msg}")
+    def resolve_config(cls, preset: str, overrides: dict[str, Any] | None = None,
+                       error: FieldErrorFactory | None = None) -> Any:
+        """The preset's config with bench.toml's `[params.NAME]` overrides applied.
 
-        values = cls.check_overrides(overrides or {}, fail)
-        return dataclasses.replace(cls.presets[preset], **values)
+        Field types are checked here and the Config's own `__post_init__` checks run on the
+        result; either failure becomes `error(key, message)` (default: a ValueError naming
+        `params.NAME.key`; the config loader passes one naming the sweep file or `--set`).
+        """
+        def fail(key: str, msg: str) -> Exception:
+            return FieldError(f"params.{cls.name}.{key}", msg)
+
+        error = error or fail
+        values = cls.check_overrides(overrides or {}, error)
+        try:
+            return dataclasses.replace(cls.presets[preset], **values)
+        except FieldError as exc:
+            raise error(exc.field, exc.message) from None
+        except ConfigError as exc:  # a nested network config (e.g. a port's) rejects a derived value
+            raise error(exc.key, f"{exc.message} ({exc.path})") from None
 
     @classmethod
-    def check_overrides(cls, table: dict[str, Any], error: Callable[[str, str], Exception]) -> dict[str, Any]:
+    def check_overrides(cls, table: dict[str, Any], error: FieldErrorFactory) -> dict[str, Any]:
         """Check each override against the Config's field types; return them coerced."""
         hints = typing.get_type_hints(cls.Config)
         out = {}

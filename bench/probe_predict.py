@@ -122,7 +122,7 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
 
 
 def chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
-                 scale: float, chunk_rows: int | None, path: Path) -> Chunks:
+                 scale: float, chunk_rows: int | None, path: Path = "projected") -> Chunks:
     """Row chunks of ensemble logits over the output grid, in eval mode, by either path."""
     if path not in ("projected", "dense"):
         raise ValueError(f"path must be 'projected' or 'dense', got {path!r}")

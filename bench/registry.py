@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 import sys
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from bench.errors import BenchError
 
@@ -85,6 +85,12 @@ def get(name: str) -> type["Plugin"]:
     if name not in _PLUGINS:
         raise BenchError(f"unknown method {name!r}; known: {', '.join(sorted(_PLUGINS))}{broken_hint(name)}")
     return _PLUGINS[name]
+
+
+def create(name: str, preset: str, params: dict[str, Any] | None = None) -> "Plugin":
+    """The plugin `name` built from its `preset` with `[params.NAME]` overrides applied."""
+    cls = get(name)
+    return cls(cls.resolve_config(preset, params))
 
 
 def describe() -> list[dict]:

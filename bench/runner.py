@@ -24,7 +24,7 @@ from bench import registry
 from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
-from bench.data import DATASETS, get_dataset, label_subset
+from bench.data import get_dataset, label_subset
 from bench.device import pick_device, retain_freed_memory, seed_everything
 from bench.distributed import main_says, sharding
 from bench.errors import BenchError
@@ -95,7 +95,7 @@ class RunSpec:
         plugin_cls = registry.get(self.method)
         if plugin_cls.kind != "ssl":
             return []
-        plugin = plugin_cls(self.resolved_config())
+        plugin = registry.create(self.method, self.preset, self.params)
         return plugin.stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
 
     def checkpoint_path(self, artefact: Path) -> Path:
@@ -115,7 +115,7 @@ class RunSpec:
             return artefact
         retain_freed_memory()
         seed_everything(self.seed)
-        plugin = registry.get(self.method)(self.resolved_config())
+        plugin = registry.create(self.method, self.preset, self.params)
         with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
             plugin.build_stage(artefact, RunContext(spec=self, device=pick_device()))
         return artefact
@@ -136,7 +136,7 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     retain_freed_memory()
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
-    plugin = plugin_cls(spec.resolved_config())
+    plugin = registry.create(spec.method, spec.preset, spec.params)
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
@@ -205,7 +205,3 @@ def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:
     return [r for r in runs if not is_done(r.record_path)]
-
-
-def domain_of(dataset: str) -> str:
-    return DATASETS[dataset].domain

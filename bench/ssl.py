@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -75,11 +75,25 @@ SMALL_PROBE: dict[str, Any] = dict(
 # key (the key hashes the source data set itself), so the source's own runs share the artefact.
 PRETRAIN_SOURCE_FIELDS = ("pretrain_dataset", "pretrain_root")
 
+# The SSLConfig fields that shape pre-training (in the artefact key); every other SSLConfig field
+# (the probe_* fields, checkpoint, the feature read-out and the pre-training source) is probe-only.
+# tests/test_registry_contract.py checks that every SSLConfig field is in exactly one of the two.
+SSL_PRETRAIN_FIELDS = ("max_side", "window", "pretrain_seed")
+SSL_PROBE_ONLY_FIELDS = (
+    "overlap", "window_batch", "checkpoint", "probe_ensemble", "probe_lr", "probe_batch_medical",
+    "probe_batch_natural", "probe_max_epochs", "probe_patience_medical", "probe_patience_natural",
+    "probe_pixels_per_epoch", "l2_normalize_medical", "l2_unit_rms", "rare_class_pixels",
+    *PRETRAIN_SOURCE_FIELDS,
+)
+
 
 class SSLMethod(Plugin):
     """A self-supervised backbone read out by the shared pixel probe."""
 
     kind = "ssl"
+    # A plugin's own Config fields that only change how features are read out (blocks, timesteps,
+    # the extraction noise seed): changing them reuses the pre-trained backbone.
+    probe_only_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- what a plugin implements -------------------------------------------------------
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
@@ -100,9 +114,15 @@ class SSLMethod(Plugin):
         """The global batch of each pre-training loop (what data-parallel processes must divide)."""
         return (self.cfg.train_batch,) if hasattr(self.cfg, "train_batch") else ()
 
+    @classmethod
+    def probe_only(cls) -> frozenset[str]:
+        """Every Config field that never changes the pre-trained weights."""
+        return frozenset(SSL_PROBE_ONLY_FIELDS) | frozenset(cls.probe_only_fields)
+
     def pretrain_identity(self) -> dict[str, Any]:
-        """What determines the pre-trained weights (the artefact key); override to drop probe-only fields."""
-        return {k: v for k, v in asdict(self.cfg).items() if k not in PRETRAIN_SOURCE_FIELDS}
+        """What determines the pre-trained weights (the artefact key): the config minus `probe_only()`."""
+        drop = self.probe_only()
+        return {k: v for k, v in asdict(self.cfg).items() if k not in drop}
 
     # --- the shared pipeline -------------------------------------------------------------
     def probe_config(self, domain: str) -> ProbeConfig:

@@ -1,7 +1,7 @@
 """MAE (He et al.): masked-autoencoder pre-training, ViT block outputs as pixel features."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import ssim_loss
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
 from bench.pretrain import PretrainSchedule, pretrain
@@ -18,7 +18,6 @@ from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
 LOSSES = ("norm_pix", "mse", "ssim")
-PROBE_ONLY_FIELDS = {"feature_blocks"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "window", "pretrain_seed"})
 
 
 @dataclass(frozen=True)
@@ -41,12 +40,24 @@ class MAEConfig(SSLConfig):
     betas: tuple[float, float] = (0.9, 0.95)
     feature_blocks: int = 12          # read out the outputs of the last N encoder blocks
 
+    def __post_init__(self) -> None:
+        """Fail at config time on settings the model cannot honour."""
+        if self.window % self.patch:
+            raise FieldError("window", f"{self.window} is not a multiple of patch {self.patch}")
+        if self.loss not in LOSSES:
+            raise FieldError("loss", f"expected one of {LOSSES}, got {self.loss!r}")
+        if not 0 <= self.mask_ratio < 1:
+            raise FieldError("mask_ratio", f"must be in [0, 1), got {self.mask_ratio}")
+        if not 1 <= self.feature_blocks <= self.depth:
+            raise FieldError("feature_blocks", f"must be in 1..{self.depth}, got {self.feature_blocks}")
+
 
 @register("mae", "ssl")
 class MAE(SSLMethod):
     """MAE pixel features: a masked-autoencoder ViT read out at its last blocks, unmasked."""
 
     Config = MAEConfig
+    probe_only_fields = ("feature_blocks",)
     presets = {
         "tiny": MAEConfig(
             **TINY_PROBE, embed_dim=48, depth=4, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4,
@@ -64,24 +75,8 @@ class MAE(SSLMethod):
         return MAEArch(img_size=c.window, patch=c.patch, embed_dim=c.embed_dim, depth=c.depth, heads=c.heads,
                        decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, decoder_heads=c.decoder_heads)
 
-    def check(self) -> None:
-        """Fail before pre-training on settings the model cannot honour."""
-        c = self.cfg
-        where = "bench.toml"
-        if c.window % c.patch:
-            raise ConfigError(where, f"params.{self.name}.window", f"{c.window} is not a multiple of patch {c.patch}")
-        if c.loss not in LOSSES:
-            raise ConfigError(where, f"params.{self.name}.loss", f"expected one of {LOSSES}, got {c.loss!r}")
-        if not 0 <= c.mask_ratio < 1:
-            raise ConfigError(where, f"params.{self.name}.mask_ratio", f"must be in [0, 1), got {c.mask_ratio}")
-        if not 1 <= c.feature_blocks <= c.depth:
-            raise ConfigError(where, f"params.{self.name}.feature_blocks", f"must be in 1..{c.depth}")
-
     def build_model(self, num_classes: int = 2) -> nn.Module:
         return MAEViT(self.arch())
-
-    def pretrain_identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
 
     def step_loss(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """x: crops in [-1, 1]. The SSIM variant compares the reconstructed image in that range."""
@@ -94,17 +89,11 @@ class MAE(SSLMethod):
         return masked_patch_loss(model, images, pred, mask, norm_pix=c.loss == "norm_pix")
 
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
-        self.check()
         c = self.cfg
         sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
                                  weight_decay=c.weight_decay, betas=c.betas, max_side=c.max_side)
         return pretrain(self.build_model(), images, sched, self.step_loss, ctx.device, c.pretrain_seed,
                         ctx.progress, desc="mae pretrain")
-
-
-    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
-        self.check()
-        return super().load_backbone(state)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return backbone.features(imagenet_normalise(x), self.cfg.feature_blocks)

@@ -7,7 +7,7 @@ fixed timesteps, the outputs of chosen out_blocks as maps on the patch grid.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,14 +16,12 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
 from bench.pretrain import PretrainSchedule, StepLoss, pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
-PROBE_ONLY_FIELDS = {"blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural",
-                     "noise_seed"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "window", "pretrain_seed"})
 SCHEDULES = ("cosine", "linear")
 
 
@@ -61,6 +59,32 @@ class MaskDMConfig(SSLConfig):
     timesteps_natural: tuple[int, ...] = (50, 150, 250)
     noise_seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Fail at config time on settings the U-ViT or the mask cannot honour."""
+        c = self
+        if c.window % c.patch:
+            raise FieldError("window", f"{c.window} is not a multiple of patch {c.patch}")
+        if (c.window // c.patch) % c.mask_block:
+            raise FieldError("mask_block", f"the {c.window // c.patch}-patch grid is not a multiple of {c.mask_block}")
+        if c.depth % 2 or c.depth < 2:
+            raise FieldError("depth", f"must be even and at least 2 (in + out blocks), got {c.depth}")
+        if c.embed_dim % c.heads:
+            raise FieldError("heads", f"embed_dim {c.embed_dim} is not divisible by {c.heads} heads")
+        if not 0 <= c.mask_ratio < 1:
+            raise FieldError("mask_ratio", f"must be in [0, 1), got {c.mask_ratio}")
+        if c.schedule not in SCHEDULES:
+            raise FieldError("schedule", f"expected one of {SCHEDULES}, got {c.schedule!r}")
+        for key in ("stage1_steps", "stage2_steps"):
+            if getattr(c, key) < 0:
+                raise FieldError(key, f"must be >= 0, got {getattr(c, key)}")
+        for key in ("blocks_medical", "blocks_natural"):
+            blocks = getattr(c, key)
+            if not blocks or not all(0 <= b < c.depth // 2 for b in blocks):
+                raise FieldError(key, f"out_blocks indices must be in 0..{c.depth // 2 - 1}, got {blocks}")
+        for key in ("timesteps_medical", "timesteps_natural"):
+            if not all(0 <= t < c.diffusion_steps for t in getattr(c, key)):
+                raise FieldError(key, f"timesteps must be in 0..{c.diffusion_steps - 1}")
+
 
 # A 64 px U-ViT (patch 4: a 16 x 16 grid, 2 x 2-patch mask blocks) small enough for a 2-core CPU.
 TINY_UVIT: dict[str, Any] = dict(
@@ -83,6 +107,7 @@ class MaskDM(SSLMethod):
     """MaskDM: a U-ViT pre-trained as a masked diffusion model, fine-tuned as a DDPM, read like ddpm."""
 
     Config = MaskDMConfig
+    probe_only_fields = ("blocks_medical", "blocks_natural", "timesteps_medical", "timesteps_natural", "noise_seed")
     presets = {
         "tiny": MaskDMConfig(**TINY_PROBE, **TINY_UVIT),
         "small": MaskDMConfig(**SMALL_PROBE, **SMALL_UVIT),
@@ -96,36 +121,6 @@ class MaskDM(SSLMethod):
 
     def build_model(self, num_classes: int = 2) -> nn.Module:
         return UViT(self.arch())
-
-    def check(self) -> None:
-        """Fail before any training on settings the U-ViT or the mask cannot honour."""
-        c = self.cfg
-
-        def fail(key: str, msg: str) -> ConfigError:
-            return ConfigError("bench.toml", f"params.{self.name}.{key}", msg)
-
-        if c.window % c.patch:
-            raise fail("window", f"{c.window} is not a multiple of patch {c.patch}")
-        if (c.window // c.patch) % c.mask_block:
-            raise fail("mask_block", f"the {c.window // c.patch}-patch grid is not a multiple of {c.mask_block}")
-        if c.depth % 2 or c.depth < 2:
-            raise fail("depth", f"must be even and at least 2 (in + out blocks), got {c.depth}")
-        if c.embed_dim % c.heads:
-            raise fail("heads", f"embed_dim {c.embed_dim} is not divisible by {c.heads} heads")
-        if not 0 <= c.mask_ratio < 1:
-            raise fail("mask_ratio", f"must be in [0, 1), got {c.mask_ratio}")
-        if c.schedule not in SCHEDULES:
-            raise fail("schedule", f"expected one of {SCHEDULES}, got {c.schedule!r}")
-        for key in ("stage1_steps", "stage2_steps"):
-            if getattr(c, key) < 0:
-                raise fail(key, f"must be >= 0, got {getattr(c, key)}")
-        for key in ("blocks_medical", "blocks_natural"):
-            blocks = getattr(c, key)
-            if not blocks or not all(0 <= b < c.depth // 2 for b in blocks):
-                raise fail(key, f"out_blocks indices must be in 0..{c.depth // 2 - 1}, got {blocks}")
-        for key in ("timesteps_medical", "timesteps_natural"):
-            if not all(0 <= t < c.diffusion_steps for t in getattr(c, key)):
-                raise fail(key, f"timesteps must be in 0..{c.diffusion_steps - 1}")
 
     # --- pre-training --------------------------------------------------------------------
     def stage_schedule(self, stage: int) -> PretrainSchedule:
@@ -158,7 +153,6 @@ class MaskDM(SSLMethod):
         Either stage may have 0 steps: stage1_steps=0 is plain DDPM training of the same U-ViT (the
         ablation), and 0 + 0 leaves the initial weights (the untrained baseline of the benchmark).
         """
-        self.check()
         c = self.cfg
         model = self.build_model()
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -173,9 +167,6 @@ class MaskDM(SSLMethod):
 
     def pretrain_batches(self) -> tuple[int, ...]:
         return tuple(self.stage_schedule(s).batch for s in (1, 2) if self.stage_schedule(s).steps)
-
-    def pretrain_identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
 
     # --- features ------------------------------------------------------------------------
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:

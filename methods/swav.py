@@ -8,7 +8,7 @@ of layer1, 0, 2 of layer2, 0, 2, 4 of layer3 and 0, 2 of layer4, i.e. 64 + 256 +
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.distributed import layout, unwrap
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.multicrop import CropSpec, Distortion, multi_crop
 from bench.nn.swav_loss import EmbeddingQueue, swapped_prediction_loss
@@ -25,8 +25,6 @@ from bench.nn.swav_resnet import SwAVNet, block_inputs, resnet_trunk
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
-
-PROBE_ONLY_FIELDS = {"read_every"} | (set(SSLConfig.__dataclass_fields__) - {"max_side", "pretrain_seed"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,15 @@ class SwAVConfig(SSLConfig):
     train_batch: int = 64
     lr: float = 5e-4
     weight_decay: float = 1e-6
+
+    def __post_init__(self) -> None:
+        """Fail at config time on settings SwAV cannot honour."""
+        if self.global_crops < 1 or self.global_crops + self.local_crops < 2:
+            raise FieldError("global_crops", "need at least 1 global crop and 2 crops in all (codes are swapped)")
+        if self.read_every < 1:
+            raise FieldError("read_every", f"must be at least 1, got {self.read_every}")
+        if self.queue_length and self.queue_length < self.train_batch:
+            raise FieldError("queue_length", f"0 (no queue) or at least train_batch ({self.train_batch})")
 
 
 class SwAVStep:
@@ -112,6 +119,8 @@ class SwAV(SSLMethod):
     """SwAV pixel features: inputs of every second bottleneck of a swapped-prediction ResNet-50."""
 
     Config = SwAVConfig
+    # `window` too: pre-training crops `base_crop`-px regions, the window is only the probe's.
+    probe_only_fields = ("read_every", "window")
     presets = {
         "tiny": SwAVConfig(
             **TINY_PROBE, width=4, layers=(1, 1, 1, 1), hidden_mlp=64,
@@ -128,39 +137,16 @@ class SwAV(SSLMethod):
         "paper": SwAVConfig(),
     }
 
-    def check(self) -> None:
-        """Fail before pre-training on settings SwAV cannot honour."""
-        c = self.cfg
-
-        def fail(key: str, msg: str) -> ConfigError:
-            return ConfigError("bench.toml", f"params.{self.name}.{key}", msg)
-
-        if c.global_crops < 1 or c.global_crops + c.local_crops < 2:
-            raise fail("global_crops", "need at least 1 global crop and 2 crops in all (codes are swapped)")
-        if c.read_every < 1:
-            raise fail("read_every", f"must be at least 1, got {c.read_every}")
-        if c.queue_length and c.queue_length < c.train_batch:
-            raise fail("queue_length", f"0 (no queue) or at least train_batch ({c.train_batch})")
-
     def build_model(self, num_classes: int = 2) -> nn.Module:
         c = self.cfg
         return SwAVNet(resnet_trunk(c.width, c.layers), c.hidden_mlp, c.out_dim, c.prototypes)
 
-    def pretrain_identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
-
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
-        self.check()
         c = self.cfg
         sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.base_crop, lr=c.lr,
                                  weight_decay=c.weight_decay, max_side=c.max_side)
         return pretrain(self.build_model(), images, sched, SwAVStep(c), ctx.device, c.pretrain_seed,
                         ctx.progress, desc=f"{self.name} pretrain")
-
-
-    def load_backbone(self, state: dict[str, Any]) -> nn.Module:
-        self.check()
-        return super().load_backbone(state)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return block_inputs(backbone.trunk, imagenet_normalise(x), self.cfg.read_every)

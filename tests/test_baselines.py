@@ -12,7 +12,7 @@ import torch
 
 from bench import registry
 from bench.cli import main
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.supervised import (SupervisedMethod, build_optimizer, build_scheduler, epoch_batches,
                               rot_flip_or_rotate, rotate)
 from tests.conftest import write_sweep
@@ -174,7 +174,7 @@ def test_rot_flip_or_rotate_mixes_dihedral_moves_with_small_rotations() -> None:
 ])
 def test_sizes_the_network_cannot_take_fail_when_the_config_is_resolved(name: str, bad: dict, message: str) -> None:
     cls = registry.get(name)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(FieldError, match=message):
         cls.resolve_config("tiny", bad)
     good = {key: 2 * _side(_plugin(name, "tiny")) for key in bad}
     assert dataclasses.asdict(cls.resolve_config("tiny", good)).items() >= good.items()

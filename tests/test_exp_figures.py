@@ -120,6 +120,23 @@ def test_error_map_colours_every_confusion_cell() -> None:
                                           cfg.false_negative, cfg.ignored]
 
 
+def test_a_prediction_of_the_wrong_size_is_one_data_error(tmp_path: Path) -> None:
+    from bench.data.types import Sample
+    from bench.errors import DataError
+
+    spec = RunSpec(dataset="synthetic-glands", root=None, fraction=1.0, method="unet", seed=0, preset="tiny",
+                   output=str(tmp_path))
+    sample = Sample(name="img", image=np.zeros((8, 6, 3), np.uint8), semantic=np.zeros((8, 6), np.int64))
+    path = tmp_path / "predictions" / spec.run_id / "img.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(path)
+    with pytest.raises(DataError, match=r"img\.png: size: \(6, 4\) but the test image is \(6, 8\)") as info:
+        qualitative.read_prediction(spec, sample)
+    assert info.value.path == str(path)
+    Image.fromarray(np.ones((8, 6), np.uint8)).save(path)
+    assert qualitative.read_prediction(spec, sample).sum() == 48
+
+
 def test_without_glas_the_figures_use_synthetic_glands_with_a_note(tmp_path: Path) -> None:
     config = write_sweep(tmp_path, 'methods = ["ddpm"]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-glands"\n')
     sweep = load_config(config)

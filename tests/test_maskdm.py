@@ -15,7 +15,7 @@ import torch
 from bench import registry
 from bench.cli import main
 from bench.context import RunContext
-from bench.errors import ConfigError
+from bench.errors import FieldError
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
 from tests.conftest import write_sweep
 
@@ -151,8 +151,8 @@ def test_stage1_then_stage2_weights_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("field,value", [("mask_block", 3), ("window", 66), ("blocks_medical", (2,)),
                                          ("mask_ratio", 1.0), ("stage1_steps", -1)])
 def test_bad_settings_fail_before_training(field: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=f"params.maskdm.{field}"):
-        _plugin(**{field: value}).pretrain([], RunContext(spec=None, device=torch.device("cpu")))  # type: ignore[arg-type]
+    with pytest.raises(FieldError, match=f"params.maskdm.{field}"):
+        registry.get("maskdm").resolve_config("tiny", {field: value})
 
 
 def test_tiny_preset_end_to_end(tmp_path: Path) -> None:

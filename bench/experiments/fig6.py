@@ -120,7 +120,7 @@ def block_features(spec: RunSpec, crops: torch.Tensor, domain: str,
     The plugin is rebuilt with its read-out set to the wanted blocks at its first feature
     timestep, so the corruption, noise seed and hooks are exactly the probe's.
     """
-    plugin = registry.get(spec.method)(spec.resolved_config())
+    plugin = registry.create(spec.method, spec.preset, spec.params)
     device = pick_device()
     backbone, _, _ = plugin.backbone(RunContext(spec=spec, device=device))
     if not hasattr(backbone, "output_blocks"):

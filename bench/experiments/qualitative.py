@@ -87,8 +87,8 @@ def read_prediction(spec: RunSpec, sample: Sample) -> np.ndarray | None:
         return None
     pred = np.asarray(Image.open(path)).astype(np.int64)
     if pred.shape != sample.semantic.shape:
-        raise DataError(f"{path}: size: {pred.shape[::-1]} but the test image is {sample.semantic.shape[::-1]} "
-                        f"(predictions of another data set version?)")
+        raise DataError(path, f"size: {pred.shape[::-1]} but the test image is {sample.semantic.shape[::-1]} "
+                              f"(predictions of another data set version?)")
     return pred
 
 

@@ -104,7 +104,7 @@ def execute(run: ProbeRun, quiet: bool = False) -> Path:
     spec = run.spec()
     device = pick_device()
     seed_everything(run.seed)
-    plugin = registry.get(run.method)(spec.resolved_config())
+    plugin = registry.create(spec.method, spec.preset, spec.params)
     train_x, train_y = first(load_cifar10(run.root, "train"), run.probe.max_train)
     test_x, test_y = first(load_cifar10(run.root, "test"), run.probe.max_test)
     ctx = RunContext(spec=spec, device=device, progress=not quiet)

@@ -46,11 +46,6 @@ def read_blocks(trunk: ResNet, every: int) -> list[nn.Module]:
     return [stage[i] for stage in stages(trunk) for i in range(0, len(stage), every)]
 
 
-def block_input_channels(trunk: ResNet, every: int) -> list[int]:
-    """Channels of the features `read_blocks` gives, from the blocks' first convolutions."""
-    return [block.conv1.in_channels for block in read_blocks(trunk, every)]
-
-
 class _Stop(Exception):
     """Raised by the last pre-hook: nothing after the deepest read block is needed."""
 

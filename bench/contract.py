@@ -1,0 +1,195 @@
+"""The plugin contract, checked mechanically: what every registered method must satisfy.
+
+`check_plugin(cls)` is what tests/test_registry_contract.py runs for every plugin (timm-style:
+a new plugin is tested by registering it) and what a plugin author can run on a new file:
+
+    python -c "from bench import registry, contract; contract.check_plugin(registry.get('mynet'))"
+
+It builds the model of every preset on the meta device (no paper-size weights are allocated),
+runs one forward / feature extraction of the tiny model on the CPU, and for an SSL method checks
+that its probe-only fields never change the artefact key. Every problem is reported at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from bench.config import PRESETS
+from bench.errors import BenchError
+from bench.plugin import Plugin
+from bench.registry import KINDS
+
+
+class ContractError(BenchError):
+    """A plugin breaks the contract; the message lists every broken rule, one per line."""
+
+
+def check_plugin(cls: type[Plugin]) -> None:
+    """Raise ContractError naming every rule `cls` breaks; return quietly if it keeps them all."""
+    problems = contract_problems(cls)
+    if problems:
+        name = cls.name or cls.__qualname__
+        raise ContractError(f"plugin {name!r} breaks the plugin contract:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def contract_problems(cls: type[Plugin]) -> list[str]:
+    """Every broken rule, as one line each (empty: the plugin keeps the contract)."""
+    problems = _declaration_problems(cls)
+    if problems:  # the rest needs a well-formed Config and presets
+        return problems
+    for preset in PRESETS:
+        try:
+            build_without_weights(cls, preset)
+        except Exception as exc:  # any failure is the plugin's; report it, do not crash the check
+            problems.append(f"presets[{preset!r}]: build_model() on the meta device failed: {_one_line(exc)}")
+    if cls.kind == "ssl":
+        problems += _ssl_problems(cls)
+    elif not problems:
+        problems += _supervised_problems(cls)
+    return problems
+
+
+def build_without_weights(cls: type[Plugin], preset: str) -> nn.Module:
+    """The preset's model with every parameter on the meta device (no weight memory).
+
+    Under `torch.device("meta")`; a constructor that reads tensor values (MONAI's Swin UNETR
+    calls `.item()` on its drop-path rates) is built instead with only the parameters and
+    buffers moved to the meta device as they are registered (as accelerate's init_empty_weights).
+    """
+    try:
+        with torch.device("meta"):
+            return cls(cls.presets[preset]).build_model()
+    except RuntimeError as exc:
+        if "meta" not in str(exc):
+            raise
+    with _meta_parameters():
+        return cls(cls.presets[preset]).build_model()
+
+
+@contextlib.contextmanager
+def _meta_parameters() -> Iterator[None]:
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer  # type: ignore[method-assign]
+
+
+def _declaration_problems(cls: type[Plugin]) -> list[str]:
+    out = []
+    if not cls.name:
+        out.append("no name: register it with @register(NAME, KIND)")
+    if cls.kind not in KINDS:
+        out.append(f"kind {cls.kind!r} is not one of {KINDS}: subclass SSLMethod or SupervisedMethod")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        return out + ["Config is not a dataclass"]
+    if not config.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        out.append("Config is not frozen: declare it @dataclass(frozen=True)")
+    presets = getattr(cls, "presets", None)
+    if not isinstance(presets, dict):
+        return out + [f"presets is not a dict of {', '.join(PRESETS)}"]
+    for preset in PRESETS:
+        if preset not in presets:
+            out.append(f"no {preset!r} preset: every plugin needs {', '.join(PRESETS)}")
+        elif not isinstance(presets[preset], config):
+            out.append(f"presets[{preset!r}] is a {type(presets[preset]).__name__}, not a {config.__name__}")
+    return out
+
+
+def _supervised_problems(cls: type[Plugin]) -> list[str]:
+    """The tiny network maps a 1 x 3 x S x S batch to 1 x out_channels x S x S logits."""
+    plugin = cls(cls.presets["tiny"])
+    side = plugin.cfg.input_size or plugin.cfg.crop
+    model = plugin.build_model(2).eval()
+    with torch.no_grad():
+        try:
+            out = model(torch.rand(1, 3, side, side))
+        except Exception as exc:
+            return [f"tiny model: forward of a 1 x 3 x {side} x {side} batch failed: {_one_line(exc)}"]
+    want = (1, plugin.out_channels(2), side, side)  # type: ignore[attr-defined]
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return [f"tiny model: forward gave {got}, expected logits of shape {want}"]
+    return []
+
+
+def _ssl_problems(cls: type[Plugin]) -> list[str]:
+    from bench.ssl import SSLMethod
+
+    if not issubclass(cls, SSLMethod):
+        return ["kind 'ssl' but not an SSLMethod subclass"]
+    out = []
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(cls.probe_only_fields) - fields)
+    if unknown:
+        out.append(f"probe_only_fields names no Config field: {', '.join(unknown)}")
+    tiny = cls.presets["tiny"]
+    key = cls(tiny).pretrain_identity()
+    for name in sorted(cls.probe_only() & fields):
+        changed = _perturbed(tiny, name)
+        if changed is not None and cls(changed).pretrain_identity() != key:
+            out.append(f"probe-only field {name!r} changes the artefact key (pretrain_identity keeps it)")
+    if "pretrain_seed" in fields and cls(_perturbed(tiny, "pretrain_seed")).pretrain_identity() == key:
+        out.append("pretrain_seed does not change the artefact key")
+    return out + _extract_problems(cls)
+
+
+def _extract_problems(cls: type[Plugin]) -> list[str]:
+    """The tiny backbone's `extract` gives a non-empty list of B x C x h x w maps for a B = 2 batch."""
+    plugin: Any = cls(cls.presets["tiny"])
+    w = plugin.cfg.window
+    backbone = plugin.build_model().eval()
+    out = []
+    for domain in ("medical", "natural"):
+        try:
+            with torch.no_grad():
+                maps = plugin.extract(backbone, torch.rand(2, 3, w, w), domain)
+        except Exception as exc:
+            out.append(f"extract({domain!r}) on a 2 x 3 x {w} x {w} batch failed: {_one_line(exc)}")
+            continue
+        if not isinstance(maps, (list, tuple)) or not maps:
+            out.append(f"extract({domain!r}) gave {type(maps).__name__}, expected a non-empty list of maps")
+            continue
+        bad = [tuple(m.shape) for m in maps if not isinstance(m, torch.Tensor) or m.ndim != 4 or m.shape[0] != 2]
+        if bad:
+            out.append(f"extract({domain!r}) maps must be 2 x C x h x w for a batch of 2, got {bad}")
+    return out
+
+
+def _perturbed(cfg: Any, name: str) -> Any:
+    """A copy of `cfg` with field `name` changed (bypassing __post_init__: only identities are read)."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool):
+        new: Any = not value
+    elif isinstance(value, (int, float)):
+        new = value + 1
+    elif isinstance(value, tuple):
+        new = value + value[-1:] if value else (1,)
+    elif value is None or isinstance(value, str):
+        new = "changed" if value != "changed" else "other"
+    else:
+        return None
+    out = copy.copy(cfg)
+    object.__setattr__(out, name, new)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
