@@ -28,6 +28,7 @@ from torch import nn
 from bench.context import RunContext
 from bench.device import autocast, prepare_batch
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
+from bench.progress import collect_histories
 from bench.provenance import config_hash
 from bench.ssl import SSLMethod
 from bench.store import cached_torch
@@ -83,9 +84,10 @@ def pretrained_backbone(plugin: SSLMethod, ctx: RunContext, images: np.ndarray,
 
     def build() -> dict[str, Any]:
         start = time.perf_counter()
-        state = plugin.pretrain(list(images), ctx)
+        with collect_histories() as history:
+            state = plugin.pretrain(list(images), ctx)
         built.append(time.perf_counter() - start)
-        return {"state": state, "seconds": built[0]}
+        return {"state": state, "seconds": built[0], "history": history}
 
     if path.exists():
         saved = cached_torch(path, build)

@@ -1,7 +1,8 @@
 """The shared pre-training loop: random crops of the unlabelled pool, AdamW, optional EMA.
 
 A method supplies only its loss on a batch; crops, flips, optimiser, EMA and progress are the
-same for every backbone, so methods differ only where the papers differ.
+same for every backbone, so methods differ only where the papers differ. The loss curve is kept
+by the loop's `StageLog` (resumed with the loop) and handed to the artefact (`collect_histories`).
 """
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
-
 from bench.device import autocast, prepare_batch, to_device
 from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
+from bench.progress import SETTINGS, History, StageLog
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -67,10 +67,11 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
     stateful_loss = step_loss if hasattr(step_loss, "load_state_dict") else None  # e.g. a queue it keeps
-    resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss}, gen, sched.steps)
-    bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, disable=not progress,
-               initial=resume.start, total=sched.steps)
-    for step in bar:
+    history = History(SETTINGS.max_points)
+    resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss, "history": history},
+                        gen, sched.steps)
+    stage = StageLog(desc, sched.steps, progress, initial=resume.start, history=history)
+    for step in range(resume.start, sched.steps):
         x = prepare_batch(crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen), device)
         with autocast(device):
             loss = step_loss(model, x, gen)
@@ -81,7 +82,8 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
         opt.step()
         if ema is not None:
             ema.update_parameters(model)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        stage.update(step + 1, loss=loss.item())
         resume.step_done(step + 1)
+    stage.close()
     final = ema.module if ema is not None else model
     return {k: v.detach().cpu() for k, v in final.state_dict().items()}

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from bench.store import atomic_torch_save
+from bench.store import atomic_torch_save, load_torch
 
 FORMAT = 1
 DEFAULT_CHECKPOINT_EVERY_S = 300.0   # at most this much pre-training is lost to a kill
@@ -84,7 +84,7 @@ class LoopState:
         """Load the checkpoint if there is a matching one; return the step to continue from."""
         if self.path is None or not self.path.exists():
             return 0
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        saved = load_torch(self.path)  # weights_only: a planted pickle is refused
         if saved.get("format") != FORMAT or saved.get("total") != self.total or set(saved["parts"]) != set(self.parts):
             return 0
         for name, part in self.parts.items():
