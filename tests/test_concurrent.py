@@ -1,0 +1,84 @@
+"""Two `bench run` processes on one output folder: every run done once, nothing of the other deleted."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.store import TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner, temporary_prefix
+from tests.conftest import write_sweep
+
+SWEEP = """
+preset = "tiny"
+seeds = [0, 1]
+output = "results"
+methods = ["ddpm", "unet"]
+
+[[datasets]]
+name = "synthetic-glands"
+label_fractions = [0.1]
+
+[params.ddpm]
+train_steps = 6
+probe_max_epochs = 2
+max_side = 96
+
+[params.unet]
+max_side = 96
+max_epochs = 2
+"""
+DONE = re.compile(r"^bench: (\S+): done in ", re.M)
+
+
+def _bench(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", "--config", str(config), "--no-progress",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_two_processes_share_one_output(tmp_path: Path) -> None:
+    """A sweep (seeds 0-1) and an overlapping one (seeds 1-2) at once on one folder."""
+    config = write_sweep(tmp_path, SWEEP)
+    start = time.perf_counter()
+    procs = [_bench(config), _bench(config, "--set", "seeds=[1, 2]")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    wall = time.perf_counter() - start
+    for proc, (_, err) in zip(procs, outs):
+        assert proc.returncode == 0, err
+    done = Counter(run_id for _, err in outs for run_id in DONE.findall(err))
+    records = {json.loads(p.read_text())["run_id"] for p in (tmp_path / "results" / "records").glob("*.json")}
+    assert len(records) == 6  # seeds 0..2 x {ddpm, unet}
+    assert set(done) == records and set(done.values()) == {1}, done  # each run executed exactly once
+    artefacts = list((tmp_path / "results" / "artefacts").rglob("*.pt"))
+    assert len(artefacts) == 1  # one ddpm backbone, built once, shared
+    assert sum(err.count("ddpm pretrain: done") for _, err in outs) == 1
+    assert not list((tmp_path / "results").rglob(TMP_PREFIX + "*"))
+    for out, _ in outs:  # each sweep's table, printed when it finished, is complete: n = 2 per cell
+        assert re.search(r"\| ddpm \| 2 \|", out) and re.search(r"\| unet \| 2 \|", out), out
+    print(f"two concurrent bench run processes: {wall:.1f} s")
+
+
+def test_only_abandoned_temporaries_are_removed(tmp_path: Path) -> None:
+    mine = tmp_path / f"{temporary_prefix()}abc"
+    mine.write_text("")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = temporary_owner(mine.name)[1]
+    gone = tmp_path / f"{TMP_PREFIX}{dead.pid}@{host}~xyz"
+    gone.write_text("")
+    elsewhere = tmp_path / f"{TMP_PREFIX}1@another-node~xyz"
+    elsewhere.write_text("")
+    legacy = tmp_path / f"{TMP_PREFIX}q1w2e3"  # an older bench's name, no owner
+    legacy.write_text("")
+    old = tmp_path / f"{TMP_PREFIX}2@another-node~old"
+    old.write_text("")
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    assert temporary_owner(mine.name) == (os.getpid(), host)
+    assert not is_abandoned(mine) and is_abandoned(gone) and not is_abandoned(elsewhere)
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, elsewhere.name, legacy.name])
