@@ -62,6 +62,12 @@ def setup_logging(verbosity: int = 0, every_s: float | None = None) -> None:
         SETTINGS.every_s = float(every_s)
 
 
+def ensure_logging() -> None:
+    """Configure the "bench" logger with the defaults unless the CLI already did (Slurm jobs)."""
+    if not any(isinstance(h, _TqdmHandler) for h in log.handlers):
+        setup_logging()
+
+
 class History:
     """Window means of named values over steps; windows double when the point budget is full."""
 

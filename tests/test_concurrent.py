@@ -1,6 +1,7 @@
 """Two `bench run` processes on one output folder: every run done once, nothing of the other deleted."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -10,7 +11,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.store import TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner, temporary_prefix
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.config import load_config
+from bench.records import claim_path
+from bench.runner import expand
+from bench.store import (TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner,
+                         temporary_prefix, try_lock)
 from tests.conftest import write_sweep
 
 SWEEP = """
@@ -41,7 +50,18 @@ def _bench(config: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_two_processes_share_one_output(tmp_path: Path) -> None:
+def test_a_claimed_run_is_skipped_not_redone(tmp_path: Path) -> None:
+    """While another holder has a run's lock, execute(wait=False) leaves the run alone."""
+    spec = expand(load_config(write_sweep(tmp_path, SWEEP), []))[0]
+    with try_lock(claim_path(spec.output, spec.run_id), wait=True) as held:
+        assert held
+        with try_lock(claim_path(spec.output, spec.run_id), wait=False) as second:
+            assert not second
+        assert spec.execute(wait=False) is None
+    assert not spec.record_path.exists()
+
+
+def test_two_processes_share_one_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A sweep (seeds 0-1) and an overlapping one (seeds 1-2) at once on one folder."""
     config = write_sweep(tmp_path, SWEEP)
     start = time.perf_counter()
@@ -58,8 +78,13 @@ def test_two_processes_share_one_output(tmp_path: Path) -> None:
     assert len(artefacts) == 1  # one ddpm backbone, built once, shared
     assert sum(err.count("ddpm pretrain: done") for _, err in outs) == 1
     assert not list((tmp_path / "results").rglob(TMP_PREFIX + "*"))
-    for out, _ in outs:  # each sweep's table, printed when it finished, is complete: n = 2 per cell
-        assert re.search(r"\| ddpm \| 2 \|", out) and re.search(r"\| unet \| 2 \|", out), out
+    for out, _ in outs:  # each sweep's table, printed when it finished, has both cells
+        assert re.search(r"\| ddpm \|", out) and re.search(r"\| unet \|", out), out
+    for seeds in ("[0, 1]", "[1, 2]"):  # and is complete: n = 2 seeds per cell
+        capsys.readouterr()
+        assert main(["table", "--config", str(config), "--format", "csv", "--set", f"seeds={seeds}"]) == 0
+        table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+        assert sorted(table["method"]) == ["ddpm", "unet"] and list(table["n"]) == [2, 2], table
     print(f"two concurrent bench run processes: {wall:.1f} s")
 
 

@@ -4,8 +4,10 @@ A preempted or requeued Slurm job (or a local run killed with -9) restarts from 
 the process is concerned; what it can find is what was written to disk. The runner opens a
 `resumable(path)` scope around work that may take long (pre-training a backbone); a loop inside
 asks `loop_state(...)` where to start and reports each finished step, and the state (weights,
-optimiser, EMA, RNG streams, step) is saved atomically every `every_s` seconds. Restoring every
-RNG stream makes a resumed loop continue bit for bit as if it had never stopped (on the CPU).
+optimiser, EMA, RNG streams, loss history, step) is saved atomically every `every_s` seconds.
+Restoring every RNG stream makes a resumed loop continue bit for bit as if it had never stopped
+(on the CPU). The state holds only tensors, dicts, lists and numbers and is loaded with
+`weights_only=True`: a pickle planted in its place is refused, never executed.
 """
 from __future__ import annotations
 
