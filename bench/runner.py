@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -213,7 +214,7 @@ def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
     """
     paths: list[Path] = []
     busy: list[RunSpec] = []
-    bar = tqdm(runs, desc="runs", unit="run", disable=not progress)
+    bar = tqdm(runs, desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()))  # else: log lines
     for spec in bar:
         bar.set_postfix_str(f"{spec.dataset} {spec.fraction:g} {spec.method} seed {spec.seed}")
         path = spec.execute(progress=progress, wait=False)
