@@ -92,6 +92,7 @@ class RunSpec:
                 return None
             if is_done(self.record_path):  # the other process finished it while we waited
                 return self.record_path
+            log.debug("%s: claimed, running", self.run_id)
             artefact = self.artefact()
             if artefact is None or artefact.exists():
                 return execute(self, progress)

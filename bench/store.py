@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 
 T = TypeVar("T")
+log = logging.getLogger("bench")
 TMP_PREFIX = ".tmp-"
 OWNER_END = "~"                       # ends the `<pid>@<host>` part of a temporary's name
 HOST_CHARS = 64                       # a host name is cut to this many characters in the name
@@ -152,10 +154,13 @@ def cached_torch(path: str | Path, build: Callable[[], T]) -> T:
     """Load `path` if it exists, else build it once (under a lock) and save it atomically."""
     path = Path(path)
     if path.exists():
+        log.debug("loading %s", path)
         return load_torch(path)
     with file_lock(path.with_name(path.name + ".lock")):
-        if path.exists():
+        if path.exists():  # another process built it while we waited for the lock
+            log.debug("loading %s (built by another process)", path)
             return load_torch(path)
+        log.debug("building %s", path)
         obj = build()
         atomic_torch_save(path, obj)
         return obj
