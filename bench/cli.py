@@ -20,7 +20,10 @@ DEFAULT_CONFIG = "bench.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.progress import setup_logging
+
     args = _parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", False), getattr(args, "log_every", None))
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -64,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every missing run of the sweep")
     _config_args(run)
     run.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _progress_args(run)
     run.add_argument("--wait", action="store_true", help="slurm: block until the sweep ends, then print the table")
     run.add_argument("--dry-run", action="store_true", help="print what would run (slurm: jobs, arrays, sbatch flags)")
     run.set_defaults(func=cmd_run)
@@ -88,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(exp)
     exp.add_argument("--preset", choices=["tiny", "small", "paper"], help="override bench.toml's preset")
     exp.add_argument("--executor", choices=["local", "debug", "slurm"], help="override bench.toml's executor")
-    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    _progress_args(exp)
     exp.add_argument("--no-run", action="store_true",
                      help="run nothing: write the tables and figures from the records there are")
     exp.set_defaults(func=cmd_experiment)
@@ -97,6 +100,26 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(report)
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _progress_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no progress lines")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="debug lines, and progress lines even beside the bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no bars: a progress line per stage every --log-every seconds (as in Slurm jobs)")
+    parser.add_argument("--log-every", type=_seconds, metavar="SECONDS",
+                        help="seconds between two progress lines of a stage (default 30)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = _load(args)
     runs = _expand(sweep, expand)
-    code = launch(sweep, runs, quiet=args.quiet, wait=args.wait or sweep.executor != "slurm",
+    code = launch(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                   dry_run=args.dry_run)
     if args.dry_run or (sweep.executor == "slurm" and not args.wait):
         return code
@@ -203,7 +226,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                          f"{', '.join(experiments.names())} (`bench experiment --list` describes them)")
     experiments.get(args.name)  # an unknown name fails before the config is read
     sweep = with_preset(_load(args), args.preset)
-    code, files = run_experiment(args.name, sweep, quiet=args.quiet, run_missing=not args.no_run)
+    code, files = run_experiment(args.name, sweep, quiet=args.quiet or args.no_progress,
+                                 run_missing=not args.no_run)
     for path in files:
         print(path)
     return code

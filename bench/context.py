@@ -37,8 +37,13 @@ class RunContext:
 
 @dataclass
 class RunOutput:
-    """Per-test-image class maps at the original resolution, stage timings, and extras to record."""
+    """Per-test-image class maps at the original resolution, stage timings, and extras to record.
+
+    `history` holds stage learning curves (`bench.progress.History.as_dict()`, by stage name)
+    beyond those the run's `StageLog`s collect by themselves; the record keeps both.
+    """
 
     predictions: list[np.ndarray]
     timings: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,7 @@
 """Run a list of runs with the sweep's executor: the one code path of `bench run` and `bench experiment`."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,8 @@ from bench.config import SweepConfig
 from bench.errors import BenchError
 from bench.runner import RunSpec, pending, run_local, validate_data
 from bench.store import check_writable, remove_stale_temporaries
+
+log = logging.getLogger("bench")
 
 
 def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait: bool = True,
@@ -31,8 +34,10 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
         print("\n".join(f"would run {r.run_id}" for r in todo))
         return 0
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(sweep.output)
-    print(f"bench: {len(todo)} of {len(runs)} runs to do -> {sweep.output}", file=sys.stderr)
+    removed = remove_stale_temporaries(sweep.output)  # only abandoned ones: another process may share it
+    if removed:
+        log.info("removed %d abandoned temporary file(s) under %s", removed, sweep.output)
+    log.info("%d of %d runs to do -> %s", len(todo), len(runs), sweep.output)
     if sweep.pretrain.local_processes > 1:
         from bench.executors.local import pretrain_spawned
 
@@ -43,7 +48,7 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
         run_debug(todo, sweep.slurm.checkpoint_every_s)
     else:
         run_local(todo, progress=not quiet)
-    print(f"bench: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    log.info("done in %.1f s", time.perf_counter() - start)
     return 0
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from bench.context import RunContext
 from bench.device import autocast, prepare_batch
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
+from bench.progress import StageLog, add_histories, collect_histories
 from bench.provenance import config_hash
 from bench.ssl import SSLMethod
 from bench.store import cached_torch
@@ -84,15 +85,17 @@ def pretrained_backbone(plugin: SSLMethod, ctx: RunContext, images: np.ndarray,
 
     def build() -> dict[str, Any]:
         start = time.perf_counter()
-        state = plugin.pretrain(list(images), ctx)
+        with collect_histories() as history:
+            state = plugin.pretrain(list(images), ctx)
         built.append(time.perf_counter() - start)
-        return {"state": state, "seconds": built[0]}
+        return {"state": state, "seconds": built[0], "history": history}
 
     if path.exists():
         saved = cached_torch(path, build)
     else:
         with resumable(ctx.spec.checkpoint_path(path), checkpoint_every_s):
             saved = cached_torch(path, build)
+    add_histories(saved.get("history", {}))  # the pre-training curve, into the run's record
     model = plugin.load_backbone(saved["state"]).to(ctx.device).eval()
     return model, float(saved["seconds"]), not built
 
@@ -160,8 +163,10 @@ def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
     xs, ys = train_x.to(device), train_y.to(device)
     loss = torch.zeros(())
-    for _ in range(cfg.epochs):
+    stage = StageLog("linear probe", cfg.epochs, progress=False, unit="epoch")  # its history: the record's
+    for epoch in range(cfg.epochs):
         order = torch.randperm(len(xs), generator=gen).to(device)
+        losses = []
         for start in range(0, len(xs), cfg.batch):
             idx = order[start : start + cfg.batch]
             loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
@@ -169,6 +174,9 @@ def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             loss.backward()
             opt.step()
             sched.step()
+            losses.append(loss.detach())
+        stage.update(epoch + 1, loss=float(torch.stack(losses).mean()) if losses else math.nan)
+    stage.close()
     return ProbeResult(top1=accuracy(model, test_x, test_y, device),
                        train_top1=accuracy(model, train_x, train_y, device), final_loss=float(loss.item()))
 

@@ -4,6 +4,8 @@ A method supplies only its loss on a batch; crops, flips, optimiser, EMA and pro
 same for every backbone, so methods differ only where the papers differ. In a torch.distributed
 group (bench/distributed.py) the same loop is data parallel: the model is wrapped in DDP, each
 process trains on its shards of the global batch, and weights and EMA stay equal on every rank.
+The loss curve is kept by the loop's `StageLog` (resumed with the loop) and handed to the
+artefact (`collect_histories`).
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from bench import distributed
 from bench.device import autocast, prepare_batch, to_device
 from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
+from bench.progress import SETTINGS, History, StageLog
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -96,11 +98,13 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
     stateful_loss = step_loss if hasattr(step_loss, "load_state_dict") else None  # e.g. a queue it keeps
-    resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss}, gen, sched.steps)
-    bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, initial=resume.start,
-               disable=not progress or not distributed.layout().main, total=sched.steps)
+    history = History(SETTINGS.max_points)
+    resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss, "history": history},
+                        gen, sched.steps)
+    stage = StageLog(desc, sched.steps, progress and distributed.layout().main, initial=resume.start,
+                     history=history)
     parts = len(shards.mine)
-    for step in bar:
+    for step in range(resume.start, sched.steps):
         opt.zero_grad(set_to_none=True)
         loss = 0.0  # this process's share of the step's loss
         for i, (crops, draws) in enumerate(step_batches(pool, sched, shards, gen)):
@@ -114,7 +118,8 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
         opt.step()
         if ema is not None:
             ema.update_parameters(model)
-        bar.set_postfix(loss=f"{loss:.4f}")
+        stage.update(step + 1, loss=loss)
         resume.step_done(step + 1)
+    stage.close()
     final = ema.module if ema is not None else model
     return {k: v.detach().cpu() for k, v in final.state_dict().items()}

@@ -15,13 +15,13 @@ from typing import Iterator, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from bench.errors import ConfigError
 from bench.probe_bank import FeatureBank, global_l2_scale
 from bench.probe_mlp import EnsembleMLP
 from bench.probe_predict import chunk_logits, predict_probs, predict_votes
 from bench.probe_sampler import PixelStreams, member_generators
+from bench.progress import StageLog
 
 __all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
            "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
@@ -204,11 +204,10 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     stop = _EarlyStop(cfg.ensemble)
     epochs = range(cfg.max_epochs) if cfg.max_epochs else itertools.count()
     model.train()
-    with tqdm(total=cfg.max_epochs, disable=not progress, desc="probe", unit="epoch") as bar:
+    with StageLog("probe", cfg.max_epochs, progress, unit="epoch") as stage:  # its history: the record's
         for epoch in epochs:
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
-            bar.update(1)
-            bar.set_postfix(active=int(stop.active.sum()), loss=f"{loss:.4f}")
+            stage.update(epoch + 1, loss=loss, active=int(stop.active.sum()))
             if not bool(stop.active.any()):
                 break
     _snapshot(model, final, stop.active)  # members that ran out of epochs

@@ -13,6 +13,11 @@ def record_path(output: str | Path, run_id: str) -> Path:
     return Path(output) / "records" / f"{run_id}.json"
 
 
+def claim_path(output: str | Path, run_id: str) -> Path:
+    """The lock a worker holds while doing run `run_id` (see bench.runner)."""
+    return Path(output) / "locks" / f"{run_id}.lock"
+
+
 def read_record(path: str | Path) -> dict[str, Any] | None:
     """The record, or None if it is absent or unreadable (then the run counts as not done)."""
     try:

@@ -3,12 +3,17 @@
 A `RunSpec` holds only plain values and paths, so it pickles (Slurm ships it as is) and a worker
 needs nothing but the spec to do its job. The record, written atomically as the run's very last
 act, is the commit point: a run with a record is done, a run without one is redone, and a kill
-at any moment can neither lose a finished run nor leave half a record behind.
+at any moment can neither lose a finished run nor leave half a record behind. A run is done under
+its claim (a flock on `locks/<run_id>.lock`, released by the OS if the worker dies), so two
+processes sharing an output folder never do the same run at once: the second moves on and, at the
+end, waits for the first (and does the run itself if the first died without its record).
 """
 from __future__ import annotations
 
 import dataclasses
 import io
+import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,9 +36,12 @@ from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.plugin import Predictor
+from bench.progress import collect_histories
 from bench.provenance import SHORT_HASH, config_hash, provenance
-from bench.records import is_done, record_path
-from bench.store import atomic_write_bytes, atomic_write_json
+from bench.records import claim_path, is_done, record_path
+from bench.store import atomic_write_bytes, atomic_write_json, try_lock
+
+log = logging.getLogger("bench")
 
 
 @dataclass(frozen=True)
@@ -72,15 +80,26 @@ class RunSpec:
     def record_path(self) -> Path:
         return record_path(self.output, self.run_id)
 
-    def execute(self, progress: bool = False, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> Path:
-        """Do the run unless its record exists; return the record's path."""
+    def execute(self, progress: bool = False, checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+                wait: bool = True) -> Path | None:
+        """Do the run unless its record exists; return the record's path.
+
+        Another process doing this run holds its claim: then wait for it (and redo the run if
+        it ended without a record), or with `wait=False` return None at once.
+        """
         if is_done(self.record_path):
             return self.record_path
-        artefact = self.artefact()
-        if artefact is None or artefact.exists():
-            return execute(self, progress)
-        with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
-            return execute(self, progress)
+        with try_lock(claim_path(self.output, self.run_id), wait) as claimed:
+            if not claimed:
+                return None
+            if is_done(self.record_path):  # the other process finished it while we waited
+                return self.record_path
+            log.debug("%s: claimed, running", self.run_id)
+            artefact = self.artefact()
+            if artefact is None or artefact.exists():
+                return execute(self, progress)
+            with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
+                return execute(self, progress)
 
     def artefact(self) -> Path | None:
         """The last shared artefact this run reads (the one its own work waits for), if any."""
@@ -142,10 +161,11 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
     ctx = RunContext(spec=spec, device=device, progress=progress)
     trained: list[Predictor] = []
-    if spec.robustness is None:
-        output = plugin.run(ctx, labelled, test)
-    else:
-        output = plugin.run(ctx, labelled, test, on_trained=trained.append)
+    with collect_histories() as history:  # every stage's learning curve, pre-training included
+        if spec.robustness is None:
+            output = plugin.run(ctx, labelled, test)
+        else:
+            output = plugin.run(ctx, labelled, test, on_trained=trained.append)
     metrics, per_image = evaluate(test, output.predictions)
     save_predictions(Path(spec.output) / "predictions" / spec.run_id, test.names, output.predictions)
     robustness = None
@@ -162,12 +182,14 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
         "config": dataclasses.asdict(plugin.cfg), "params": spec.params,
         "labelled": [s.name for s in labelled], "n_test": len(test),
         "metrics": metrics, "per_image": per_image, "timings": timings, "extra": output.extra,
+        "history": {**history, **output.history},
         "provenance": provenance(spec.config_hash, spec.seed, device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if robustness is not None:
         record["robustness"] = robustness
     atomic_write_json(spec.record_path, record)
+    log.info("%s: done in %.1f s", spec.run_id, timings["total_s"])
     return spec.record_path
 
 
@@ -194,12 +216,26 @@ def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
 
 
 def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
-    """Run the specs one after another in this process (they share its data and artefact caches)."""
-    paths = []
-    bar = tqdm(runs, desc="runs", unit="run", disable=not progress)
+    """Run the specs one after another in this process (they share its data and artefact caches).
+
+    A run another process is doing is skipped first and waited for at the end.
+    """
+    paths: list[Path] = []
+    busy: list[RunSpec] = []
+    bar = tqdm(runs, desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()))  # else: log lines
     for spec in bar:
         bar.set_postfix_str(f"{spec.dataset} {spec.fraction:g} {spec.method} seed {spec.seed}")
-        paths.append(spec.execute(progress=progress))
+        path = spec.execute(progress=progress, wait=False)
+        if path is None:
+            log.info("%s: another process is doing it; coming back to it at the end", spec.run_id)
+            busy.append(spec)
+        else:
+            paths.append(path)
+    for spec in busy:
+        log.info("%s: waiting for the other process", spec.run_id)
+        path = spec.execute(progress=progress)
+        assert path is not None  # a waiting claim always ends with a record
+        paths.append(path)
     return paths
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from bench.store import atomic_torch_save, file_lock
+from bench.store import atomic_torch_save, file_lock, load_torch
 
 MakeShard = Callable[[int, int], dict[str, torch.Tensor]]  # (shard index, items) -> tensors
 
@@ -27,7 +27,7 @@ def shard_folder(path: Path) -> Path:
 
 
 def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch(path)
 
 
 def cached_sharded(path: str | Path, total: int, shard_size: int, make_shard: MakeShard,

@@ -25,6 +25,7 @@ from bench.imaging import resize_image, resize_labels, scores_to_labels, target_
 from bench.plugin import Plugin, Predictor
 from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.feature_cache import CACHE as FEATURES, Entry
+from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
 
@@ -166,11 +167,13 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
-            state = self.pretrain(images, ctx)
+            with collect_histories() as history:  # the loss curves live in the artefact
+                state = self.pretrain(images, ctx)
             built.append(time.perf_counter() - start)
-            return {"state": state, "seconds": built[0]}
+            return {"state": state, "seconds": built[0], "history": history}
 
         saved = build_once(path, build)  # in a pre-training group: all ranks train, rank 0 saves
+        add_histories(saved.get("history", {}))  # into the record of every run that uses it
         model = self.load_backbone(saved["state"]).to(ctx.device).eval()
         return model, float(saved["seconds"]), not built
 

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler
-from tqdm.auto import tqdm
 
 from bench.context import RunContext, RunOutput
 from bench.data.types import Dataset, Sample
@@ -25,6 +24,7 @@ from bench.device import autocast, prepare_batch, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
+from bench.progress import StageLog
 from bench.windows import sliding_window_predict
 
 
@@ -101,9 +101,10 @@ class SupervisedMethod(Plugin):
         opt = build_optimizer(cfg, model.parameters())
         sched = build_scheduler(cfg, opt)
         best, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
-        bar = tqdm(range(cfg.max_epochs), desc=f"{self.name} train", leave=False, disable=not ctx.progress)
-        for epoch in bar:
+        stage = StageLog(f"{self.name} train", cfg.max_epochs, ctx.progress, unit="epoch")  # history: the record's
+        for epoch in range(cfg.max_epochs):
             model.train()
+            losses = []
             for indices in epoch_batches(cfg, len(data), gen, self.drop_last):
                 x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
@@ -112,19 +113,23 @@ class SupervisedMethod(Plugin):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                losses.append(loss.detach())
             if sched is not None:
                 sched.step()
+            train_loss = float(torch.stack(losses).mean()) if losses else math.nan
             if not val:
+                stage.update(epoch + 1, loss=train_loss)
                 best_state = copy.deepcopy(model.state_dict())
                 continue
             score = self.validate(model, val, num_classes, ctx)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_dice=f"{score:.3f}")
+            stage.update(epoch + 1, loss=train_loss, val_dice=score)
             if score > best:
                 best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
             else:
                 stale += 1
                 if stale >= cfg.patience:
                     break
+        stage.close()
         model.load_state_dict(best_state)
         return model.eval()
 

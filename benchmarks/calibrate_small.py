@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
         fractions = [float(f) for f in args.fractions.split(",")]
         (out / "sweeps").mkdir(parents=True, exist_ok=True)
-        for i, (method, name, overrides) in enumerate(STUDY):
+        # Every method's preset first, then the untrained controls, then the alternatives, so
+        # a study cut short still has the rows that matter most.
+        order = sorted(range(len(STUDY)), key=lambda i: ({"preset": 0, "untrained": 1}.get(STUDY[i][1], 2), i))
+        for i in order:
+            method, name, overrides = STUDY[i]
             if only is not None and method not in only:
                 continue
             config = out / "sweeps" / f"{i:02d}-{method}.toml"

@@ -80,11 +80,12 @@ def test_overlap_follows_file_order_not_polygon_identity(monuseg_root: Path) -> 
 
 
 def test_float_vertices_are_not_truncated(tmp_path: Path) -> None:
-    """A thin polygon between x=3.6 and x=5.4 covers columns 4-5; truncating to int would hit 3."""
+    """A thin polygon between x=3.6 and x=5.4 holds the MATLAB centres x=4, 5, which are bench
+    columns 3-4; truncating the vertices to 3 and 5 would also take MATLAB centre 5 only."""
     _write_case(tmp_path, tmp_path, "thin", [[(3.6, 2.0), (5.4, 2.0), (5.4, 12.0), (3.6, 12.0)]])
     inst = get_dataset("monuseg", tmp_path, "train")[0].instances
     assert inst is not None
-    assert inst[7, 4] == 1 and inst[7, 5] == 1 and inst[7, 3] == 0 and inst[7, 7] == 0
+    assert inst[7, 3] == 1 and inst[7, 4] == 1 and inst[7, 2] == 0 and inst[7, 5] == 0
 
 
 def test_root_without_split_folders_is_the_train_split(tmp_path: Path) -> None:

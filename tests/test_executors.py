@@ -139,7 +139,7 @@ def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: 
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(_Killed), resumable(ckpt, every_s=0):
         _two_stages(images, die_at=7)
-    assert [torch.load(tmp_path / f"ckpt.loop{i}.pt", weights_only=False)["step"] for i in (0, 1)] == [12, 7]
+    assert [torch.load(tmp_path / f"ckpt.loop{i}.pt", weights_only=True)["step"] for i in (0, 1)] == [12, 7]
     with resumable(ckpt, every_s=0):
         resumed = _two_stages(images)
     assert resumed[2] == 12 - 7  # the first loop is not recomputed, the second continues at step 7
@@ -165,8 +165,8 @@ def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path,
     local = expand(load_config(config, ['output="local"']))
     local_ddpm = next(r for r in local if r.method == "ddpm")
     local_ddpm.execute()
-    a = torch.load(artefact, weights_only=False)["state"]
-    b = torch.load(local_ddpm.artefact(), weights_only=False)["state"]
+    a = torch.load(artefact, weights_only=True)["state"]
+    b = torch.load(local_ddpm.artefact(), weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
     assert main(["status", "--config", str(config)]) == 0

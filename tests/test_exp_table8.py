@@ -156,6 +156,9 @@ def test_table8_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= rec["metrics"]["top1"] <= 1.0 and rec["n_train"] == N_TRAIN and rec["n_test"] == N_TEST
         assert rec["provenance"]["seed"] == rec["seed"] and rec["config"]["window"] == 32
         assert rec["extra"]["feature_dim"] > 0
+        curves = rec["history"]  # the artefact's pre-training curve and the probe's epochs
+        assert any(k.endswith("pretrain") and v["step"] for k, v in curves.items()), curves.keys()
+        assert len(curves["linear probe"]["loss"]) == rec["linear_probe"]["epochs"]
     accs = [json.loads(p.read_text())["metrics"]["top1"] for p in records]
     assert max(accs) > 1 / N_CLASSES_USED  # colour classes are linearly separable even for tiny backbones
     artefacts = list((tmp_path / "results" / "artefacts").rglob("cifar10-*.pt"))

@@ -222,7 +222,7 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
 
     def step_on_disk() -> int:
         try:
-            return torch.load(loop_file, weights_only=False)["step"]
+            return torch.load(loop_file, weights_only=True)["step"]
         except (OSError, EOFError, RuntimeError, KeyError):
             return 0
 
@@ -241,8 +241,8 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
     assert len(resumed) == 1 and 0 < int(resumed[0][0]) < steps and "restart 1" in log, log[-3000:]
     # Removed once the artefact was saved (a temporary the SIGKILL cut short is left for `bench run`).
     assert not [p for p in checkpoint.parent.iterdir() if not p.name.startswith(TMP_PREFIX)]
-    a = torch.load(spec.artefact(), weights_only=False)["state"]
-    b = torch.load(reference_path, weights_only=False)["state"]
+    a = torch.load(spec.artefact(), weights_only=True)["state"]
+    b = torch.load(reference_path, weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed pre-training differs from an uninterrupted one"
     records = list((Path(cfg.output) / "records").iterdir())
     assert [p.name for p in records] == [f"{spec.run_id}.json"]

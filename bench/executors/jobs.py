@@ -17,6 +17,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from bench.distributed import slurm_group
 from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S
+from bench.progress import ensure_logging
 from bench.records import is_done
 from bench.runner import RunSpec
 
@@ -24,7 +25,9 @@ CODE = Path(__file__).resolve().parents[2]  # the snapshot a Slurm job runs from
 
 
 def _announce(what: str) -> None:
-    """One line in the job's log saying what it does and which attempt this is."""
+    """One line in the job's log saying what it does and which attempt this is; from here on the
+    job's stages log a progress line every `LogSettings.every_s` seconds (no bars in a log)."""
+    ensure_logging()
     env = os.environ
     job = env.get("SLURM_JOB_ID", "-")
     if "SLURM_ARRAY_JOB_ID" in env:

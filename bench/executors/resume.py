@@ -4,8 +4,10 @@ A preempted or requeued Slurm job (or a local run killed with -9) restarts from 
 the process is concerned; what it can find is what was written to disk. The runner opens a
 `resumable(path)` scope around work that may take long (pre-training a backbone); a loop inside
 asks `loop_state(...)` where to start and reports each finished step, and the state (weights,
-optimiser, EMA, RNG streams, step) is saved atomically every `every_s` seconds. Restoring every
-RNG stream makes a resumed loop continue bit for bit as if it had never stopped (on the CPU).
+optimiser, EMA, RNG streams, loss history, step) is saved atomically every `every_s` seconds.
+Restoring every RNG stream makes a resumed loop continue bit for bit as if it had never stopped
+(on the CPU). The state holds only tensors, dicts, lists and numbers and is loaded with
+`weights_only=True`: a pickle planted in its place is refused, never executed.
 In a data-parallel group (bench/distributed.py) rank 0 alone writes (and finally removes) the
 checkpoint; every rank restores from the same file, and they check that they agree on the step.
 """
@@ -22,7 +24,7 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from bench import distributed
-from bench.store import atomic_torch_save
+from bench.store import atomic_torch_save, load_torch
 
 FORMAT = 1
 DEFAULT_CHECKPOINT_EVERY_S = 300.0   # at most this much pre-training is lost to a kill
@@ -93,7 +95,7 @@ class LoopState:
     def _load(self) -> int:
         if self.path is None or not self.path.exists():
             return 0
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        saved = load_torch(self.path)  # weights_only: a planted pickle is refused
         if saved.get("format") != FORMAT or saved.get("total") != self.total or set(saved["parts"]) != set(self.parts):
             return 0
         for name, part in self.parts.items():

@@ -29,6 +29,7 @@ from bench.experiments.base import Experiment, ExperimentContext, experiment
 from bench.experiments.tables import ResultTable, write_tables
 from bench.linear_probe import (FEATURES, LINEAR_PROBE_PRESETS, LinearProbeConfig, artefact_key,
                                 backbone_overrides, pooled_features, pretrained_backbone, train_linear)
+from bench.progress import collect_histories
 from bench.provenance import config_hash, provenance
 from bench.published import ABLATIONS
 from bench.records import read_record, record_path
@@ -109,7 +110,8 @@ def execute(run: ProbeRun, quiet: bool = False) -> Path:
     test_x, test_y = first(load_cifar10(run.root, "test"), run.probe.max_test)
     ctx = RunContext(spec=spec, device=device, progress=not quiet)
     timings: dict[str, float] = {}
-    backbone, timings["pretrain_s"], cached = pretrained_backbone(plugin, ctx, train_x)
+    with collect_histories() as history:  # pre-training (from the artefact) and the linear probe
+        backbone, timings["pretrain_s"], cached = pretrained_backbone(plugin, ctx, train_x)
     artefact = artefact_key(plugin, ctx, len(train_x))
     start = time.perf_counter()
     feats = []
@@ -123,8 +125,9 @@ def execute(run: ProbeRun, quiet: bool = False) -> Path:
     timings["features_s"] = time.perf_counter() - start
     del backbone
     start = time.perf_counter()
-    result = train_linear(feats[0], torch.tensor(train_y), feats[1], torch.tensor(test_y),
-                          CIFAR10.num_classes, run.probe, run.seed, device)
+    with collect_histories() as probe_history:
+        result = train_linear(feats[0], torch.tensor(train_y), feats[1], torch.tensor(test_y),
+                              CIFAR10.num_classes, run.probe, run.seed, device)
     timings["probe_train_s"] = time.perf_counter() - start
     timings["total_s"] = time.perf_counter() - wall
     record = {
@@ -133,7 +136,7 @@ def execute(run: ProbeRun, quiet: bool = False) -> Path:
         "config": dataclasses.asdict(plugin.cfg), "linear_probe": dataclasses.asdict(run.probe),
         "params": run.params, "n_train": len(train_y), "n_test": len(test_y),
         "metrics": {METRIC: result.top1}, "per_image": {},
-        "timings": timings,
+        "timings": timings, "history": {**history, **probe_history},
         "extra": {"train_top1": result.train_top1, "final_loss": result.final_loss,
                   "feature_dim": int(feats[0].shape[1]), "pretrain_cached": cached},
         "provenance": provenance(run.config_hash, run.seed, device),
