@@ -18,9 +18,9 @@ Outside a group (world size 1) every function here is a no-op and the loop is th
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
+import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,8 +35,6 @@ from torch.nn.parallel import DistributedDataParallel
 from bench.device import pick_device
 from bench.errors import BenchError
 from bench.store import atomic_torch_save, cached_torch, file_lock, load_torch
-
-log = logging.getLogger("bench")
 
 T = TypeVar("T")
 PORT_BASE, PORT_SPAN = 20000, 20000   # Slurm jobs pick their master port in this range (by job id)
@@ -78,7 +76,8 @@ def process_group(rank: int, world: int, local_rank: int, master: str, port: int
     dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=rank, world_size=world,
                             timeout=TIMEOUT)
     _LOCAL_RANK[0] = local_rank
-    log.info("pre-training process %d of %d (%s, master %s:%d)", rank, world, backend, master, port)
+    print(f"bench: pre-training process {rank} of {world} ({backend}, master {master}:{port})",
+          file=sys.stderr, flush=True)
     try:
         yield layout()
     finally:
@@ -235,6 +234,6 @@ def build_once(path: str | Path, build: Callable[[], T]) -> T:
         obj = None if exists else build()
         if not exists and main:
             atomic_torch_save(path, obj)
-            log.info("wrote %s", path)
+            print(f"bench: wrote {path}", file=sys.stderr, flush=True)
     barrier()
     return load_torch(path) if exists else obj  # type: ignore[return-value]
