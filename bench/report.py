@@ -69,6 +69,8 @@ def write_report(sweep: SweepConfig) -> Path:
         raise ConfigError(sweep.source, "output",
                           f"{out} does not exist; run `bench run` or `bench experiment NAME` first")
     records = load_records(out)
+    if records:
+        _write_sweep_figures(sweep)
     by_id = {r["run_id"]: r for r in records if isinstance(r.get("run_id"), str)}
     sections = [_experiment_section(folder, sweep, by_id) for folder in experiment_folders(out)]
     body = [f"<h1>{_e(CFG.title)}</h1>",
@@ -84,6 +86,14 @@ def write_report(sweep: SweepConfig) -> Path:
     path = out / CFG.filename
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
+
+
+def _write_sweep_figures(sweep: SweepConfig) -> None:
+    """The `sweep` experiment's figures (scores, learning curves, predictions) of bench.toml's
+    sweep, from the records there are: every report shows pictures, not only the paper's."""
+    from bench.experiments.base import run_experiment
+
+    run_experiment("sweep", sweep, quiet=True, run_missing=False)
 
 
 def experiment_folders(out: Path) -> list[Path]:

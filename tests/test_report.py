@@ -40,6 +40,7 @@ max_epochs = 1
 steps_per_epoch = 2
 """
 EVIL = "<script>alert(1)</script>"
+SWEEP_FIGURES = ("scores", "curves", "qualitative")  # what the `sweep` experiment draws for any sweep
 LONG = CFG.long_table_rows + 5  # rows of a per-seed CSV: more than a table shows unfolded
 
 
@@ -153,7 +154,7 @@ def _parse(path: Path) -> _Page:
 @pytest.mark.slow
 def test_tables_figures_and_contents(report: Path) -> None:
     page = _parse(report)
-    assert {f"exp-{DEMO}", "exp-legacy", "all-records"} <= set(page.ids)
+    assert {f"exp-{DEMO}", "exp-legacy", "exp-sweep", "all-records"} <= set(page.ids)
     text = report.read_text()
     assert "Demo table &amp; &lt;figure&gt;" in text  # the registered title, escaped
     demo = next(t for t in page.tables if t[0] == ["method", "Dice"])  # table.md of tables.py
@@ -162,13 +163,15 @@ def test_tables_figures_and_contents(report: Path) -> None:
     assert demo[1] == ["U-Net", f"{mean} (n=1)"] and mean in page.strong and "best" in page.strong
     assert "Ours: mean ± sample std over n seeds" in text  # its footnotes come along
     assert f"{DEMO}/table.tex" in page.links and f"{DEMO}/dice.pdf" in page.links and "legacy/only.pdf" in page.links
-    assert len(page.imgs) == 1 and page.imgs[0].startswith("data:image/png;base64,")  # one PNG, embedded
-    png = base64.b64decode(page.imgs[0].split(",", 1)[1])
-    assert png == (report.parent / DEMO / "dice.png").read_bytes()
+    # The demo's PNG and the sweep's three (scores, learning curves, predictions), all embedded.
+    assert len(page.imgs) == 1 + len(SWEEP_FIGURES) and all(i.startswith("data:image/png;base64,") for i in page.imgs)
+    pngs = [base64.b64decode(i.split(",", 1)[1]) for i in page.imgs]
+    assert (report.parent / DEMO / "dice.png").read_bytes() in pngs
+    assert all((report.parent / "sweep" / f"{stem}.png").read_bytes() in pngs for stem in SWEEP_FIGURES)
     assert EVIL in page.cells() and page.scripts == 1  # text shown as text, never run
     per_seed = next(t for t in page.tables if t[0] == ["seed", "dice"])
     assert f"<summary>{LONG} rows</summary>" in text and len(per_seed) == LONG + 1 and per_seed[3] == ["2", "0.02"]
-    assert page.details == 3  # the long table, and the record list of the experiment and of all records
+    assert page.details == 4  # the long table, and the record lists of the experiment, the sweep and all records
     assert "http://" not in text and "https://" not in text  # self-contained
     assert not list(report.parent.glob(".tmp-*"))
 
@@ -177,15 +180,16 @@ def test_tables_figures_and_contents(report: Path) -> None:
 def test_provenance_per_experiment_and_overall(report: Path) -> None:
     page = _parse(report)
     summaries = [dict((row[0], row[1]) for row in t) for t in page.tables if t and t[0][0] == "records"]
-    assert len(summaries) == 2  # the experiment's records, then all records
-    mine, everything = summaries
+    assert len(summaries) == 3  # the experiment's records, the sweep's, then all records
+    mine, sweep, everything = summaries
+    assert sweep["records"] == "1"  # bench.toml's one run: the foreign record is no run of it
     assert mine["records"] == "1" and "elsewhere" not in mine["hosts"] and "ffffffffff" not in mine["commits"]
     assert everything["records"] == "2" and "ffffffffff (dirty) ×1" in everything["commits"]
     assert "cuda:0 (NVIDIA H100) ×1" in everything["devices"] and "torch " in everything["package versions"]
     assert "1:00:" in everything["total wall time"]
     per_record = [t for t in page.tables if t and t[0][0] == "run id"]
-    assert [len(t) - 1 for t in per_record] == [1, 2]
-    assert "synthetic-glands-f1-unet-s7-foreign" in [row[0] for row in per_record[1]]
+    assert [len(t) - 1 for t in per_record] == [1, 1, 2]
+    assert "synthetic-glands-f1-unet-s7-foreign" in [row[0] for row in per_record[2]]
     head = ["dataset", "fraction", "method", "preset", "config", "n"]
     aggregate = next(t for t in page.tables if t and t[0][:6] == head)
     assert aggregate[1][:3] == ["synthetic-glands", "1.0", "unet"] and aggregate[1][3:6:2] == ["tiny", "2"]
@@ -269,7 +273,8 @@ def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     chromium = _chromium()
     dom = _headless(chromium, tmp_path / "profile", "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-images-ok="true"' in dom.stdout and 'data-images-loaded="1/1"' in dom.stdout
+    n = 1 + len(SWEEP_FIGURES)
+    assert 'data-images-ok="true"' in dom.stdout and f'data-images-loaded="{n}/{n}"' in dom.stdout
     rendered = _Page()
     rendered.feed(dom.stdout)
     assert ["method", "Dice"] in [t[0] for t in rendered.tables] and EVIL in rendered.cells()
@@ -291,4 +296,5 @@ def test_chromium_flags_a_figure_that_does_not_decode(report: Path, tmp_path: Pa
     start = text.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken.write_text(text[:start] + base64.b64encode(b"not a png").decode() + text[text.index('"', start):])
     dom = _headless(chromium, tmp_path / "profile", "--dump-dom", broken.as_uri())
-    assert 'data-images-ok="false"' in dom.stdout and 'data-images-loaded="0/1"' in dom.stdout
+    n = 1 + len(SWEEP_FIGURES)
+    assert 'data-images-ok="false"' in dom.stdout and f'data-images-loaded="{n - 1}/{n}"' in dom.stdout
