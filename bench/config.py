@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.errors import ConfigError
 from bench.slurm_config import SlurmConfig, parse_slurm
+from bench.smoke_config import SmokeConfig, parse_smoke
 
 PRESETS = ("tiny", "paper")
 EXECUTORS = ("local", "debug", "slurm")
@@ -41,9 +42,10 @@ class SweepConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "bench.toml"
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
 
 
-_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm"}
+_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm", "smoke"}
 _DATASET_KEYS = {"name", "root", "label_fractions"}
 
 
@@ -119,7 +121,7 @@ def validate(raw: dict[str, Any], path: str | Path) -> SweepConfig:
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str((base / output).resolve()), executor=executor, params=params, source=str(path),
-        slurm=parse_slurm(raw.get("slurm"), path),
+        slurm=parse_slurm(raw.get("slurm"), path), smoke=parse_smoke(raw.get("smoke"), path),
     )
 
 

@@ -79,6 +79,9 @@ class DiffusionProbe(SSLMethod):
         return PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
                                 ema_decay=c.ema_decay, max_side=c.max_side)
 
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        return {f"{self.name} pretrain": self.schedule()}
+
     def pretrain_identity(self) -> dict[str, Any]:
         full = asdict(self.cfg)
         return {k: v for k, v in full.items()

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from bench.device import autocast, prepare_batch, to_device
 from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
+from bench.steptime import STEPS
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -70,6 +71,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss}, gen, sched.steps)
     bar = tqdm(range(resume.start, sched.steps), desc=desc, leave=False, disable=not progress,
                initial=resume.start, total=sched.steps)
+    STEPS.start(desc)
     for step in bar:
         x = prepare_batch(crop_batch(pool, sched.crop, sched.batch, sched.hflip, gen), device)
         with autocast(device):
@@ -82,6 +84,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
         if ema is not None:
             ema.update_parameters(model)
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        STEPS.tick(desc)
         resume.step_done(step + 1)
     final = ema.module if ema is not None else model
     return {k: v.detach().cpu() for k, v in final.state_dict().items()}

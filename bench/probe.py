@@ -21,6 +21,7 @@ from bench.probe_bank import (FeatureBank, bilinear_points, chunk_rows_for, glob
                               hwc_table, row_chunks)
 from bench.probe_mlp import EnsembleMLP
 from bench.probe_sampler import PixelStreams, member_generators
+from bench.steptime import STEPS
 
 __all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "global_l2_scale",
            "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
@@ -203,6 +204,7 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     stop = _EarlyStop(cfg.ensemble)
     epochs = range(cfg.max_epochs) if cfg.max_epochs else itertools.count()
     model.train()
+    STEPS.start("probe")
     with tqdm(total=cfg.max_epochs, disable=not progress, desc="probe", unit="epoch") as bar:
         for epoch in epochs:
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
@@ -226,6 +228,7 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
         losses = torch.full((cfg.ensemble,), math.inf)
         losses[span] = _train_step(model, opt, bank, streams.batch_pixels(step, span), span,
                                    cfg, device)
+        STEPS.tick("probe")
         totals += losses
         if cfg.stop_rule == "natural" and epoch > cfg.warmup_epochs:
             _snapshot(model, final, stop.update(losses, cfg.patience_iters, inclusive=False))

@@ -48,6 +48,7 @@ class RunSpec:
     output: str
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     robustness: Robustness | None = None  # also test the trained model on corrupted test images
+    smoke: Any = None  # a bench.smoke.SmokeRun: a few steps on a few images, measured (bench run --smoke)
 
     def resolved_config(self) -> Any:
         return registry.get(self.method).resolve_config(self.preset, self.params)
@@ -60,6 +61,8 @@ class RunSpec:
                   "method": self.method, "preset": self.preset, "config": cfg}
         if self.robustness is not None:  # only when set, so every other run keeps its id
             fields["robustness"] = self.robustness.identity()
+        if self.smoke is not None:  # a smoke run never shares an id (or a record) with a real one
+            fields.update(self.smoke.identity())
         return config_hash(fields)
 
     @property
@@ -133,6 +136,12 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
+    smoke = None
+    if spec.smoke is not None:
+        from bench.smoke import SmokeSession
+
+        smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
+        labelled, test = smoke.labelled, smoke.test
     ctx = RunContext(spec=spec, device=device, progress=progress)
     trained: list[Predictor] = []
     if spec.robustness is None:
@@ -160,6 +169,8 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     }
     if robustness is not None:
         record["robustness"] = robustness
+    if smoke is not None:
+        record["smoke"] = smoke.finish(timings)
     atomic_write_json(spec.record_path, record)
     return spec.record_path
 

@@ -22,6 +22,7 @@ from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
+from bench.pretrain import PretrainSchedule
 from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.provenance import config_hash
@@ -86,6 +87,11 @@ class SSLMethod(Plugin):
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         """x: B x 3 x w x w in [0, 1] -> the feature maps at native resolutions (B x C_i x h_i x w_i)."""
         raise NotImplementedError
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        """The pre-training stages in order, by the `desc` their `bench.pretrain.pretrain` loop
+        gets: what `bench run --smoke` scales its measured step times by (empty: unknown)."""
+        return {}
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What determines the pre-trained weights (the artefact key); override to drop probe-only fields."""

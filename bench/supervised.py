@@ -25,6 +25,7 @@ from bench.device import autocast, prepare_batch, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
+from bench.steptime import STEPS
 from bench.windows import sliding_window_predict
 
 
@@ -97,6 +98,7 @@ class SupervisedMethod(Plugin):
         bar = tqdm(range(cfg.max_epochs), desc=f"{self.name} train", leave=False, disable=not ctx.progress)
         for epoch in bar:
             model.train()
+            STEPS.start("train")
             for indices in epoch_batches(cfg, len(data), gen):
                 x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
@@ -105,12 +107,15 @@ class SupervisedMethod(Plugin):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                STEPS.tick("train")
             if sched is not None:
                 sched.step()
             if not val:
                 best_state = copy.deepcopy(model.state_dict())
                 continue
+            STEPS.start("validate")
             score = self.validate(model, val, num_classes, ctx)
+            STEPS.tick("validate")
             bar.set_postfix(loss=f"{loss.item():.3f}", val_dice=f"{score:.3f}")
             if score > best:
                 best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0

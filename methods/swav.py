@@ -136,13 +136,17 @@ class SwAV(SSLMethod):
     def pretrain_identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self.cfg).items() if k not in PROBE_ONLY_FIELDS}
 
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        c = self.cfg
+        return {f"{self.name} pretrain": PretrainSchedule(steps=c.train_steps, batch=c.train_batch,
+                                                          crop=c.base_crop, lr=c.lr,
+                                                          weight_decay=c.weight_decay, max_side=c.max_side)}
+
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
         self.check()
-        c = self.cfg
-        sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.base_crop, lr=c.lr,
-                                 weight_decay=c.weight_decay, max_side=c.max_side)
-        return pretrain(self.build_model(), images, sched, SwAVStep(c), ctx.device, c.pretrain_seed,
-                        ctx.progress, desc=f"{self.name} pretrain")
+        ((desc, sched),) = self.schedules().items()
+        return pretrain(self.build_model(), images, sched, SwAVStep(self.cfg), ctx.device, self.cfg.pretrain_seed,
+                        ctx.progress, desc=desc)
 
 
     def load_backbone(self, state: dict[str, Any]) -> nn.Module:

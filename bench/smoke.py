@@ -1,0 +1,124 @@
+"""`bench run --smoke`: every run of the sweep at its real shapes, for a handful of steps.
+
+A smoke run is an ordinary `RunSpec` whose plugin config is overridden (`smoke_overrides`, the
+one mechanism: step, epoch and optionally batch fields of the plugin's Config dataclass are
+capped, whatever the method) and whose data is cut to a few images of one window each
+(`SmokeSession`). Its spec carries a `SmokeRun`, which enters the config hash, so a smoke run
+never shares a run id, a record or an artefact with a real run; its output goes to a separate
+folder (`<output>/smoke/`), and its record carries a `smoke` field (measured step times, peak
+memory, estimated full wall times) that every real table and report refuses.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import registry
+from bench.data.types import Dataset, Sample
+from bench.smoke_config import FOLDER, SmokeConfig
+from bench.steptime import STEPS, peak_memory, reset_peak_memory
+
+# The Config fields a smoke run caps, by what they count. A method whose loop has another
+# count adds a field of one of these names to its Config (or a name here), never a special case.
+STEP_FIELDS = ("train_steps", "stage1_steps", "stage2_steps", "steps_per_epoch")
+EPOCH_FIELDS = ("max_epochs", "probe_max_epochs")
+BATCH_FIELDS = ("train_batch", "stage1_batch", "stage2_batch", "batch")
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """Attached to a smoke RunSpec: the settings and the real run's params (what estimates scale to)."""
+
+    settings: SmokeConfig
+    real_params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def identity(self) -> dict[str, Any]:
+        return {"smoke": dataclasses.asdict(self.settings)}
+
+
+def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:
+    """The Config overrides that make `cfg` a smoke run: counts capped, shapes kept."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    out: dict[str, Any] = {}
+    for key in STEP_FIELDS:
+        if key in names and getattr(cfg, key) > smoke.steps:
+            out[key] = smoke.steps       # 0 (a stage switched off) stays 0
+    for key in EPOCH_FIELDS:
+        if key in names and (getattr(cfg, key) is None or getattr(cfg, key) > smoke.epochs):
+            out[key] = smoke.epochs
+    if smoke.batch is not None:
+        for key in BATCH_FIELDS:
+            if key in names and getattr(cfg, key) > smoke.batch:
+                out[key] = smoke.batch
+    if "probe_pixels_per_epoch" in names:  # a probe epoch of `steps` batches at the probe's real width
+        width = cfg.probe_batch_medical if domain == "medical" else cfg.probe_batch_natural
+        current = cfg.probe_pixels_per_epoch
+        out["probe_pixels_per_epoch"] = min(current or smoke.steps * width, smoke.steps * width)
+    return out
+
+
+def smoke_specs(runs: list[Any], smoke: SmokeConfig, domain_of: Any) -> list[Any]:
+    """One smoke spec per (data set, fraction, method) of `runs` (seeds change no shape)."""
+    out, seen = [], set()
+    for spec in runs:
+        key = (spec.dataset, spec.root, spec.fraction, spec.method)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = registry.get(spec.method).resolve_config(spec.preset, spec.params)
+        overrides = smoke_overrides(cfg, domain_of(spec.dataset), smoke)
+        out.append(dataclasses.replace(
+            spec, output=str(Path(spec.output) / FOLDER), params={**spec.params, **overrides},
+            smoke=SmokeRun(smoke, dict(spec.params))))
+    return out
+
+
+def window_side(cfg: Any) -> int | None:
+    """The side of one window in a method's working pixels (None: whole images are resized)."""
+    if getattr(cfg, "input_size", None):
+        return None
+    return int(getattr(cfg, "window", None) or cfg.crop)
+
+
+def cut(sample: Sample, side: int | None) -> Sample:
+    """The centre side x side crop of a sample (images no larger are kept whole)."""
+    h, w = sample.semantic.shape
+    if side is None or (h <= side and w <= side):
+        return sample
+    ch, cw = min(h, side), min(w, side)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    box = (slice(y, y + ch), slice(x, x + cw))
+    inst = None if sample.instances is None else np.ascontiguousarray(sample.instances[box])
+    return dataclasses.replace(sample, image=np.ascontiguousarray(sample.image[box]),
+                               semantic=np.ascontiguousarray(sample.semantic[box]), instances=inst)
+
+
+class SmokeSession:
+    """One smoke run inside `runner.execute`: its data, then its measurements for the record."""
+
+    def __init__(self, spec: Any, cfg: Any, device: torch.device, labelled: list[Sample], test: Dataset) -> None:
+        s: SmokeConfig = spec.smoke.settings
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.full_labelled, self.full_test = labelled, test
+        side = window_side(cfg) if s.one_window else None
+        self.labelled = [cut(x, side) for x in labelled[: s.labelled]]
+        self.test = dataclasses.replace(test, samples=[cut(x, side) for x in test.samples[: s.test]])
+        STEPS.reset(enabled=True)
+        reset_peak_memory(device)
+
+    def finish(self, timings: dict[str, float]) -> dict[str, Any]:
+        """The record's `smoke` field: settings, peak memory, step times, full-run estimates."""
+        from bench.estimates import estimate_stages
+
+        plugin_cls = registry.get(self.spec.method)
+        real_cfg = plugin_cls.resolve_config(self.spec.preset, self.spec.smoke.real_params)
+        stages = estimate_stages(plugin_cls, real_cfg, self.cfg, self, dict(STEPS.steps), timings)
+        memory = peak_memory(self.device)
+        STEPS.reset(enabled=False)
+        return {"settings": dataclasses.asdict(self.spec.smoke.settings), "device": str(self.device),
+                "threads": torch.get_num_threads(), "peak_memory": memory, "stages": stages}
