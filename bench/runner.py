@@ -112,8 +112,15 @@ class RunSpec:
         retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.get(self.method)(self.resolved_config())
+        device = pick_device()
         with resumable(self.checkpoint_path(artefact), checkpoint_every_s):
-            plugin.backbone(RunContext(spec=self, device=pick_device()))
+            if self.smoke is None:
+                plugin.backbone(RunContext(spec=self, device=device))
+            else:
+                from bench.smoke import measured_pretrain
+
+                with measured_pretrain(self, artefact, device):
+                    plugin.backbone(RunContext(spec=self, device=device))
         return artefact
 
 

@@ -10,10 +10,11 @@ memory, estimated full wall times) that every real table and report refuses.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -117,8 +118,51 @@ class SmokeSession:
 
         plugin_cls = registry.get(self.spec.method)
         real_cfg = plugin_cls.resolve_config(self.spec.preset, self.spec.smoke.real_params)
-        stages = estimate_stages(plugin_cls, real_cfg, self.cfg, self, dict(STEPS.steps), timings)
         memory = peak_memory(self.device)
+        steps = dict(STEPS.steps)
+        artefact = self.spec.artefact()
+        if artefact is not None:  # pre-trained here: keep its steps for the runs that reuse it
+            names = plugin_cls(self.cfg).schedules()
+            built = {k: v for k, v in steps.items() if k in names}
+            if built:
+                _save_pretrain_steps(artefact, built, memory)
+            else:  # built before (another fraction, or a Slurm pre-training job): its measurements
+                built, before = _load_pretrain_steps(artefact)
+                steps.update(built)
+                memory = {k: max(v, before.get(k, 0)) for k, v in memory.items()}
+        stages = estimate_stages(plugin_cls, real_cfg, self.cfg, self, steps, timings)
         STEPS.reset(enabled=False)
         return {"settings": dataclasses.asdict(self.spec.smoke.settings), "device": str(self.device),
                 "threads": torch.get_num_threads(), "peak_memory": memory, "stages": stages}
+
+
+def _steps_file(artefact: Path) -> Path:
+    return artefact.with_name(artefact.name + ".steps.json")
+
+
+def _save_pretrain_steps(artefact: Path, steps: dict[str, list[float]], memory: dict[str, int]) -> None:
+    from bench.store import atomic_write_json
+
+    atomic_write_json(_steps_file(artefact), {"steps": steps, "peak_memory": memory})
+
+
+def _load_pretrain_steps(artefact: Path) -> tuple[dict[str, list[float]], dict[str, int]]:
+    import json
+
+    try:
+        saved = json.loads(_steps_file(artefact).read_text())
+        return saved["steps"], saved["peak_memory"]
+    except (OSError, ValueError, KeyError):
+        return {}, {}
+
+
+@contextlib.contextmanager
+def measured_pretrain(spec: Any, artefact: Path, device: torch.device) -> Iterator[None]:
+    """Around a pre-training job of a smoke spec (`RunSpec.pretrain`): keep its steps and peak."""
+    STEPS.reset(enabled=True)
+    reset_peak_memory(device)
+    try:
+        yield
+        _save_pretrain_steps(artefact, dict(STEPS.steps), peak_memory(device))
+    finally:
+        STEPS.reset(enabled=False)

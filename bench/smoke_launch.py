@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ def _run_here(sweep: SweepConfig, specs: list[RunSpec], quiet: bool) -> None:
         print(f"bench: smoke {i}/{len(todo)}: {spec.dataset} {spec.fraction:g} {spec.method}",
               file=sys.stderr, flush=True)
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            failure = pool.submit(_child, spec, not quiet).result()
+            try:
+                failure = pool.submit(_child, spec, not quiet).result()
+            except BrokenProcessPool:
+                raise BenchError(f"smoke run {spec.run_id}: its process was killed (out of memory? "
+                                 "a lower [smoke] batch, or a machine with more free memory)") from None
         if failure is not None:
             kind, text = failure
             if kind == "crash":
