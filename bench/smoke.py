@@ -39,7 +39,9 @@ class SmokeRun:
     real_params: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def identity(self) -> dict[str, Any]:
-        return {"smoke": dataclasses.asdict(self.settings)}
+        """What makes a smoke run differ (the margins only pad suggestions, so they are left out)."""
+        settings = dataclasses.asdict(self.settings)
+        return {"smoke": {k: v for k, v in settings.items() if not k.endswith("_margin")}}
 
 
 def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:

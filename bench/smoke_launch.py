@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import SweepConfig
+from bench.data.registry import clear_cache
 from bench.errors import BenchError
 from bench.records import read_record
 from bench.runner import RunSpec, domain_of, pending, validate_data
@@ -63,6 +64,7 @@ def _run_here(sweep: SweepConfig, specs: list[RunSpec], quiet: bool) -> None:
         return
     check_writable(sweep.output, "output", sweep.source)
     validate_data(sweep, todo)
+    clear_cache()  # the children load the data themselves; this process need not hold a copy meanwhile
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(sweep.output)
     print(f"bench: {len(todo)} smoke run(s) -> {sweep.output}", file=sys.stderr)

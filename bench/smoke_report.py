@@ -28,7 +28,9 @@ def peak_bytes(record: dict[str, Any]) -> int:
 
 
 def _steps(stages: dict[str, dict[str, Any]]) -> str:
-    return ", ".join(f"{v['s_per_unit']:.2f}" + (f" (x{v['batch_scale']:g} batch)" if v["batch_scale"] != 1 else "")
+    """s/step of each stage; * where only one step ran (warm-up included), xN where the batch was capped."""
+    return ", ".join(f"{v['s_per_unit']:.2f}" + ("*" if v["measured"] == 1 else "")
+                     + (f" (x{v['batch_scale']:g} batch)" if v["batch_scale"] != 1 else "")
                      for v in stages.values() if v["unit"] == "step") or "-"
 
 
@@ -50,8 +52,8 @@ def render_estimates(records: list[dict[str, Any]]) -> str:
             _steps(own), duration(sum(v["full_s"] for v in own.values())),
             f"{r['timings']['total_s']:.0f} s |"]))
     notes = ["", "Estimates: measured s/step (median after the first) x the configured steps and epochs "
-             "(epochs at their cap: upper bounds where early stopping ends sooner); a batch the smoke "
-             "capped is scaled linearly (xN). Pre-training is one job per data set and method, shared "
+             "(epochs at their cap: upper bounds where early stopping ends sooner); * only one step ran "
+             "(an epoch of one batch), warm-up included; a batch the smoke capped is scaled linearly (xN). Pre-training is one job per data set and method, shared "
              "by its runs. Memory is measured at the smoke's batch.", ""]
     return "\n".join(lines + notes)
 

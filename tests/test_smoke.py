@@ -138,3 +138,13 @@ def test_bad_smoke_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "smoke.stepz: unknown key" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_broken_shape_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The local smoke runs each run in a fresh process; its failure ends bench with one line, status 2."""
+    body = SWEEP.replace('["ddpm", "unet"]', '["unet"]') + "[params.unet]\ncrop = 6\n"  # 1x1 at the bottom
+    config = write_sweep(tmp_path, body)
+    assert main(["run", "--smoke", "--config", str(config), "--quiet"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("bench: error: smoke run synthetic-glands-f1-unet-s0-") and "spatial element" in last
+    assert not list((tmp_path / "results" / "smoke" / "records").glob("*.json"))
