@@ -4,7 +4,8 @@ Each stage's count is derived from the real (non-smoke) config and the real data
 steps from the plugin's `schedules()`, probe steps from its epochs and the labelled pixels,
 trainer steps from epochs x steps per epoch, windows from the images' sizes. Epoch counts are
 the configured maxima, so estimates are upper bounds where early stopping ends a stage sooner.
-Where the smoke capped a batch, the step time is scaled linearly to the configured batch.
+Where the smoke capped a batch (or the probe's ensemble), the step time is scaled linearly to the
+configured batch (members): an upper bound for the probe's prediction, whose upsampling is shared.
 """
 from __future__ import annotations
 
@@ -79,14 +80,15 @@ def _ssl(plugin_cls: Any, real_cfg: Any, smoke_cfg: Any, session: Any, steps: di
     if s_win is not None:
         out["features"] = _entry("window", feature_windows(session.labelled, smoke_cfg), s_win,
                                  feature_windows(session.full_labelled, real_cfg))
+    members = real_cfg.probe_ensemble / smoke_cfg.probe_ensemble  # each member's work is its own
     if "probe" in steps:
         out["probe"] = _entry("step", len(steps["probe"]), per_step(steps["probe"]),
-                              _probe_steps(real_cfg, session.full_labelled, domain),
+                              _probe_steps(real_cfg, session.full_labelled, domain), members,
                               note="epochs at their cap; early stopping ends sooner")
     s_win = _per_window(timings.get("predict_s"), predict_windows(session.test, smoke_cfg))
     if s_win is not None:
         out["predict"] = _entry("window", predict_windows(session.test, smoke_cfg), s_win,
-                                predict_windows(session.full_test, real_cfg))
+                                predict_windows(session.full_test, real_cfg), members)
     return out
 
 

@@ -28,7 +28,8 @@ from bench.steptime import STEPS, peak_memory, reset_peak_memory
 # count adds a field of one of these names to its Config (or a name here), never a special case.
 STEP_FIELDS = ("train_steps", "stage1_steps", "stage2_steps", "steps_per_epoch")
 EPOCH_FIELDS = ("max_epochs", "probe_max_epochs")
-BATCH_FIELDS = ("train_batch", "stage1_batch", "stage2_batch", "batch")
+BATCH_FIELDS = ("train_batch", "stage1_batch", "stage2_batch", "batch")  # [smoke] batch
+# [smoke] probe_ensemble caps `probe_ensemble`; estimates scale the probe by the member ratio.
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ class SmokeRun:
     real_params: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def identity(self) -> dict[str, Any]:
-        """What makes a smoke run differ (the margins only pad suggestions, so they are left out)."""
-        settings = dataclasses.asdict(self.settings)
-        return {"smoke": {k: v for k, v in settings.items() if not k.endswith("_margin")}}
+        """The mark and the data cut: the capped counts are in the config overrides, which the
+        config hash holds already (so a setting a method has no field for changes no run id)."""
+        s = self.settings
+        return {"smoke": {"labelled": s.labelled, "test": s.test, "one_window": s.one_window}}
 
 
 def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]
         for key in BATCH_FIELDS:
             if key in names and getattr(cfg, key) > smoke.batch:
                 out[key] = smoke.batch
+    if smoke.probe_ensemble is not None and "probe_ensemble" in names and cfg.probe_ensemble > smoke.probe_ensemble:
+        out["probe_ensemble"] = smoke.probe_ensemble  # members are independent: a batch dimension
     if "probe_pixels_per_epoch" in names:  # a probe epoch of `steps` batches at the probe's real width
         width = cfg.probe_batch_medical if domain == "medical" else cfg.probe_batch_natural
         current = cfg.probe_pixels_per_epoch

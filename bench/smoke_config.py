@@ -23,6 +23,7 @@ class SmokeConfig:
     labelled: int = 2              # labelled images per run
     test: int = 2                  # test images per run
     batch: int | None = None       # cap on training batches (None: the configured batch)
+    probe_ensemble: int | None = None  # cap on the probe's ensemble members (None: the configured)
     one_window: bool = True        # cut every image to one window (a full image takes minutes on a CPU)
     time_margin: float = 1.5       # suggested Slurm limits: estimate x margin
     mem_margin: float = 1.25
@@ -40,8 +41,8 @@ def parse_smoke(value: Any, path: str | Path) -> SmokeConfig:
     for key, val in value.items():
         if key not in known:
             raise ConfigError(path, f"smoke.{key}", f"unknown key; expected one of {', '.join(sorted(known))}")
-        if key == "batch" and val is not None and not (type(val) is int and val >= 1):
-            raise ConfigError(path, "smoke.batch", "expected a positive integer")
+        if key in ("batch", "probe_ensemble") and val is not None and not (type(val) is int and val >= 1):
+            raise ConfigError(path, f"smoke.{key}", "expected a positive integer")
         elif key in ("steps", "epochs", "labelled", "test") and not (type(val) is int and val >= 1):
             raise ConfigError(path, f"smoke.{key}", "expected a positive integer")
         elif key == "one_window" and not isinstance(val, bool):

@@ -28,6 +28,7 @@ name = "synthetic-glands"
 label_fractions = [1.0]
 [smoke]
 steps = 2
+probe_ensemble = 2
 """
 
 
@@ -44,7 +45,7 @@ def smoked(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_paper_config_is_capped() -> None:
     """The one mechanism: every method's paper config gets its counts capped, its shapes kept."""
-    smoke = SmokeConfig(steps=2, epochs=1, batch=1)
+    smoke = SmokeConfig(steps=2, epochs=1, batch=1, probe_ensemble=2)
     for name in registry.names():
         cls = registry.get(name)
         cfg = cls.presets["paper"]
@@ -58,6 +59,8 @@ def test_every_paper_config_is_capped() -> None:
                 assert value == 1, (name, f.name)
             if f.name in BATCH_FIELDS:
                 assert value == 1, (name, f.name)
+            if f.name == "probe_ensemble":
+                assert value == 2, name
         for shape in ("window", "crop", "input_size", "model_channels", "embed_dim", "probe_batch_medical"):
             if hasattr(cfg, shape):
                 assert getattr(capped, shape) == getattr(cfg, shape), (name, shape)
@@ -87,6 +90,7 @@ def test_smoke_records_are_marked_with_estimates(smoked: Path) -> None:
     assert ddpm["ddpm pretrain"]["measured"] == 2
     assert ddpm["ddpm pretrain"]["full_units"] == registry.get("ddpm").presets["tiny"].train_steps
     assert set(ddpm) >= {"features", "probe", "predict"}
+    assert ddpm["probe"]["batch_scale"] == registry.get("ddpm").presets["tiny"].probe_ensemble / 2
     unet = next(r for r in records if r["method"] == "unet")["smoke"]["stages"]
     assert unet["train"]["measured"] == 2 and "validate" in unet and "predict" in unet
 
