@@ -3,7 +3,8 @@ bf16 + channels_last, peak GPU memory, the smoke run on the GPU, and the ensembl
 
 For every method this runs its smoke run (`bench run --smoke`: real shapes, a few steps) twice,
 with the GPU fast paths off (fp32) and on (bf16 autocast + channels_last, bench's default on a
-GPU), and reads each stage's seconds per step from the smoke record: pre-training (the
+GPU; "fp32" is PyTorch's default, which lets cuDNN convolutions use TF32), and reads each stage's
+seconds per step from the smoke record: pre-training (the
 supervised trainer's step for baselines) and the probe. The 10-member ensemble probe against 10
 separate modules is benchmarks/probe_perf.py's speed half at the MDM medical probe's shape.
 Goals: bf16 >= 1.5x fp32, ensemble >= 4x. Budget: 8 minutes on one GPU (methods left when the
