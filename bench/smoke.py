@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -138,8 +139,10 @@ class SmokeSession:
                 memory = {k: max(v, before.get(k, 0)) for k, v in memory.items()}
         stages = estimate_stages(plugin_cls, real_cfg, self.cfg, self, steps, timings)
         STEPS.reset(enabled=False)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: a local smoke run has its own
         return {"settings": dataclasses.asdict(self.spec.smoke.settings), "device": str(self.device),
-                "threads": torch.get_num_threads(), "peak_memory": memory, "stages": stages}
+                "threads": torch.get_num_threads(), "peak_memory": memory, "stages": stages,
+                "process_cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def _steps_file(artefact: Path) -> Path:
