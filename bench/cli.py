@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     _progress_args(run)
     run.add_argument("--wait", action="store_true", help="slurm: block until the sweep ends, then print the table")
     run.add_argument("--dry-run", action="store_true", help="print what would run (slurm: jobs, arrays, sbatch flags)")
+    run.add_argument("--smoke", action="store_true",
+                     help="every run at its real shapes for a few steps into OUTPUT/smoke/; prints memory, "
+                          "step times and estimated full wall times (with slurm --dry-run: suggested limits)")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="done / running / pending / failed runs per cell")
@@ -145,6 +148,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = _load(args)
     runs = _expand(sweep, expand)
+    if args.smoke:
+        from bench.smoke_launch import run_smoke
+
+        return run_smoke(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
+                         dry_run=args.dry_run)
     code = launch(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                   dry_run=args.dry_run)
     if args.dry_run or (sweep.executor == "slurm" and not args.wait):

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.errors import ConfigError
 from bench.slurm_config import SlurmConfig, parse_slurm
+from bench.smoke_config import SmokeConfig, parse_smoke
 
 PRESETS = ("tiny", "small", "paper")
 EXECUTORS = ("local", "debug", "slurm")
@@ -53,9 +54,11 @@ class SweepConfig:
     source: str = "bench.toml"
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     pretrain: PretrainLayout = field(default_factory=PretrainLayout)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
 
 
-_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm", "pretrain"}
+_TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm", "pretrain",
+             "smoke"}
 _DATASET_KEYS = {"name", "root", "label_fractions"}
 
 
@@ -162,6 +165,7 @@ def validate(raw: dict[str, Any], path: str | Path, set_keys: set[str] | None = 
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str(output_path), executor=executor, params=params, source=str(path),
         slurm=parse_slurm(raw.get("slurm"), path), pretrain=_pretrain(raw.get("pretrain", {}), path),
+        smoke=parse_smoke(raw.get("smoke"), path),
     )
 
 

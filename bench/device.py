@@ -24,22 +24,40 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_FAST = {"on": os.environ.get("BENCH_FP32", "0") != "1"}  # BENCH_FP32=1: plain fp32 on a GPU too
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool) -> Iterator[None]:
+    """Switch the GPU fast paths (bf16 autocast + channels_last) on or off, e.g. to time fp32."""
+    before = _FAST["on"]
+    _FAST["on"] = enabled
+    try:
+        yield
+    finally:
+        _FAST["on"] = before
+
+
+def _fast(device: torch.device) -> bool:
+    return device.type == "cuda" and _FAST["on"]
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
+    if _fast(device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device)
-    if device.type == "cuda":
+    if _fast(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def prepare_batch(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.ndim == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if _fast(device) and x.ndim == 4 else x
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -89,6 +89,9 @@ class DiffusionProbe(SSLMethod):
         return PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
                                 ema_decay=c.ema_decay, max_side=c.max_side)
 
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        return {f"{self.name} pretrain": self.schedule()}
+
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         c = self.cfg
         if domain == "medical":

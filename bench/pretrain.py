@@ -22,6 +22,7 @@ from bench.device import autocast, prepare_batch, to_device
 from bench.executors.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
 from bench.progress import SETTINGS, History, StageLog
+from bench.steptime import STEPS
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -104,6 +105,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     stage = StageLog(desc, sched.steps, progress and distributed.layout().main, initial=resume.start,
                      history=history)
     parts = len(shards.mine)
+    STEPS.start(desc)
     for step in range(resume.start, sched.steps):
         opt.zero_grad(set_to_none=True)
         loss = 0.0  # this process's share of the step's loss
@@ -119,6 +121,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
         if ema is not None:
             ema.update_parameters(model)
         stage.update(step + 1, loss=loss)
+        STEPS.tick(desc)
         resume.step_done(step + 1)
     stage.close()
     final = ema.module if ema is not None else model

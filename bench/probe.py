@@ -22,6 +22,7 @@ from bench.probe_mlp import EnsembleMLP
 from bench.probe_predict import chunk_logits, predict_probs, predict_votes
 from bench.probe_sampler import PixelStreams, member_generators
 from bench.progress import StageLog
+from bench.steptime import STEPS
 
 __all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
            "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
@@ -204,6 +205,7 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     stop = _EarlyStop(cfg.ensemble)
     epochs = range(cfg.max_epochs) if cfg.max_epochs else itertools.count()
     model.train()
+    STEPS.start("probe")
     with StageLog("probe", cfg.max_epochs, progress, unit="epoch") as stage:  # its history: the record's
         for epoch in epochs:
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
@@ -226,6 +228,7 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
         losses = torch.full((cfg.ensemble,), math.inf)
         losses[span] = _train_step(model, opt, bank, streams.batch_pixels(step, span), span,
                                    cfg, device)
+        STEPS.tick("probe")
         totals += losses
         if cfg.stop_rule == "natural" and epoch > cfg.warmup_epochs:
             _snapshot(model, final, stop.update(losses, cfg.patience_iters, inclusive=False))

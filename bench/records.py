@@ -31,8 +31,13 @@ def is_done(path: str | Path) -> bool:
     return read_record(path) is not None
 
 
-def load_records(output: str | Path) -> list[dict[str, Any]]:
-    """Every readable record under output/records; unreadable ones are reported and skipped."""
+def load_records(output: str | Path, smoke: bool = False) -> list[dict[str, Any]]:
+    """Every readable record under output/records; unreadable ones are reported and skipped.
+
+    Smoke records (`bench run --smoke`, marked by a `smoke` field) are left out unless `smoke`:
+    they live in a folder of their own, and even one copied into a real output never reaches a
+    table or a report. With `smoke`, only they are returned.
+    """
     folder = Path(output) / "records"
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -42,5 +47,6 @@ def load_records(output: str | Path) -> list[dict[str, Any]]:
         if record is None:
             print(f"bench: warning: skipping unreadable record {path}", file=sys.stderr)
             continue
-        records.append(record)
+        if ("smoke" in record) == smoke:
+            records.append(record)
     return records

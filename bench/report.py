@@ -32,7 +32,7 @@ class ReportConfig:
 
     filename: str = "report.html"
     title: str = "bench report"
-    reserved: tuple[str, ...] = ("records", "artefacts", "predictions", "checkpoints", "slurm")
+    reserved: tuple[str, ...] = ("records", "artefacts", "predictions", "checkpoints", "slurm", "smoke")
     table_exts: tuple[str, ...] = (".md", ".csv", ".tex")
     figure_max_width_px: int = 900
     long_table_rows: int = 40  # a table with more rows (a long per-seed CSV) starts folded

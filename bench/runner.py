@@ -29,7 +29,7 @@ from bench import registry
 from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
-from bench.data import get_dataset, label_subset
+from bench.data import DATASETS, get_dataset, label_subset
 from bench.device import pick_device, retain_freed_memory, seed_everything
 from bench.distributed import main_says, sharding
 from bench.errors import BenchError
@@ -58,6 +58,7 @@ class RunSpec:
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     robustness: Robustness | None = None  # also test the trained model on corrupted test images
     shards: int | None = None  # `[pretrain] shards`: how pre-training cuts its batch (not in run_id)
+    smoke: Any = None  # a bench.smoke.SmokeRun: a few steps on a few images, measured (bench run --smoke)
 
     def resolved_config(self) -> Any:
         return registry.get(self.method).resolve_config(self.preset, self.params)
@@ -70,6 +71,8 @@ class RunSpec:
                   "method": self.method, "preset": self.preset, "config": cfg}
         if self.robustness is not None:  # only when set, so every other run keeps its id
             fields["robustness"] = self.robustness.identity()
+        if self.smoke is not None:  # a smoke run never shares an id (or a record) with a real one
+            fields.update(self.smoke.identity())
         return config_hash(fields)
 
     @property
@@ -135,8 +138,15 @@ class RunSpec:
         retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.create(self.method, self.preset, self.params)
+        device = pick_device()
         with resumable(self.checkpoint_path(artefact), checkpoint_every_s), sharding(self.shards):
-            plugin.build_stage(artefact, RunContext(spec=self, device=pick_device()))
+            if self.smoke is None:
+                plugin.build_stage(artefact, RunContext(spec=self, device=device))
+            else:
+                from bench.smoke import measured_pretrain
+
+                with measured_pretrain(self, artefact, device):
+                    plugin.build_stage(artefact, RunContext(spec=self, device=device))
         return artefact
 
 
@@ -159,6 +169,12 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
+    smoke = None
+    if spec.smoke is not None:
+        from bench.smoke import SmokeSession
+
+        smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
+        labelled, test = smoke.labelled, smoke.test
     ctx = RunContext(spec=spec, device=device, progress=progress)
     trained: list[Predictor] = []
     with collect_histories() as history:  # every stage's learning curve, pre-training included
@@ -188,6 +204,8 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
     }
     if robustness is not None:
         record["robustness"] = robustness
+    if smoke is not None:
+        record["smoke"] = smoke.finish(timings)
     atomic_write_json(spec.record_path, record)
     log.info("%s: done in %.1f s", spec.run_id, timings["total_s"])
     return spec.record_path
@@ -241,3 +259,7 @@ def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:
     return [r for r in runs if not is_done(r.record_path)]
+
+
+def domain_of(dataset: str) -> str:
+    return DATASETS[dataset].domain

@@ -25,6 +25,7 @@ from bench.imaging import resize_image, resize_labels, scores_to_labels, target_
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
 from bench.progress import StageLog
+from bench.steptime import STEPS
 from bench.windows import sliding_window_predict
 
 
@@ -105,6 +106,7 @@ class SupervisedMethod(Plugin):
         for epoch in range(cfg.max_epochs):
             model.train()
             losses = []
+            STEPS.start("train")
             for indices in epoch_batches(cfg, len(data), gen, self.drop_last):
                 x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
@@ -114,6 +116,7 @@ class SupervisedMethod(Plugin):
                 loss.backward()
                 opt.step()
                 losses.append(loss.detach())
+                STEPS.tick("train")
             if sched is not None:
                 sched.step()
             train_loss = float(torch.stack(losses).mean()) if losses else math.nan
@@ -121,7 +124,9 @@ class SupervisedMethod(Plugin):
                 stage.update(epoch + 1, loss=train_loss)
                 best_state = copy.deepcopy(model.state_dict())
                 continue
+            STEPS.start("validate")
             score = self.validate(model, val, num_classes, ctx)
+            STEPS.tick("validate")
             stage.update(epoch + 1, loss=train_loss, val_dice=score)
             if score > best:
                 best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0

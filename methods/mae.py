@@ -88,12 +88,16 @@ class MAE(SSLMethod):
         pred, mask = model(images, c.mask_ratio, gen)
         return masked_patch_loss(model, images, pred, mask, norm_pix=c.loss == "norm_pix")
 
-    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+    def schedules(self) -> dict[str, PretrainSchedule]:
         c = self.cfg
-        sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
-                                 weight_decay=c.weight_decay, betas=c.betas, max_side=c.max_side)
-        return pretrain(self.build_model(), images, sched, self.step_loss, ctx.device, c.pretrain_seed,
-                        ctx.progress, desc="mae pretrain")
+        return {"mae pretrain": PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window,
+                                                 lr=c.lr, weight_decay=c.weight_decay, betas=c.betas,
+                                                 max_side=c.max_side)}
+
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        ((desc, sched),) = self.schedules().items()
+        return pretrain(self.build_model(), images, sched, self.step_loss, ctx.device, self.cfg.pretrain_seed,
+                        ctx.progress, desc=desc)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return backbone.features(imagenet_normalise(x), self.cfg.feature_blocks)

@@ -162,11 +162,14 @@ class MaskDM(SSLMethod):
                 continue
             model.load_state_dict(state)
             state = pretrain(model, images, sched, self.step_loss(ratio), ctx.device,
-                             c.pretrain_seed + stage - 1, ctx.progress, desc=f"maskdm stage {stage}")
+                             c.pretrain_seed + stage - 1, ctx.progress, desc=_stage_name(stage))
         return state
 
     def pretrain_batches(self) -> tuple[int, ...]:
         return tuple(self.stage_schedule(s).batch for s in (1, 2) if self.stage_schedule(s).steps)
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        return {_stage_name(s): self.stage_schedule(s) for s in (1, 2) if self.stage_schedule(s).steps}
 
     # --- features ------------------------------------------------------------------------
     def blocks_and_timesteps(self, domain: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -193,3 +196,7 @@ def shared_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn((1, *x.shape[1:]), generator=gen).to(x.device, x.dtype).expand_as(x)
 
+
+
+def _stage_name(stage: int) -> str:
+    return f"maskdm stage {stage}"

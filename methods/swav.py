@@ -141,12 +141,16 @@ class SwAV(SSLMethod):
         c = self.cfg
         return SwAVNet(resnet_trunk(c.width, c.layers), c.hidden_mlp, c.out_dim, c.prototypes)
 
-    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+    def schedules(self) -> dict[str, PretrainSchedule]:
         c = self.cfg
-        sched = PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.base_crop, lr=c.lr,
-                                 weight_decay=c.weight_decay, max_side=c.max_side)
-        return pretrain(self.build_model(), images, sched, SwAVStep(c), ctx.device, c.pretrain_seed,
-                        ctx.progress, desc=f"{self.name} pretrain")
+        return {f"{self.name} pretrain": PretrainSchedule(steps=c.train_steps, batch=c.train_batch,
+                                                          crop=c.base_crop, lr=c.lr,
+                                                          weight_decay=c.weight_decay, max_side=c.max_side)}
+
+    def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
+        ((desc, sched),) = self.schedules().items()
+        return pretrain(self.build_model(), images, sched, SwAVStep(self.cfg), ctx.device, self.cfg.pretrain_seed,
+                        ctx.progress, desc=desc)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return block_inputs(backbone.trunk, imagenet_normalise(x), self.cfg.read_every)

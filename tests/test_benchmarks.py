@@ -57,3 +57,22 @@ def test_calibration_study_writes_valid_sweeps(tmp_path: Path, monkeypatch: pyte
     assert raw["preset"] == "small" and raw["datasets"][0]["name"] == "glas-val"
     assert raw["params"]["mdm"] == {"timesteps_medical": [250]}
     assert all(method for method, _, _ in study.STUDY)
+
+
+def test_gpu_check_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU script's code path, on the CPU at the tiny preset: both precisions, one table."""
+    check = _script("gpu_check", monkeypatch)
+    monkeypatch.setenv("BENCH_DEVICE", "cpu")  # restored afterwards (main sets it)
+    out = tmp_path / "check.json"
+    assert check.main(["--device", "cpu", "--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"ddpm", "unet"} and result["device"] == "cpu"
+    for precision in ("fp32", "bf16+cl"):
+        assert rows["ddpm"][precision]["train_s"] > 0 and rows["ddpm"][precision]["probe_s"] > 0
+        assert rows["unet"][precision]["train_s"] > 0 and rows["unet"][precision]["probe_s"] is None
+        assert rows["unet"][precision]["peak_bytes"] > 0
+    assert result["ensemble"]["speedup"] > 0
+    text = capsys.readouterr().out
+    assert "| ddpm |" in text and "| unet |" in text and "ensemble probe (10 members, dim 64" in text

@@ -1,0 +1,179 @@
+"""`bench run --smoke`: every run of the sweep at its real shapes, for a handful of steps.
+
+A smoke run is an ordinary `RunSpec` whose plugin config is overridden (`smoke_overrides`, the
+one mechanism: step, epoch and optionally batch fields of the plugin's Config dataclass are
+capped, whatever the method) and whose data is cut to a few images of one window each
+(`SmokeSession`). Its spec carries a `SmokeRun`, which enters the config hash, so a smoke run
+never shares a run id, a record or an artefact with a real run; its output goes to a separate
+folder (`<output>/smoke/`), and its record carries a `smoke` field (measured step times, peak
+memory, estimated full wall times) that every real table and report refuses.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from bench import registry
+from bench.data.types import Dataset, Sample
+from bench.smoke_config import FOLDER, SmokeConfig
+from bench.steptime import STEPS, peak_memory, reset_peak_memory
+
+# The Config fields a smoke run caps, by what they count. A method whose loop has another
+# count adds a field of one of these names to its Config (or a name here), never a special case.
+STEP_FIELDS = ("train_steps", "stage1_steps", "stage2_steps", "steps_per_epoch",
+               "sample_steps", "n_samples")  # datasetddpm: sampling steps, and samples drawn
+EPOCH_FIELDS = ("max_epochs", "probe_max_epochs", "deeplab_epochs")
+BATCH_FIELDS = ("train_batch", "stage1_batch", "stage2_batch", "batch", "sample_batch",
+                "deeplab_batch")  # [smoke] batch
+# [smoke] probe_ensemble caps `probe_ensemble`; estimates scale the probe by the member ratio.
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """Attached to a smoke RunSpec: the settings and the real run's params (what estimates scale to)."""
+
+    settings: SmokeConfig
+    real_params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def identity(self) -> dict[str, Any]:
+        """The mark and the data cut: the capped counts are in the config overrides, which the
+        config hash holds already (so a setting a method has no field for changes no run id)."""
+        s = self.settings
+        return {"smoke": {"labelled": s.labelled, "test": s.test, "one_window": s.one_window}}
+
+
+def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:
+    """The Config overrides that make `cfg` a smoke run: counts capped, shapes kept."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    out: dict[str, Any] = {}
+    for key in STEP_FIELDS:
+        if key in names and getattr(cfg, key) > smoke.steps:
+            out[key] = smoke.steps       # 0 (a stage switched off) stays 0
+    for key in EPOCH_FIELDS:
+        if key in names and (getattr(cfg, key) is None or getattr(cfg, key) > smoke.epochs):
+            out[key] = smoke.epochs
+    if smoke.batch is not None:
+        for key in BATCH_FIELDS:
+            if key in names and getattr(cfg, key) > smoke.batch:
+                out[key] = smoke.batch
+    if smoke.probe_ensemble is not None and "probe_ensemble" in names and cfg.probe_ensemble > smoke.probe_ensemble:
+        out["probe_ensemble"] = smoke.probe_ensemble  # members are independent: a batch dimension
+    if "probe_pixels_per_epoch" in names:  # a probe epoch of `steps` batches at the probe's real width
+        width = cfg.probe_batch_medical if domain == "medical" else cfg.probe_batch_natural
+        current = cfg.probe_pixels_per_epoch
+        out["probe_pixels_per_epoch"] = min(current or smoke.steps * width, smoke.steps * width)
+    return out
+
+
+def smoke_specs(runs: list[Any], smoke: SmokeConfig, domain_of: Any) -> list[Any]:
+    """One smoke spec per (data set, fraction, method) of `runs` (seeds change no shape)."""
+    out, seen = [], set()
+    for spec in runs:
+        key = (spec.dataset, spec.root, spec.fraction, spec.method)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = registry.get(spec.method).resolve_config(spec.preset, spec.params)
+        overrides = smoke_overrides(cfg, domain_of(spec.dataset), smoke)
+        out.append(dataclasses.replace(
+            spec, output=str(Path(spec.output) / FOLDER), params={**spec.params, **overrides},
+            smoke=SmokeRun(smoke, dict(spec.params))))
+    return out
+
+
+def window_side(cfg: Any) -> int | None:
+    """The side of one window in a method's working pixels (None: whole images are resized)."""
+    if getattr(cfg, "input_size", None):
+        return None
+    return int(getattr(cfg, "window", None) or cfg.crop)
+
+
+def cut(sample: Sample, side: int | None) -> Sample:
+    """The centre side x side crop of a sample (images no larger are kept whole)."""
+    h, w = sample.semantic.shape
+    if side is None or (h <= side and w <= side):
+        return sample
+    ch, cw = min(h, side), min(w, side)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    box = (slice(y, y + ch), slice(x, x + cw))
+    inst = None if sample.instances is None else np.ascontiguousarray(sample.instances[box])
+    return dataclasses.replace(sample, image=np.ascontiguousarray(sample.image[box]),
+                               semantic=np.ascontiguousarray(sample.semantic[box]), instances=inst)
+
+
+class SmokeSession:
+    """One smoke run inside `runner.execute`: its data, then its measurements for the record."""
+
+    def __init__(self, spec: Any, cfg: Any, device: torch.device, labelled: list[Sample], test: Dataset) -> None:
+        s: SmokeConfig = spec.smoke.settings
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.full_labelled, self.full_test = labelled, test
+        side = window_side(cfg) if s.one_window else None
+        self.labelled = [cut(x, side) for x in labelled[: s.labelled]]
+        self.test = dataclasses.replace(test, samples=[cut(x, side) for x in test.samples[: s.test]])
+        STEPS.reset(enabled=True)
+        reset_peak_memory(device)
+
+    def finish(self, timings: dict[str, float]) -> dict[str, Any]:
+        """The record's `smoke` field: settings, peak memory, step times, full-run estimates."""
+        from bench.estimates import estimate_stages
+
+        plugin_cls = registry.get(self.spec.method)
+        real_cfg = plugin_cls.resolve_config(self.spec.preset, self.spec.smoke.real_params)
+        memory = peak_memory(self.device)
+        steps = dict(STEPS.steps)
+        artefact = self.spec.artefact()
+        if artefact is not None:  # pre-trained here: keep its steps for the runs that reuse it
+            names = plugin_cls(self.cfg).schedules()
+            built = {k: v for k, v in steps.items() if k in names}
+            if built:
+                _save_pretrain_steps(artefact, built, memory)
+            else:  # built before (another fraction, or a Slurm pre-training job): its measurements
+                built, before = _load_pretrain_steps(artefact)
+                steps.update(built)
+                memory = {k: max(v, before.get(k, 0)) for k, v in memory.items()}
+        stages = estimate_stages(plugin_cls, real_cfg, self.cfg, self, steps, timings)
+        STEPS.reset(enabled=False)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: a local smoke run has its own
+        return {"settings": dataclasses.asdict(self.spec.smoke.settings), "device": str(self.device),
+                "threads": torch.get_num_threads(), "peak_memory": memory, "stages": stages,
+                "process_cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def _steps_file(artefact: Path) -> Path:
+    return artefact.with_name(artefact.name + ".steps.json")
+
+
+def _save_pretrain_steps(artefact: Path, steps: dict[str, list[float]], memory: dict[str, int]) -> None:
+    from bench.store import atomic_write_json
+
+    atomic_write_json(_steps_file(artefact), {"steps": steps, "peak_memory": memory})
+
+
+def _load_pretrain_steps(artefact: Path) -> tuple[dict[str, list[float]], dict[str, int]]:
+    import json
+
+    try:
+        saved = json.loads(_steps_file(artefact).read_text())
+        return saved["steps"], saved["peak_memory"]
+    except (OSError, ValueError, KeyError):
+        return {}, {}
+
+
+@contextlib.contextmanager
+def measured_pretrain(spec: Any, artefact: Path, device: torch.device) -> Iterator[None]:
+    """Around a pre-training job of a smoke spec (`RunSpec.pretrain`): keep its steps and peak."""
+    STEPS.reset(enabled=True)
+    reset_peak_memory(device)
+    try:
+        yield
+        _save_pretrain_steps(artefact, dict(STEPS.steps), peak_memory(device))
+    finally:
+        STEPS.reset(enabled=False)
