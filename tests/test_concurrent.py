@@ -20,27 +20,11 @@ from bench.records import claim_path
 from bench.runner import expand
 from bench.store import (TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner,
                          temporary_prefix, try_lock)
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
-SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [0.1]
-
-[params.ddpm]
-train_steps = 6
-probe_max_epochs = 2
-max_side = 96
-
-[params.unet]
-max_side = 96
-max_epochs = 2
-"""
+SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(0.1,), params={
+    "ddpm": {"train_steps": 6, "probe_max_epochs": 2, "max_side": 96},
+    "unet": {"max_side": 96, "max_epochs": 2}})
 DONE = re.compile(r"^bench: (\S+): done in ", re.M)
 
 

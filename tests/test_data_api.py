@@ -22,7 +22,8 @@ def _tiny_glas(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
 
 
 def test_registry_lists_the_data_sets_with_their_facts() -> None:
-    assert set(DATASETS) == {"glas", "monuseg", "ffhq34", "celeba19", "synthetic-glands", "cifar10"}
+    assert set(DATASETS) == {"glas", "monuseg", "ffhq34", "celeba19", "synthetic-glands", "cifar10",
+                             "glas-val", "monuseg-val"}
     facts = {name: (i.num_classes, i.domain, i.needs_root, i.has_instances, i.n_train_expected)
              for name, i in DATASETS.items()}
     assert facts == {
@@ -32,13 +33,15 @@ def test_registry_lists_the_data_sets_with_their_facts() -> None:
         "celeba19": (19, "natural", True, False, 20),
         "synthetic-glands": (2, "medical", False, True, 16),
         "cifar10": (10, "natural", True, False, 50000),  # classification only (table8)
+        "glas-val": (2, "medical", True, True, 68),  # validation splits: a fifth of train held out
+        "monuseg-val": (2, "medical", True, True, 24),
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         DATASETS["glas"].num_classes = 3  # type: ignore[misc]
 
 
 def test_unknown_name_lists_known_names() -> None:
-    with pytest.raises(ValueError, match=r"'glaz'.*celeba19, cifar10, ffhq34, glas, monuseg, synthetic-glands"):
+    with pytest.raises(ValueError, match=r"'glaz'.*celeba19, cifar10, ffhq34, glas, glas-val, monuseg, monuseg-val, synthetic-glands"):
         get_dataset("glaz")
 
 

@@ -15,7 +15,7 @@ from bench.executors.resume import resumable
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.progress import History, LogSettings, StageLog, collect_histories, setup_logging
 from bench.store import load_torch
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
 
 def test_history_keeps_window_means_within_its_budget() -> None:
@@ -89,25 +89,9 @@ def test_a_resumed_pretraining_keeps_the_curve_of_the_steps_before_the_kill(tmp_
     assert resumed == reference
 
 
-SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-
-[params.ddpm]
-train_steps = 7
-probe_max_epochs = 3
-max_side = 96
-
-[params.unet]
-max_side = 96
-max_epochs = 3
-"""
+SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0,), params={
+    "ddpm": {"train_steps": 7, "probe_max_epochs": 3, "max_side": 96},
+    "unet": {"max_side": 96, "max_epochs": 3}})
 
 
 def test_every_record_keeps_the_history_of_its_stages(tmp_path: Path, one_thread: None) -> None:
