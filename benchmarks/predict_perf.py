@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench.device import pick_device  # noqa: E402
 from bench.probe import ProbeConfig  # noqa: E402
 from bench.probe_mlp import EnsembleMLP  # noqa: E402
-from bench.probe_predict import predict_votes  # noqa: E402
+from bench.probe_predict import Path as PredictPath, predict_votes  # noqa: E402
 from bench.windows import window_grid  # noqa: E402
 
 
@@ -82,11 +83,11 @@ def _window_maps(shape: Shape, seed: int, device: torch.device) -> list[torch.Te
             for c, s in zip(shape.channels, shape.sizes)]
 
 
-def _timed(run: object, device: torch.device) -> float:
+def _timed(run: Callable[[], None], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    run()  # type: ignore[operator]
+    run()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -106,10 +107,9 @@ def measure(shape: Shape, cfg: PerfConfig, device: torch.device) -> dict[str, fl
         maps = [_window_maps(shape, 100 * r + i, device) for i in range(cfg.dense_windows)]
         votes: dict[str, list[torch.Tensor]] = {"dense": [], "projected": []}
 
-        def run(path: str, count: int) -> None:
+        def run(path: PredictPath, count: int) -> None:
             for i in range(count):
-                votes[path].append(predict_votes(probe, maps[i % len(maps)], out_hw, scale,
-                                                 path=path))  # type: ignore[arg-type]
+                votes[path].append(predict_votes(probe, maps[i % len(maps)], out_hw, scale, path=path))
 
         predict_votes(probe, maps[0], out_hw, scale)  # warm-up of the projected path
         proj_s.append(_timed(lambda: run("projected", cfg.projected_windows), device)
