@@ -84,10 +84,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepCo
     try:
         return validate(raw, path, {item.partition("=")[0].strip() for item in overrides or []})
     except ConfigError as exc:
-        item = override_of(exc.key, overrides or [])
-        if item is None:
+        culprit = override_of(exc.key, overrides or [])
+        if culprit is None:
             raise
-        raise ConfigError(f"--set {item}", exc.key, exc.message) from None
+        raise ConfigError(f"--set {culprit}", exc.key, exc.message) from None
 
 
 def override_of(key: str, overrides: list[str]) -> str | None:
@@ -182,7 +182,7 @@ def _pretrain(table: Any, path: str | Path) -> PretrainLayout:
 def _datasets(value: Any, path: str | Path, base: Path, known: dict) -> tuple[DatasetEntry, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(path, "datasets", "expected at least one [[datasets]] table")
-    entries = []
+    entries: list[DatasetEntry] = []
     for i, table in enumerate(value):
         where = f"datasets[{i}]"
         if not isinstance(table, dict):

@@ -75,13 +75,13 @@ def build_without_weights(cls: type[Plugin], preset: str) -> nn.Module:
 def _meta_parameters() -> Iterator[None]:
     register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
 
-    def parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    def parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
         if param is not None:
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register_parameter(module, name, param)
+        register_parameter(self, name, param)
 
-    def buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
-        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+    def buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
 
     nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer  # type: ignore[method-assign]
     try:

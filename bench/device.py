@@ -10,6 +10,7 @@ import ctypes
 import functools
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch

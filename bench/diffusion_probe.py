@@ -7,7 +7,7 @@ stops right after the deepest block needed, so unused decoder blocks cost nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -123,7 +123,8 @@ class DiffusionProbe(SSLMethod):
                     raise _Stop
             return fn
 
-        handles = [model.output_blocks[i].register_forward_hook(hook(i)) for i in sorted(set(blocks))]
+        output_blocks = cast(nn.ModuleList, model.get_submodule("output_blocks"))  # GDUNet's
+        handles = [output_blocks[i].register_forward_hook(hook(i)) for i in sorted(set(blocks))]
         try:
             model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
         except _Stop:

@@ -55,8 +55,7 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
 def _slurm(sweep: SweepConfig, runs: list[RunSpec], *, wait: bool, dry_run: bool) -> int:
     """Submit what is missing or failed; with `wait`, block until the sweep ends."""
     from bench.executors import scheduler
-    from bench.executors.slurm import submit_sweep
-    from bench.executors.slurm import wait as wait_for
+    from bench.executors.slurm import submit_sweep, wait as wait_for
     from bench.executors.status import counts, render_status
 
     if not dry_run and not scheduler.available():

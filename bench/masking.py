@@ -25,5 +25,5 @@ def patch_keep_mask(batch: int, hw: tuple[int, int], patch: int, ratios: torch.T
 
 def mask_patches(x: torch.Tensor, t: torch.Tensor, steps: int, patch: int, gen: torch.Generator) -> torch.Tensor:
     """MDM's corruption: masked patches set to 0 (mid-grey in [-1, 1]); ratio t / T, no noise."""
-    keep = patch_keep_mask(x.shape[0], tuple(x.shape[-2:]), patch, t.float().cpu() / steps, gen)
+    keep = patch_keep_mask(x.shape[0], (x.shape[-2], x.shape[-1]), patch, t.float().cpu() / steps, gen)
     return x * keep.to(x.device, x.dtype)

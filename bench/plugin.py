@@ -9,14 +9,19 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, ClassVar, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.data.types import Sample
+from bench.data.types import Dataset, Sample
 from bench.errors import ConfigError, FieldError
+
+if TYPE_CHECKING:
+    from bench.context import RunContext, RunOutput
+    from bench.pretrain import PretrainSchedule
 
 # Makes the exception for a bad `params.NAME.<key>` value: (key, message) -> exception.
 FieldErrorFactory = Callable[[str, str], Exception]
@@ -81,6 +86,34 @@ class Plugin:
     def build_model(self, num_classes: int = 2) -> nn.Module:
         """The network whose parameters `bench list` counts."""
         raise NotImplementedError
+
+    def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+            on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
+        """Train on `train`, predict every image of `test`; `on_trained` gets a Predictor after training."""
+        raise NotImplementedError
+
+    # What the runner, planner and smoke runs ask of every plugin; only SSL methods pre-train, so
+    # the defaults say "no shared artefacts" and SSLMethod overrides them.
+    def stage_artefacts(self, ctx: RunContext) -> list[Path]:
+        """The shared artefacts a run needs, in build order (none by default)."""
+        return []
+
+    def build_stage(self, artefact: Path, ctx: RunContext) -> None:
+        """Build one of `stage_artefacts` (and, where it needs them, the ones before it)."""
+        raise NotImplementedError(f"{self.name} builds no shared artefacts")
+
+    def pretrain_batches(self) -> tuple[int, ...]:
+        """The global batch of each pre-training loop (what data-parallel processes must divide)."""
+        return ()
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        """The pre-training stages in order, by the `desc` their `bench.pretrain.pretrain` loop
+        gets: what `bench run --smoke` scales its measured step times by (empty: unknown)."""
+        return {}
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A state dict for `build_model()` from `params.NAME.checkpoint`, loaded strictly."""
+        raise NotImplementedError(f"{self.name} takes no checkpoint")
 
     @classmethod
     def param_count(cls) -> int:

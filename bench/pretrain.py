@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench import distributed
 from bench.device import autocast, prepare_batch, to_device
-from bench.executors.resume import loop_state
+from bench.executors.resume import Stateful, loop_state
 from bench.imaging import resize_image, target_size, to_tensor
 from bench.progress import SETTINGS, History, StageLog
 from bench.steptime import STEPS
@@ -98,7 +98,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     model = distributed.unwrap(trained)  # SyncBatchNorm may have replaced modules
     opt = torch.optim.AdamW(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay, betas=sched.betas)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sched.ema_decay)) if sched.ema_decay else None
-    stateful_loss = step_loss if hasattr(step_loss, "load_state_dict") else None  # e.g. a queue it keeps
+    stateful_loss = step_loss if isinstance(step_loss, Stateful) else None  # e.g. a queue it keeps
     history = History(SETTINGS.max_points)
     resume = loop_state({"model": model, "opt": opt, "ema": ema, "loss": stateful_loss, "history": history},
                         gen, sched.steps)

@@ -131,6 +131,7 @@ class EnsembleMLP(nn.Module):
                 bn.weight.data.copy_(self.bn_weights[i][k].detach())
                 bn.bias.data.copy_(self.bn_biases[i][k].detach())
                 mean, var = self._stats(i)
+                assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats
                 bn.running_mean.copy_(mean[k])
                 bn.running_var.copy_(var[k])
                 layers += [nn.ReLU(), bn]

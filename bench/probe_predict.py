@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.probe_bank import (CHUNK_BYTES, axis_weights, bilinear_points, chunk_rows_for, hwc_table,
-                              row_chunks)
+from bench.probe_bank import CHUNK_BYTES, axis_weights, bilinear_points, chunk_rows_for, hwc_table, row_chunks
 from bench.probe_mlp import EnsembleMLP
 
 Path = Literal["projected", "dense"]

@@ -9,6 +9,7 @@ as "aji". GlaS "dice"/"iou" and face-set "miou" mean what bench.metrics computes
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 Key = tuple[str, float, str, str]  # (dataset, label_fraction, method, metric)
@@ -65,9 +66,9 @@ def _build_published() -> dict[Key, Score]:
         for (dataset, fraction, metric), score in zip(TABLE1_COLUMNS, cells, strict=True):
             table[(dataset, fraction, method, metric)] = score
     for method, scores in _TABLE2.items():
-        for dataset, score in zip(("ffhq34", "celeba19"), scores):
-            if score is not None:
-                table[(dataset, 1.0, method, "miou")] = score
+        for dataset, printed in zip(("ffhq34", "celeba19"), scores):
+            if printed is not None:
+                table[(dataset, 1.0, method, "miou")] = printed
     return table
 
 
@@ -154,7 +155,7 @@ _TABLE8 = {
 
 def _cells(
     table: str,
-    rows: dict[tuple[str, str], tuple[Score, ...]],
+    rows: Mapping[tuple[str, str], tuple[Score, ...]],
     columns: tuple[tuple[str, float, str], ...],
 ) -> list[AblationCell]:
     """Expand printed rows into one cell per number."""

@@ -17,15 +17,15 @@ import torch
 from torch import nn
 
 from bench.context import RunContext, RunOutput
-from bench.distributed import build_once
 from bench.data import pretrain_pool
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
+from bench.distributed import build_once
+from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
 from bench.pretrain import PretrainSchedule
-from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
-from bench.feature_cache import CACHE as FEATURES, Entry
+from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
@@ -202,7 +202,7 @@ class SSLMethod(Plugin):
         self.backbone(ctx)
 
     def fit_probe(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
-                  timings: dict[str, float]) -> tuple["FeatureReader", nn.Module, dict[str, Any]]:
+                  timings: dict[str, float]) -> tuple["FeatureReader", EnsembleMLP, dict[str, Any]]:
         """Load the backbone, fill the feature bank and train the probe ensemble (timed)."""
         start = time.perf_counter()
         backbone, timings["pretrain_s"], cached = self.backbone(ctx)
@@ -253,7 +253,7 @@ class SSLMethod(Plugin):
         return resize_image(to_tensor(sample.image), size), resize_labels(sample.semantic, size)
 
     @torch.no_grad()
-    def predict(self, reader: "FeatureReader", probe: nn.Module, sample: Sample, split: str) -> np.ndarray:
+    def predict(self, reader: "FeatureReader", probe: EnsembleMLP, sample: Sample, split: str) -> np.ndarray:
         x, _ = self._working_copy(sample)
         w = self.cfg.window
 

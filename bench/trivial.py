@@ -81,7 +81,7 @@ def pixel_mode(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
 def _fit(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if labels.shape == shape:
         return labels
-    image = Image.fromarray(labels.astype(np.int32)).resize((shape[1], shape[0]), Image.NEAREST)
+    image = Image.fromarray(labels.astype(np.int32)).resize((shape[1], shape[0]), Image.Resampling.NEAREST)
     return np.asarray(image).astype(np.int64)
 
 
@@ -159,7 +159,7 @@ def cells_of(records: Iterable[dict[str, Any]], sweep: "SweepConfig") -> list[Ce
     unknown gets no trivial row."""
     from bench.data import DATASETS
 
-    roots = {}
+    roots: dict[str, set[str | None]] = {}
     for entry in sweep.datasets:
         roots.setdefault(entry.name, set()).add(entry.root)
     cells = []

@@ -68,7 +68,7 @@ def sliding_window_predict(x: torch.Tensor, window: int, overlap: float, batch: 
     """
     H, W = x.shape[-2:]
     padded = pad_to_window(x, window)
-    grid = window_grid(tuple(padded.shape[-2:]), window, overlap)
+    grid = window_grid((padded.shape[-2], padded.shape[-1]), window, overlap)
     weights = gaussian_weights(window)
     total: torch.Tensor | None = None
     norm = torch.zeros(padded.shape[-2:])

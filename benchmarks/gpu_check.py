@@ -17,7 +17,6 @@ budget is spent are listed as skipped).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from bench.feature_cache import CACHE as FEATURES  # noqa: E402
 from bench.runner import RunSpec, domain_of  # noqa: E402
 from bench.smoke import SmokeRun, smoke_overrides  # noqa: E402
 from bench.smoke_config import SmokeConfig  # noqa: E402
+
 from probe_perf import PerfConfig, measure_speed  # noqa: E402
 
 GLAS = REPO.parent / "shared" / "data" / "GlaS"

@@ -34,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench.device import pick_device  # noqa: E402
 from bench.probe import ProbeConfig  # noqa: E402
 from bench.probe_mlp import EnsembleMLP  # noqa: E402
-from bench.probe_predict import Path as PredictPath, predict_votes  # noqa: E402
+from bench.probe_predict import (  # noqa: E402
+    Path as PredictPath,
+    predict_votes,
+)
 from bench.windows import window_grid  # noqa: E402
 
 

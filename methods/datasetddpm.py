@@ -32,7 +32,7 @@ from bench.diffusion_sampling import AncestralSampler, SamplerConfig
 from bench.label_figure import save_inspection
 from bench.nn.smp_models import build_smp, check_arch
 from bench.plugin import Predictor
-from bench.probe import global_l2_scale
+from bench.probe import EnsembleMLP, global_l2_scale
 from bench.probe_uncertainty import keep_certain, label_with_uncertainty
 from bench.provenance import config_hash
 from bench.registry import register
@@ -181,7 +181,7 @@ class DatasetDDPM(DDPM):
 
     # --- labelling and the DeepLab ---------------------------------------------------------
     @torch.no_grad()
-    def label(self, reader: FeatureReader, probe: nn.Module, images: torch.Tensor,
+    def label(self, reader: FeatureReader, probe: EnsembleMLP, images: torch.Tensor,
               domain: str) -> tuple[list[np.ndarray], list[float]]:
         """Each sample's majority-vote labels and its ensemble uncertainty, from the features the
         probe was trained on (same extraction, noise and L2 scaling; not cached)."""

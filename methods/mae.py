@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.diffusion import ssim_loss
+from bench.distributed import unwrap
 from bench.errors import FieldError
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
@@ -75,18 +76,19 @@ class MAE(SSLMethod):
         return MAEArch(img_size=c.window, patch=c.patch, embed_dim=c.embed_dim, depth=c.depth, heads=c.heads,
                        decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, decoder_heads=c.decoder_heads)
 
-    def build_model(self, num_classes: int = 2) -> nn.Module:
+    def build_model(self, num_classes: int = 2) -> MAEViT:
         return MAEViT(self.arch())
 
     def step_loss(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """x: crops in [-1, 1]. The SSIM variant compares the reconstructed image in that range."""
         c = self.cfg
+        net = cast(MAEViT, unwrap(model))  # for patchify (model may be its DDP wrapper: call that)
         if c.loss == "ssim":
             pred, mask = model(imagenet_normalise((x + 1) / 2), c.mask_ratio, gen)
-            return ssim_loss(masked_reconstruction(model, x, pred, mask), x)
+            return ssim_loss(masked_reconstruction(net, x, pred, mask), x)
         images = imagenet_normalise((x + 1) / 2)
         pred, mask = model(images, c.mask_ratio, gen)
-        return masked_patch_loss(model, images, pred, mask, norm_pix=c.loss == "norm_pix")
+        return masked_patch_loss(net, images, pred, mask, norm_pix=c.loss == "norm_pix")
 
     def schedules(self) -> dict[str, PretrainSchedule]:
         c = self.cfg
@@ -100,4 +102,4 @@ class MAE(SSLMethod):
                         ctx.progress, desc=desc)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
-        return backbone.features(imagenet_normalise(x), self.cfg.feature_blocks)
+        return cast(MAEViT, backbone).features(imagenet_normalise(x), self.cfg.feature_blocks)

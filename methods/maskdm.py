@@ -8,7 +8,7 @@ fixed timesteps, the outputs of chosen out_blocks as maps on the patch grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -187,7 +187,7 @@ class MaskDM(SSLMethod):
         maps: list[torch.Tensor] = []
         for step in timesteps:
             t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-            maps.extend(backbone.features(sched.q_sample(x, t, noise), t, blocks))
+            maps.extend(cast(UViT, backbone).features(sched.q_sample(x, t, noise), t, blocks))
         return maps
 
 

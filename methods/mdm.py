@@ -57,5 +57,5 @@ class MDM(DiffusionProbe):
         """The training corruption at t, with one mask from the fixed extraction seed for every window."""
         c = self.cfg
         gen = torch.Generator().manual_seed(c.noise_seed)
-        keep = patch_keep_mask(1, tuple(x.shape[-2:]), c.patch, torch.tensor([t / c.diffusion_steps]), gen)
+        keep = patch_keep_mask(1, (x.shape[-2], x.shape[-1]), c.patch, torch.tensor([t / c.diffusion_steps]), gen)
         return x * keep.to(x.device, x.dtype)

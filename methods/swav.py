@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,14 +84,15 @@ class SwAVStep:
     unused_parameters = True  # the prototypes get no gradient while frozen (DDP must know)
 
     def __init__(self, cfg: SwAVConfig) -> None:
-        self.cfg, self.queue = cfg, None
-        self.specs = (CropSpec(cfg.global_crops, cfg.global_size, cfg.global_scale),
-                      CropSpec(cfg.local_crops, cfg.local_size, cfg.local_scale))
-        self.specs = tuple(s for s in self.specs if s.count)
+        self.cfg = cfg
+        self.queue: EmbeddingQueue | None = None
+        specs = (CropSpec(cfg.global_crops, cfg.global_size, cfg.global_scale),
+                 CropSpec(cfg.local_crops, cfg.local_size, cfg.local_scale))
+        self.specs: tuple[CropSpec, ...] = tuple(s for s in specs if s.count)
         self.distortion = Distortion(strength=cfg.color_strength)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        net = unwrap(model)  # the SwAVNet itself (model may be its DDP wrapper)
+        net = cast(SwAVNet, unwrap(model))  # the SwAVNet itself (model may be its DDP wrapper)
         c, b, step = self.cfg, x.shape[0], int(net.steps)
         net.steps += 1
         net.normalise_prototypes()
@@ -101,16 +102,17 @@ class SwAVStep:
         queued = self._queued(net, embeddings, b, x.device) if c.queue_length and step >= c.queue_start else None
         return swapped_prediction_loss(scores, c.global_crops, c.temperature, c.epsilon, c.sinkhorn_iters, queued)
 
-    def _queued(self, model: nn.Module, embeddings: torch.Tensor, b: int, device: torch.device
+    def _queued(self, model: SwAVNet, embeddings: torch.Tensor, b: int, device: torch.device
                 ) -> list[torch.Tensor | None]:
         """Scores of the queued embeddings (once the queue is full), then this batch joins it."""
         c = self.cfg
         if self.queue is None:
             self.queue = EmbeddingQueue(c.global_crops, c.queue_length // layout().world, c.out_dim, device)
+        queue = self.queue
         weight = model.prototypes.weight.detach().float()
-        out = [self.queue.store[i] @ weight.t() if self.queue.full else None for i in range(c.global_crops)]
+        out = [queue.store[i] @ weight.t() if queue.full else None for i in range(c.global_crops)]
         for i in range(c.global_crops):
-            self.queue.push(i, embeddings[i * b : (i + 1) * b].detach())
+            queue.push(i, embeddings[i * b : (i + 1) * b].detach())
         return out
 
 
@@ -137,7 +139,7 @@ class SwAV(SSLMethod):
         "paper": SwAVConfig(),
     }
 
-    def build_model(self, num_classes: int = 2) -> nn.Module:
+    def build_model(self, num_classes: int = 2) -> SwAVNet:
         c = self.cfg
         return SwAVNet(resnet_trunk(c.width, c.layers), c.hidden_mlp, c.out_dim, c.prototypes)
 
@@ -153,7 +155,7 @@ class SwAV(SSLMethod):
                         ctx.progress, desc=desc)
 
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
-        return block_inputs(backbone.trunk, imagenet_normalise(x), self.cfg.read_every)
+        return block_inputs(cast(SwAVNet, backbone).trunk, imagenet_normalise(x), self.cfg.read_every)
 
 
 def _doubled(cfg: SwAVConfig) -> SwAVConfig:

@@ -13,8 +13,14 @@ import torch
 from bench import registry
 from bench.cli import main
 from bench.errors import FieldError
-from bench.supervised import (SupervisedMethod, build_optimizer, build_scheduler, epoch_batches,
-                              rot_flip_or_rotate, rotate)
+from bench.supervised import (
+    SupervisedMethod,
+    build_optimizer,
+    build_scheduler,
+    epoch_batches,
+    rot_flip_or_rotate,
+    rotate,
+)
 from tests.conftest import write_sweep
 
 BASELINES = {"unet", "unetpp", "swin_unetr", "attunet", "uctransnet", "medt"}

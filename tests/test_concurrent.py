@@ -18,8 +18,7 @@ from bench.cli import main
 from bench.config import load_config
 from bench.records import claim_path
 from bench.runner import expand
-from bench.store import (TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner,
-                         temporary_prefix, try_lock)
+from bench.store import TMP_PREFIX, is_abandoned, remove_stale_temporaries, temporary_owner, temporary_prefix, try_lock
 from tests.conftest import sweep_toml, write_sweep
 
 SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(0.1,), params={

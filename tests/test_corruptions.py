@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from bench.corruptions import (
-    ALL_CORRUPTIONS, IMAGENET_C, PAPER_CORRUPTIONS, SEVERITIES, Robustness, corrupt, corruption_seed,
+    ALL_CORRUPTIONS,
+    IMAGENET_C,
+    PAPER_CORRUPTIONS,
+    SEVERITIES,
+    Robustness,
+    corrupt,
+    corruption_seed,
 )
 from bench.data import get_dataset
 from bench.errors import ConfigError

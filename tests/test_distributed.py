@@ -11,8 +11,8 @@ from bench import distributed, registry
 from bench.cli import main
 from bench.config import load_config
 from bench.device import seed_everything
-from bench.errors import BenchError
 from bench.distributed import StepShards, sharding, spawn
+from bench.errors import BenchError
 from bench.executors.local import pretrain_spawned
 from bench.nn.swav_loss import sinkhorn
 from bench.pretrain import PretrainSchedule, step_batches

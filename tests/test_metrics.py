@@ -20,7 +20,6 @@ from bench.metrics import (
     per_class_iou,
 )
 
-
 # ---------------------------------------------------------------- slow references
 
 

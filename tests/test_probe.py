@@ -8,8 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.probe import (ProbeConfig, _EarlyStop, accumulate_grads, make_optimizer,
-                         predict_probs, predict_votes, train_probe)
+from bench.probe import (
+    ProbeConfig,
+    _EarlyStop,
+    accumulate_grads,
+    make_optimizer,
+    predict_probs,
+    predict_votes,
+    train_probe,
+)
 from bench.probe_bank import FeatureBank, global_l2_scale
 from bench.probe_mlp import EnsembleMLP
 from bench.probe_sampler import FEISTEL_ROUNDS, PixelStreams, keyed_permutation, member_generators

@@ -28,7 +28,7 @@ LAYOUT = "checkpoint_every_s = 0\n[slurm.pretrain]\ntasks_per_node = 2\n[pretrai
 
 
 def test_two_task_pretraining_requeued_resumes_writes_once_and_equals_a_single_task_run(
-        slurm: None, jobs_env: dict[str, str], tmp_path: Path) -> None:
+        slurm: None, jobs_env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811 (fixtures, imported)
     body = fast_sweep(extra=SLURM + LAYOUT, methods=("ddpm",)).replace("train_steps = 4", f"train_steps = {STEPS}")
     config = write_sweep(tmp_path, body)
     cfg = load_config(config)

@@ -1,7 +1,6 @@
 """`bench run --smoke` on the tiny preset: marked records in their own folder, never in real tables."""
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import fields
 from pathlib import Path

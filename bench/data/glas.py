@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.io import (check_same_size, load_parallel, make_sample, read_label_image, read_rgb,
-                           require_folder)
+from bench.data.io import check_same_size, load_parallel, make_sample, read_label_image, read_rgb, require_folder
 from bench.data.types import Sample
 from bench.errors import DataError
 

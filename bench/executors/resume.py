@@ -19,7 +19,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -30,6 +30,7 @@ FORMAT = 1
 DEFAULT_CHECKPOINT_EVERY_S = 300.0   # at most this much pre-training is lost to a kill
 
 
+@runtime_checkable
 class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 

@@ -22,8 +22,16 @@ from typing import Any, ClassVar
 from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.table2 import natural_params
-from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, ordered_runs,
-                                      trivial_references, write_tables)
+from bench.experiments.tables import (
+    Column,
+    ResultTable,
+    collect,
+    column_label,
+    grid,
+    ordered_runs,
+    trivial_references,
+    write_tables,
+)
 from bench.published import ABLATIONS, ablation
 from bench.runner import RunSpec
 

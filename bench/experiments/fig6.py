@@ -25,11 +25,13 @@ from bench.context import RunContext
 from bench.data import get_dataset
 from bench.data.types import Sample
 from bench.device import autocast, pick_device, prepare_batch
+from bench.diffusion_probe import DiffusionProbe
 from bench.errors import BenchError
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.figures import save_figure
+from bench.experiments.figures import palette, save_figure
 from bench.experiments.tables import method_label
 from bench.imaging import resize_image, resize_labels, target_size, to_tensor
+from bench.nn.gd_unet import GDUNet
 from bench.runner import RunSpec
 from bench.windows import pad_to_window
 
@@ -121,9 +123,11 @@ def block_features(spec: RunSpec, crops: torch.Tensor, domain: str,
     timestep, so the corruption, noise seed and hooks are exactly the probe's.
     """
     plugin = registry.create(spec.method, spec.preset, spec.params)
+    if not isinstance(plugin, DiffusionProbe):
+        raise BenchError(f"{spec.method}: fig6 needs a guided-diffusion UNet backbone (output_blocks)")
     device = pick_device()
     backbone, _, _ = plugin.backbone(RunContext(spec=spec, device=device))
-    if not hasattr(backbone, "output_blocks"):
+    if not isinstance(backbone, GDUNet):
         raise BenchError(f"{spec.method}: fig6 needs a guided-diffusion UNet backbone (output_blocks)")
     _, timesteps = plugin.blocks_and_timesteps(domain)
     every = tuple(range(len(backbone.output_blocks)))
@@ -177,7 +181,8 @@ class Fig6(Experiment):
                              "channels": [int(f.shape[1]) for f in feats], "sides": [int(f.shape[-1]) for f in feats]})
         rows.sort(key=lambda r: (r["image"], cfg.methods.index(r["method"])))
         npz = ctx.path("clusters.npz")
-        np.savez_compressed(npz, **maps)
+        # numpy's stub lets **kwds bind its allow_pickle flag; these keys are method__image__blockN
+        np.savez_compressed(npz, **maps)  # type: ignore[arg-type]
         return [*save_figure(_grid(rows, cfg, test.name, ctx.notes), ctx, "fig6"), npz]
 
     @staticmethod
@@ -199,14 +204,13 @@ def _probe_score(ctx: ExperimentContext, spec: RunSpec) -> str:
 
 def _grid(rows: list[dict[str, Any]], cfg: Fig6Config, dataset: str, notes: list[str]):
     """Rows = image x method; columns = the window, then one cluster map per decoder block."""
-    import matplotlib
-    from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
 
     cols = 1 + max(len(r["blocks"]) for r in rows)
     fig = Figure(figsize=(cfg.panel_inches * cols, cfg.panel_inches * len(rows) + 0.6))
     axes = fig.subplots(len(rows), cols, squeeze=False)
-    cmap = ListedColormap(matplotlib.colormaps["tab10"].colors[: cfg.k])
+    cmap = ListedColormap(palette("tab10")[: cfg.k])
     for i, row in enumerate(rows):
         axes[i][0].imshow(np.clip(row["crop"], 0, 1))
         label = f"{method_label(row['method'])} t={row['t']}\n{row['image']}"

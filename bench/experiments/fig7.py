@@ -24,7 +24,7 @@ import numpy as np
 from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.fig6 import medical_datasets
-from bench.experiments.figures import save_figure
+from bench.experiments.figures import palette, save_figure
 from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import ResultTable, collect, column_label, method_label, ordered_runs, write_tables
 from bench.published import published
@@ -156,14 +156,13 @@ class Fig7(Experiment):
 
 def _figure(cfg: Fig7Config, dataset: str, values: dict[tuple[str, str], dict[int, float]], notes: list[str]):
     """Rows of panels = metrics, columns = the two comparisons; a line per arm and label fraction."""
-    import matplotlib
     from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.ticker import MaxNLocator
 
     w, h = cfg.panel_inches
     fig = Figure(figsize=(w * len(PANELS), h * len(cfg.metrics) + 0.5))
     axes = fig.subplots(len(cfg.metrics), len(PANELS), squeeze=False)
-    colours = matplotlib.colormaps["tab10"].colors
+    colours = palette("tab10")
     styles = ("-", "--", ":", "-.")
     for r, metric in enumerate(cfg.metrics):
         for c, title in enumerate(PANELS):

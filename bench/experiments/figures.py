@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from matplotlib.figure import Figure
 
@@ -39,6 +39,20 @@ class FigureConfig:
 
 
 CFG = FigureConfig()
+
+
+RGB = tuple[float, float, float]
+
+
+def palette(name: str = "tab10") -> tuple[RGB, ...]:
+    """The colours of one of matplotlib's listed (qualitative) colour maps, e.g. tab10's ten."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    cmap = matplotlib.colormaps[name]
+    if not isinstance(cmap, ListedColormap):
+        raise ValueError(f"colour map {name!r} is not a listed colour map")
+    return tuple(cast(RGB, tuple(c)) for c in cast(Sequence[Sequence[float]], cmap.colors))
 
 
 def save_figure(fig: Any, ctx: "ExperimentContext", stem: str) -> list[Path]:

@@ -121,7 +121,7 @@ class Qualitative(Experiment):
             panels: list[list[tuple[str, np.ndarray | None]]] = []
             for sample in samples:
                 truth = error_map(sample.semantic, sample.semantic, test.ignore_index, cfg)
-                row = [("image", sample.image), ("ground truth", truth)]
+                row: list[tuple[str, np.ndarray | None]] = [("image", sample.image), ("ground truth", truth)]
                 for method, spec in specs.items():
                     pred = read_prediction(spec, sample)
                     if pred is None:
@@ -142,7 +142,6 @@ class Qualitative(Experiment):
 
 def _figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str], dataset: str,
             cfg: QualitativeConfig, notes: list[str]):
-    import matplotlib
     from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.patches import Patch
 
@@ -162,7 +161,7 @@ def _figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str],
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i][0].set_ylabel(names[i], fontsize=7)
-    legend = [Patch(facecolor=np.array(c) / 255, edgecolor="grey", label=name) for name, c in (
+    legend = [Patch(facecolor=(c[0] / 255, c[1] / 255, c[2] / 255), edgecolor="grey", label=name) for name, c in (
         ("true positive", cfg.true_positive), ("true negative", cfg.true_negative),
         ("false positive", cfg.false_positive), ("false negative", cfg.false_negative))]
     fig.legend(handles=legend, loc="lower center", ncol=4, fontsize=7, frameon=False)

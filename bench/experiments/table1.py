@@ -12,8 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, method_label,
-                                      ordered_runs, trivial_references, write_tables)
+from bench.experiments.tables import (
+    Column,
+    ResultTable,
+    collect,
+    column_label,
+    grid,
+    method_label,
+    ordered_runs,
+    trivial_references,
+    write_tables,
+)
 from bench.published import TABLE1_METHODS, published
 from bench.runner import RunSpec
 

@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.tables import (Column, ResultTable, collect, column_label, grid, method_label,
-                                      ordered_runs, trivial_references, write_tables)
+from bench.experiments.tables import (
+    Column,
+    ResultTable,
+    collect,
+    column_label,
+    grid,
+    method_label,
+    ordered_runs,
+    trivial_references,
+    write_tables,
+)
 from bench.published import published
 from bench.runner import RunSpec
 

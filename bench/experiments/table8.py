@@ -25,15 +25,25 @@ from bench import registry
 from bench.context import RunContext
 from bench.data.cifar10 import CIFAR10, ImageSet, load_cifar10
 from bench.device import pick_device, seed_everything
+from bench.errors import BenchError
 from bench.experiments.base import Experiment, ExperimentContext, experiment
 from bench.experiments.tables import ResultTable, write_tables
-from bench.linear_probe import (FEATURES, LINEAR_PROBE_PRESETS, LinearProbeConfig, artefact_key,
-                                backbone_overrides, pooled_features, pretrained_backbone, train_linear)
+from bench.linear_probe import (
+    FEATURES,
+    LINEAR_PROBE_PRESETS,
+    LinearProbeConfig,
+    artefact_key,
+    backbone_overrides,
+    pooled_features,
+    pretrained_backbone,
+    train_linear,
+)
 from bench.progress import collect_histories
 from bench.provenance import config_hash, provenance
 from bench.published import ABLATIONS
 from bench.records import read_record, record_path
 from bench.runner import RunSpec
+from bench.ssl import SSLMethod
 from bench.store import atomic_write_json
 
 DATASET = "cifar10"
@@ -106,6 +116,9 @@ def execute(run: ProbeRun, quiet: bool = False) -> Path:
     device = pick_device()
     seed_everything(run.seed)
     plugin = registry.create(spec.method, spec.preset, spec.params)
+    if not isinstance(plugin, SSLMethod):
+        raise BenchError(f"{spec.method}: table8's linear probe reads a pre-trained backbone; "
+                         f"{spec.method} is a {plugin.kind} method")
     train_x, train_y = first(load_cifar10(run.root, "train"), run.probe.max_train)
     test_x, test_y = first(load_cifar10(run.root, "test"), run.probe.max_test)
     ctx = RunContext(spec=spec, device=device, progress=not quiet)

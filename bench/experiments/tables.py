@@ -49,8 +49,7 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
 def trivial_references(ctx: "ExperimentContext", columns: list["Column"]) -> dict[str, dict[str, float]]:
     """The `trivial` reference row (bench.trivial) of the columns whose data set the sweep names:
     {"trivial": {column label: metric in percent}}; empty when no column can be scored."""
-    from bench.trivial import CFG as TRIVIAL
-    from bench.trivial import cached_scores
+    from bench.trivial import CFG as TRIVIAL, cached_scores
 
     cells = {}
     for col in columns:

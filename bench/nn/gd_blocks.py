@@ -8,26 +8,28 @@ no parameters and therefore leaves the keys alone.
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 GROUPS = 32
+M = TypeVar("M", bound=nn.Module)
 MAX_PERIOD = 10000
 
 
-def conv_nd(dims: int, *args: object, **kwargs: object) -> nn.Module:
+def conv_nd(dims: int, *args: Any, **kwargs: Any) -> nn.Module:
     """A 1-, 2- or 3-D convolution (guided-diffusion uses 1-D convs for qkv and proj_out)."""
     return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](*args, **kwargs)
 
 
-def avg_pool_nd(dims: int, *args: object, **kwargs: object) -> nn.Module:
+def avg_pool_nd(dims: int, *args: Any, **kwargs: Any) -> nn.Module:
     """A 1-, 2- or 3-D average pool for downsampling without a conv."""
     return {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}[dims](*args, **kwargs)
 
 
-def zero_module(module: nn.Module) -> nn.Module:
+def zero_module(module: M) -> M:
     """Zero a layer's parameters so every residual branch starts as the identity."""
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -189,7 +191,7 @@ class ResBlock(TimestepBlock):
         norm, rest = self.out_layers[0], self.out_layers[1:]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = norm.modulated(h, scale, shift)
+            h = cast(GroupNorm32, norm).modulated(h, scale, shift)
         else:
             h = norm(h + _expand_as(emb_out, h))
         return self.skip_connection(x) + rest(h)
@@ -233,7 +235,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out.transpose(1, 2).flatten(2)
 
 
-def _pointwise(conv: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def _pointwise(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
     """Apply a kernel-size-1 Conv1d to (B, T, C) tokens as a matmul (same weights, same result)."""
     return F.linear(tokens, conv.weight.squeeze(-1), conv.bias)
 
@@ -251,10 +253,10 @@ class AttentionBlock(nn.Module):
         self.channels = channels
         self.num_heads = num_heads if num_head_channels == -1 else channels // num_head_channels
         self.norm = normalization(channels)
-        self.qkv = conv_nd(1, channels, channels * 3, 1)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)  # conv_nd(1, ...), typed for _pointwise
         self.attention = (QKVAttention if use_new_attention_order
                           else QKVAttentionLegacy)(self.num_heads)
-        self.proj_out = zero_module(conv_nd(1, channels, channels, 1))
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape

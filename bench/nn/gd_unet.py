@@ -7,13 +7,23 @@ cannot do this (no scale-shift norm, no learned sigma, different keys).
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from bench.nn.gd_blocks import (AttentionBlock, Downsample, ResBlock, TimestepEmbedSequential,
-                                Upsample, conv_nd, normalization, timestep_embedding, zero_module)
-from bench.nn.gd_config import (GDUNetConfig, attention_ds, decoder_block_channels,
-                                decoder_block_strides)
+from bench.nn.gd_blocks import (
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    TimestepEmbedSequential,
+    Upsample,
+    conv_nd,
+    normalization,
+    timestep_embedding,
+    zero_module,
+)
+from bench.nn.gd_config import GDUNetConfig, attention_ds, decoder_block_channels, decoder_block_strides
 
 __all__ = ["GDUNet", "GDUNetConfig", "attention_ds", "decoder_block_channels",
            "decoder_block_strides"]
@@ -119,7 +129,7 @@ class GDUNet(nn.Module):
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(
-            self.time_embed[0].weight.dtype))
+            cast(nn.Linear, self.time_embed[0]).weight.dtype))
         if (y is None) != (self.cfg.num_classes is None):
             raise ValueError("pass class labels y if and only if the model is class-conditional")
         if y is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import torch
 from timm.layers import PatchEmbed
@@ -81,21 +82,27 @@ def random_masking(batch: int, length: int, ratio: float, gen: torch.Generator |
 class MAEViT(nn.Module):
     """Encoder + decoder; `forward` returns per-patch predictions and the mask, `features` the maps."""
 
+    pos_embed: torch.Tensor  # buffers (not saved: rebuilt from the arch)
+    decoder_pos_embed: torch.Tensor
+
     def __init__(self, arch: MAEArch) -> None:
         super().__init__()
         self.arch = arch
         norm = partial(nn.LayerNorm, eps=LAYER_NORM_EPS)
+        # timm annotates Block's norm_layer as a class, but only calls it (its own ViTs pass partials)
+        norm_layer = cast(type[nn.Module], norm)
         self.patch_embed = PatchEmbed(arch.img_size, arch.patch, 3, arch.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, arch.embed_dim))
         self.register_buffer("pos_embed", sincos_pos_embed(arch.embed_dim, arch.grid), persistent=False)
-        self.blocks = nn.ModuleList(Block(arch.embed_dim, arch.heads, arch.mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                    for _ in range(arch.depth))
+        self.blocks = nn.ModuleList(
+            Block(arch.embed_dim, arch.heads, arch.mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+            for _ in range(arch.depth))
         self.norm = norm(arch.embed_dim)
         self.decoder_embed = nn.Linear(arch.embed_dim, arch.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, arch.decoder_dim))
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(arch.decoder_dim, arch.grid), persistent=False)
         self.decoder_blocks = nn.ModuleList(
-            Block(arch.decoder_dim, arch.decoder_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=norm)
+            Block(arch.decoder_dim, arch.decoder_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
             for _ in range(arch.decoder_depth))
         self.decoder_norm = norm(arch.decoder_dim)
         self.decoder_pred = nn.Linear(arch.decoder_dim, arch.patch**2 * 3)

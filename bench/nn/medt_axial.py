@@ -28,6 +28,8 @@ class AxialAttention(nn.Module):
     (the local branch's "wopos" attention) there are no position terms at all.
     """
 
+    flatten_index: Tensor  # buffer (gated only): relative-position index into `relative`
+
     def __init__(
         self, in_ch: int, out_ch: int, groups: int, kernel_size: int,
         stride: int = 1, width: bool = False, gated: bool = True,

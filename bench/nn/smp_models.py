@@ -27,6 +27,9 @@ CLASSIFIER_PREFIXES = ("fc.", "classifier.", "_fc.")
 class Normalized(nn.Module):
     """(x - mean) / std in front of a network (the statistics are buffers, not parameters)."""
 
+    mean: Tensor  # buffers
+    std: Tensor
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()

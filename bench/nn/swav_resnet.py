@@ -8,7 +8,7 @@ with timm's own `make_blocks`, keeping timm's module names (and its weight layou
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +25,11 @@ def resnet_trunk(width: int, layers: tuple[int, ...]) -> ResNet:
     width 64 with layers (3, 4, 6, 3) is exactly timm's resnet50; width 128 is SwAV's RN50w2.
     """
     channels = tuple(width * 2**i for i in range(len(layers)))
-    model = ResNet(Bottleneck, layers, channels=channels, num_classes=0, global_pool="")
+    # timm annotates `block` as Union[BasicBlock, Bottleneck] (instances) but calls it: it takes the class.
+    model = ResNet(Bottleneck, layers, channels=channels, num_classes=0, global_pool="")  # type: ignore[arg-type]
     if width != TIMM_STEM_WIDTH:
-        model.conv1 = nn.Conv2d(3, width, STEM_KERNEL, STEM_STRIDE, STEM_PADDING, bias=False)
+        # setattr: timm types conv1 by its deep-stem branch (nn.Sequential); the plain stem is one conv
+        setattr(model, "conv1", nn.Conv2d(3, width, STEM_KERNEL, STEM_STRIDE, STEM_PADDING, bias=False))
         model.bn1 = nn.BatchNorm2d(width)
         stages, _ = make_blocks((Bottleneck,) * len(layers), channels, layers, inplanes=width,
                                 norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU)
@@ -38,7 +40,7 @@ def resnet_trunk(width: int, layers: tuple[int, ...]) -> ResNet:
 
 
 def stages(trunk: ResNet) -> list[nn.Sequential]:
-    return [m for name, m in trunk.named_children() if name.startswith("layer")]
+    return [cast(nn.Sequential, m) for name, m in trunk.named_children() if name.startswith("layer")]
 
 
 def read_blocks(trunk: ResNet, every: int) -> list[nn.Module]:
@@ -74,6 +76,8 @@ def block_inputs(trunk: ResNet, x: torch.Tensor, every: int) -> list[torch.Tenso
 
 class SwAVNet(nn.Module):
     """Trunk -> global average pool -> MLP head -> L2-normalised embedding -> prototype scores."""
+
+    steps: torch.Tensor  # buffer: training steps taken
 
     def __init__(self, trunk: ResNet, hidden: int, out_dim: int, prototypes: int) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ the parameter layout follow the official implementation so that parameter counts
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -81,12 +81,13 @@ class ChannelCrossAttention(nn.Module):
         v = torch.stack([proj(emb_all) for proj in self.value], dim=1).transpose(-1, -2)  # (B, h, KV, N)
         outs = []
         for emb, queries, out in zip(embs, self.queries, self.outs):
-            q = torch.stack([proj(emb) for proj in queries], dim=1).transpose(-1, -2)  # (B, h, C, N)
+            per_head = cast(nn.ModuleList, queries)
+            q = torch.stack([proj(emb) for proj in per_head], dim=1).transpose(-1, -2)  # (B, h, C, N)
             scores = torch.matmul(q, k) / math.sqrt(self.kv_size)  # (B, h, C, KV)
             probs = self.attn_dropout(torch.softmax(self.psi(scores), dim=-1))
             context = torch.matmul(probs, v).mean(dim=1).transpose(1, 2)  # (B, N, C)
             outs.append(self.proj_dropout(out(context)))
-        return tuple(outs)  # type: ignore[return-value]
+        return tuple(outs)
 
 
 class Mlp(nn.Module):
@@ -125,9 +126,9 @@ class CTransBlock(nn.Module):
     def forward(self, embs: Tokens) -> Tokens:
         emb_all = self.attn_norm(torch.cat(embs, dim=2))
         normed = tuple(norm(e) for norm, e in zip(self.attn_norms, embs))
-        attended = self.channel_attn(normed, emb_all)  # type: ignore[arg-type]
+        attended = self.channel_attn(normed, emb_all)
         mid = [e + a for e, a in zip(embs, attended)]
-        return tuple(m + ffn(norm(m)) for m, ffn, norm in zip(mid, self.ffns, self.ffn_norms))  # type: ignore[return-value]
+        return tuple(m + ffn(norm(m)) for m, ffn, norm in zip(mid, self.ffns, self.ffn_norms))
 
 
 class ChannelTransformer(nn.Module):
@@ -146,10 +147,10 @@ class ChannelTransformer(nn.Module):
         self.reconstructs = nn.ModuleList(Reconstruct(c, p) for c, p in zip(channels, cfg.patch_sizes))
 
     def forward(self, skips: Tokens) -> Tokens:
-        embs: Tokens = tuple(emb(s) for emb, s in zip(self.embeddings, skips))  # type: ignore[assignment]
+        embs: Tokens = tuple(emb(s) for emb, s in zip(self.embeddings, skips))
         for layer in self.layers:
             embs = layer(embs)
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             skip + rec(norm(e))
             for skip, e, norm, rec in zip(skips, embs, self.encoder_norms, self.reconstructs)
         )

@@ -68,6 +68,8 @@ class SkipBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip_linear is not None:
+            if skip is None:
+                raise ValueError("this block fuses a long skip: pass `skip`")
             x = self.skip_linear(torch.cat([x, skip], dim=-1))
         return self.block(x)
 
