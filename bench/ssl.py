@@ -24,7 +24,6 @@ from bench.distributed import build_once
 from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
-from bench.pretrain import PretrainSchedule
 from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
@@ -120,11 +119,6 @@ class SSLMethod(Plugin):
     def probe_only(cls) -> frozenset[str]:
         """Every Config field that never changes the pre-trained weights."""
         return frozenset(SSL_PROBE_ONLY_FIELDS) | frozenset(cls.probe_only_fields)
-
-    def schedules(self) -> dict[str, PretrainSchedule]:
-        """The pre-training stages in order, by the `desc` their `bench.pretrain.pretrain` loop
-        gets: what `bench run --smoke` scales its measured step times by (empty: unknown)."""
-        return {}
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What determines the pre-trained weights (the artefact key): the config minus `probe_only()`."""
