@@ -63,7 +63,8 @@ class MedTConfig:
     @property
     def planes(self) -> tuple[int, int, int, int]:
         """Bottleneck widths of the four stages (16, 32, 64, 128 at s=0.125); outputs are twice that."""
-        return tuple(int(c * self.width_factor) for c in (128, 256, 512, 1024))  # type: ignore[return-value]
+        a, b, c, d = (int(width * self.width_factor) for width in (128, 256, 512, 1024))
+        return a, b, c, d
 
     @property
     def patch_size(self) -> int:
