@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench import distributed
 from bench.device import autocast, prepare_batch, to_device
-from bench.executors.resume import loop_state
+from bench.resume import loop_state
 from bench.imaging import resize_image, target_size, to_tensor
 from bench.progress import SETTINGS, History, StageLog
 from bench.steptime import STEPS

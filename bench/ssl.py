@@ -25,7 +25,7 @@ from bench.imaging import resize_image, resize_labels, scores_to_labels, target_
 from bench.plugin import Plugin, Predictor
 from bench.pretrain import PretrainSchedule
 from bench.probe import FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
-from bench.feature_cache import CACHE as FEATURES, Entry
+from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions

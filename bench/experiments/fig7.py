@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.fig6 import medical_datasets
+from bench.experiments.base import medical_datasets
 from bench.experiments.figures import save_figure
 from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import ResultTable, collect, column_label, method_label, ordered_runs, write_tables

@@ -19,7 +19,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from bench.masking import visible_count
+from bench.nn.masking import visible_count
 from bench.nn.gd_blocks import timestep_embedding
 
 INIT_STD = 0.02
