@@ -8,7 +8,6 @@ with timm's own `make_blocks`, keeping timm's module names (and its weight layou
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from timm.models.resnet import Bottleneck, ResNet, make_blocks
