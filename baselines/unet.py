@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bench.registry import register
-from bench.supervised import SMALL_RECIPE, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class UNetBaseline(SupervisedMethod):
         "tiny": UNetConfig(max_side=192, crop=64, batch=8, max_epochs=6, steps_per_epoch=10, patience=3,
                            channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1),
         "small": UNetConfig(**SMALL_RECIPE, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2),
-        "paper": UNetConfig(crop=256, batch=8, lr=1e-3, max_epochs=200, steps_per_epoch=50, patience=20),
+        "paper": UNetConfig(**PAPER_RECIPE),
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

@@ -3,22 +3,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from bench.provenance import config_hash
 
-if TYPE_CHECKING:
-    from bench.runner import RunSpec
+
+class SpecView(Protocol):
+    """What a plugin may read of its run's spec (`bench.runner.RunSpec` is one): plain data.
+
+    A protocol, not an import of the runner, so this module stays below the runner.
+    """
+
+    @property
+    def dataset(self) -> str: ...
+
+    @property
+    def root(self) -> str | None: ...
+
+    @property
+    def fraction(self) -> float: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def preset(self) -> str: ...
+
+    @property
+    def output(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    def checkpoint_path(self, artefact: Path) -> Path: ...
+
+    def on_data(self, dataset: str, root: str | None) -> SpecView:
+        """The same run on another data set (pre-training on FFHQ-34 for CelebA-19)."""
+        ...
 
 
 @dataclass
 class RunContext:
     """The run's spec plus where it may write and on which device it computes."""
 
-    spec: "RunSpec"
+    spec: SpecView
     device: torch.device
     progress: bool = False
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from bench.nn.early_exit import capture
 from bench.nn.gd_unet import GDUNet, GDUNetConfig
 from bench.pretrain import PretrainSchedule
 from bench.ssl import SSLConfig, SSLMethod
@@ -62,10 +63,6 @@ SMALL_UNET: dict[str, Any] = dict(
 )
 
 
-class _Stop(Exception):
-    """Raised by the last hook to end the forward pass early."""
-
-
 class DiffusionProbe(SSLMethod):
     """Base of the probes that read decoder features of a guided-diffusion UNet."""
 
@@ -113,23 +110,6 @@ class DiffusionProbe(SSLMethod):
         return maps
 
     def _read_blocks(self, model: nn.Module, x: torch.Tensor, t: int, blocks: tuple[int, ...]) -> list[torch.Tensor]:
-        found: dict[int, torch.Tensor] = {}
-        last = max(blocks)
-
-        def hook(index: int):
-            def fn(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-                found[index] = output.detach()
-                if index == last:
-                    raise _Stop
-            return fn
-
         output_blocks = cast(nn.ModuleList, model.get_submodule("output_blocks"))  # GDUNet's
-        handles = [output_blocks[i].register_forward_hook(hook(i)) for i in sorted(set(blocks))]
-        try:
-            model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return [found[i] for i in blocks]
+        step = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        return capture([output_blocks[i] for i in blocks], lambda: model(x, step))

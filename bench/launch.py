@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.config import SweepConfig
 from bench.errors import BenchError
-from bench.runner import RunSpec, pending, run_local, validate_data
+from bench.executors.local import run_local
+from bench.runner import RunSpec, pending, validate_data
 from bench.store import check_writable, remove_stale_temporaries
 
 log = logging.getLogger("bench")

@@ -27,9 +27,9 @@ from torch import nn
 
 from bench.context import RunContext
 from bench.device import autocast, prepare_batch
-from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.progress import StageLog, add_histories, collect_histories
 from bench.provenance import config_hash
+from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.ssl import SSLMethod
 from bench.store import cached_torch
 

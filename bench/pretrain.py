@@ -19,9 +19,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench import distributed
 from bench.device import autocast, prepare_batch, to_device
-from bench.executors.resume import Stateful, loop_state
 from bench.imaging import resize_image, target_size, to_tensor
 from bench.progress import SETTINGS, History, StageLog
+from bench.resume import Stateful, loop_state
 from bench.steptime import STEPS
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from bench import registry
 from bench.config import SweepConfig
@@ -34,11 +32,11 @@ from bench.device import pick_device, retain_freed_memory, seed_everything
 from bench.distributed import main_says, sharding
 from bench.errors import BenchError
 from bench.evaluate import evaluate
-from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.plugin import Predictor
 from bench.progress import collect_histories
 from bench.provenance import SHORT_HASH, config_hash, provenance
 from bench.records import claim_path, is_done, record_path
+from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.store import atomic_write_bytes, atomic_write_json, try_lock
 
 log = logging.getLogger("bench")
@@ -119,6 +117,9 @@ class RunSpec:
             return []
         plugin = registry.create(self.method, self.preset, self.params)
         return plugin.stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
+
+    def on_data(self, dataset: str, root: str | None) -> RunSpec:
+        return dataclasses.replace(self, dataset=dataset, root=root)
 
     def checkpoint_path(self, artefact: Path) -> Path:
         """Where the in-progress pre-training of `artefact` keeps its resumable state."""
@@ -231,30 +232,6 @@ def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
         if path and (spec.method, path) not in checked:
             registry.get(spec.method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
             checked.add((spec.method, path))
-
-
-def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
-    """Run the specs one after another in this process (they share its data and artefact caches).
-
-    A run another process is doing is skipped first and waited for at the end.
-    """
-    paths: list[Path] = []
-    busy: list[RunSpec] = []
-    bar = tqdm(runs, desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()))  # else: log lines
-    for spec in bar:
-        bar.set_postfix_str(f"{spec.dataset} {spec.fraction:g} {spec.method} seed {spec.seed}")
-        path = spec.execute(progress=progress, wait=False)
-        if path is None:
-            log.info("%s: another process is doing it; coming back to it at the end", spec.run_id)
-            busy.append(spec)
-        else:
-            paths.append(path)
-    for spec in busy:
-        log.info("%s: waiting for the other process", spec.run_id)
-        path = spec.execute(progress=progress)
-        assert path is not None  # a waiting claim always ends with a record
-        paths.append(path)
-    return paths
 
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:

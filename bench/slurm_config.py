@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
-from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S
+from bench.resume import DEFAULT_CHECKPOINT_EVERY_S
 
 KINDS = ("pretrain", "ssl", "supervised")
 

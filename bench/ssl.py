@@ -21,10 +21,10 @@ from bench.data import pretrain_pool
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
 from bench.distributed import build_once
-from bench.feature_cache import CACHE as FEATURES, Entry
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
 from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
+from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
@@ -147,7 +147,7 @@ class SSLMethod(Plugin):
         c = self.cfg
         if c.pretrain_dataset is None:
             return ctx
-        return replace(ctx, spec=replace(ctx.spec, dataset=c.pretrain_dataset, root=c.pretrain_root))
+        return replace(ctx, spec=ctx.spec.on_data(c.pretrain_dataset, c.pretrain_root))
 
     def artefact_path(self, ctx: RunContext) -> Path:
         """Where the backbone of this run is cached: the one path the runner, the schedulers and

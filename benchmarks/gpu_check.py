@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from bench import registry  # noqa: E402
 from bench.device import fast_paths, pick_device  # noqa: E402
-from bench.feature_cache import CACHE as FEATURES  # noqa: E402
+from bench.probe.feature_cache import CACHE as FEATURES  # noqa: E402
 from bench.runner import RunSpec, domain_of  # noqa: E402
 from bench.smoke import SmokeRun, smoke_overrides  # noqa: E402
 from bench.smoke_config import SmokeConfig  # noqa: E402

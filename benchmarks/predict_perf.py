@@ -2,7 +2,7 @@
 
 Why: prediction was the most expensive stage of every SSL run, because the dense path
 upsamples every feature channel to every output pixel and runs the whole MLP there. The
-projected path (bench.probe_predict) runs the first layer at the maps' native resolution and
+projected path (bench.probe.predict) runs the first layer at the maps' native resolution and
 upsamples its outputs. This times both, interleaved, on synthetic maps of two real shapes:
 
 - medical: MDM decoder blocks 8-12 at t = 50 of the 192-channel guided-diffusion UNet on
@@ -33,11 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench.device import pick_device  # noqa: E402
 from bench.probe import ProbeConfig  # noqa: E402
-from bench.probe_mlp import EnsembleMLP  # noqa: E402
-from bench.probe_predict import (  # noqa: E402
-    Path as PredictPath,
-    predict_votes,
-)
+from bench.probe.mlp import EnsembleMLP  # noqa: E402
+from bench.probe.predict import Path as PredictPath, predict_votes  # noqa: E402
 from bench.windows import window_grid  # noqa: E402
 
 

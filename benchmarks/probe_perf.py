@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench.device import pick_device, retain_freed_memory  # noqa: E402
 from bench.probe import ProbeConfig, accumulate_grads, make_optimizer  # noqa: E402
-from bench.probe_bank import FeatureBank  # noqa: E402
-from bench.probe_mlp import EnsembleMLP  # noqa: E402
-from bench.probe_sampler import PixelStreams, member_generators  # noqa: E402
+from bench.probe.bank import FeatureBank  # noqa: E402
+from bench.probe.mlp import EnsembleMLP  # noqa: E402
+from bench.probe.sampler import PixelStreams, member_generators  # noqa: E402
 
 GIB = 2**30
 

@@ -10,7 +10,7 @@ The stages (REFERENCE §4 and ddpm-segmentation's generate_dataset.py / train_de
    sample from the features of the finished sample, read exactly as the probe's training
    features are (the reference does the same: features of the clamped final sample, with its
    shared noise); images are ranked by the ensemble's Jensen-Shannon divergence and the most
-   uncertain `drop_uncertain` are dropped (bench.probe_uncertainty);
+   uncertain `drop_uncertain` are dropped (bench.probe.uncertainty);
 4. DeepLabV3 (segmentation-models-pytorch) trained on the kept pairs, the best epoch chosen on
    the real labelled images, and scored on the real test images like any other run.
 """
@@ -33,7 +33,7 @@ from bench.label_figure import save_inspection
 from bench.nn.smp_models import build_smp, check_arch
 from bench.plugin import Predictor
 from bench.probe import EnsembleMLP, global_l2_scale
-from bench.probe_uncertainty import keep_certain, label_with_uncertainty
+from bench.probe.uncertainty import keep_certain, label_with_uncertainty
 from bench.provenance import config_hash
 from bench.registry import register
 from bench.sharded import cached_sharded

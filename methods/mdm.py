@@ -11,7 +11,7 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import reconstruction_loss, sample_timesteps
 from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
-from bench.masking import mask_patches, patch_keep_mask
+from bench.nn.masking import mask_patches, patch_keep_mask
 from bench.pretrain import pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE

@@ -11,8 +11,8 @@ from torch import nn
 
 from bench.diffusion import betas_for
 from bench.diffusion_sampling import AncestralSampler, SamplerConfig, spaced_timesteps
-from bench.probe_mlp import EnsembleMLP
-from bench.probe_uncertainty import (
+from bench.probe.mlp import EnsembleMLP
+from bench.probe.uncertainty import (
     image_uncertainty,
     js_divergence,
     keep_certain,

@@ -14,10 +14,10 @@ from bench.cli import main
 from bench.config import load_config
 from bench.executors.jobs import PretrainJob, RunJob
 from bench.executors.plan import make_plan
-from bench.executors.resume import resumable
 from bench.executors.scheduler import _parse
 from bench.executors.snapshot import REPO, make_snapshot
 from bench.pretrain import PretrainSchedule, pretrain
+from bench.resume import resumable
 from bench.runner import expand
 from tests.conftest import write_sweep
 

@@ -18,7 +18,7 @@ from PIL import Image
 from bench.cli import main
 from bench.config import load_config
 from bench.data import get_dataset
-from bench.experiments import fig6, fig7, qualitative
+from bench.experiments import base, fig6, fig7, qualitative
 from bench.experiments.base import ExperimentContext
 from bench.runner import RunSpec
 from tests.conftest import write_sweep
@@ -91,8 +91,8 @@ def _assert_figure(files: list[Path], stem: str) -> None:
 
 # --- pieces -----------------------------------------------------------------------------------
 def test_spread_indices_are_deterministic_and_cover_the_split() -> None:
-    assert fig6.spread_indices(10, 3) == [0, 4, 9] == fig6.spread_indices(10, 3)
-    assert fig6.spread_indices(2, 5) == [0, 1] and fig6.spread_indices(0, 3) == []
+    assert base.spread_indices(10, 3) == [0, 4, 9] == base.spread_indices(10, 3)
+    assert base.spread_indices(2, 5) == [0, 1] and base.spread_indices(0, 3) == []
 
 
 def test_cluster_map_has_at_most_k_labels_and_is_seeded() -> None:

@@ -11,8 +11,8 @@ from skimage.metrics import structural_similarity
 
 from bench import registry
 from bench.diffusion import ssim_loss
-from bench.masking import mask_patches, patch_keep_mask, visible_count
 from bench.nn.gd_config import decoder_block_channels
+from bench.nn.masking import mask_patches, patch_keep_mask, visible_count
 
 GD_JSON = Path(__file__).resolve().parents[2] / "shared/reference/guided_diffusion_checkpoints.json"
 

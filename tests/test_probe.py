@@ -8,18 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.probe import (
-    ProbeConfig,
-    _EarlyStop,
-    accumulate_grads,
-    make_optimizer,
-    predict_probs,
-    predict_votes,
-    train_probe,
-)
-from bench.probe_bank import FeatureBank, global_l2_scale
-from bench.probe_mlp import EnsembleMLP
-from bench.probe_sampler import FEISTEL_ROUNDS, PixelStreams, keyed_permutation, member_generators
+from bench.probe import ProbeConfig, accumulate_grads, make_optimizer, predict_probs, predict_votes, train_probe
+from bench.probe.bank import FeatureBank, global_l2_scale
+from bench.probe.mlp import EnsembleMLP
+from bench.probe.sampler import FEISTEL_ROUNDS, PixelStreams, keyed_permutation, member_generators
+from bench.probe.train import _EarlyStop
 
 TOL = dict(atol=1e-6, rtol=1e-6)  # float32 rounding: the kernel fuses multiply-adds
 
@@ -73,7 +66,7 @@ def test_bank_is_float16_at_native_size_and_segmenting_changes_nothing(monkeypat
     for maps, labels in data:
         for bank in (plain, reserved):
             bank.add(maps, labels)
-    monkeypatch.setattr("bench.probe_bank.SEGMENT_BYTES", 1)  # one segment per image
+    monkeypatch.setattr("bench.probe.bank.SEGMENT_BYTES", 1)  # one segment per image
     short = FeatureBank(reserve_images=2)
     for maps, labels in data:
         short.add(maps, labels)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bench import registry
-from bench.probe_mlp import EnsembleMLP
-from bench.probe_predict import chunk_logits, predict_probs, predict_votes
+from bench.probe.mlp import EnsembleMLP
+from bench.probe.predict import chunk_logits, predict_probs, predict_votes
 
 SSL_METHODS = [n for n in registry.names() if registry.get(n).kind == "ssl"]
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from bench.cli import main
-from bench.executors.resume import resumable
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.progress import History, LogSettings, StageLog, collect_histories, setup_logging
+from bench.resume import resumable
 from bench.store import load_torch
 from tests.conftest import sweep_toml, write_sweep
 

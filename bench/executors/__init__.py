@@ -1,5 +1,6 @@
 """Where a sweep's runs execute: in this process (`local`, `debug`) or as Slurm jobs (`slurm`).
 
-Kept import-light on purpose: `bench.pretrain` imports `bench.executors.resume`, so nothing here
-may pull in submitit or the scheduler modules; the CLI imports those where it needs them.
+The top of the harness: executors import the runner, never the other way round (resumable
+pre-training, which the runner needs, is `bench.resume`). Kept import-light: nothing here pulls in
+submitit or the scheduler modules; the CLI imports those where it needs them.
 """

@@ -16,9 +16,9 @@ from pathlib import Path
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from bench.distributed import slurm_group
-from bench.executors.resume import DEFAULT_CHECKPOINT_EVERY_S
 from bench.progress import ensure_logging
 from bench.records import is_done
+from bench.resume import DEFAULT_CHECKPOINT_EVERY_S
 from bench.runner import RunSpec
 
 CODE = Path(__file__).resolve().parents[2]  # the snapshot a Slurm job runs from

@@ -1,4 +1,4 @@
-"""The in-process executors: `local` (the default, `bench.runner.run_local`) and `debug`.
+"""The in-process executors: `local` (the default, `run_local`) and `debug`.
 
 `local` runs the pending runs one after another in this process. It deliberately does not fork
 workers (submitit's LocalExecutor would): runs of a cell share this process's feature cache
@@ -11,12 +11,42 @@ first build each missing artefact with N spawned processes (one data-parallel gr
 """
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from bench.distributed import spawn
 from bench.executors.jobs import PretrainJob, RunJob
 from bench.executors.plan import make_plan
 from bench.runner import RunSpec
+
+log = logging.getLogger("bench")
+
+
+def run_local(runs: list[RunSpec], progress: bool = True) -> list[Path]:
+    """Run the specs one after another in this process (they share its data and artefact caches).
+
+    A run another process is doing is skipped first and waited for at the end.
+    """
+    paths: list[Path] = []
+    busy: list[RunSpec] = []
+    bar = tqdm(runs, desc="runs", unit="run", disable=not (progress and sys.stderr.isatty()))  # else: log lines
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.dataset} {spec.fraction:g} {spec.method} seed {spec.seed}")
+        path = spec.execute(progress=progress, wait=False)
+        if path is None:
+            log.info("%s: another process is doing it; coming back to it at the end", spec.run_id)
+            busy.append(spec)
+        else:
+            paths.append(path)
+    for spec in busy:
+        log.info("%s: waiting for the other process", spec.run_id)
+        path = spec.execute(progress=progress)
+        assert path is not None  # a waiting claim always ends with a record
+        paths.append(path)
+    return paths
 
 
 def run_debug(runs: list[RunSpec], checkpoint_every_s: float) -> list[Path]:

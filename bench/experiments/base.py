@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+import numpy as np
+
 from bench.config import DatasetEntry, SweepConfig
 from bench.data import DATASETS
 from bench.errors import BenchError
@@ -162,3 +164,29 @@ def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
 def with_preset(sweep: SweepConfig, preset: str | None) -> SweepConfig:
     """`--preset` over bench.toml's (`--executor` is applied where the config is loaded)."""
     return replace(sweep, preset=preset) if preset else sweep
+
+
+# Helpers the figure experiments share.
+
+SYNTHETIC = "synthetic-glands"  # the data set a figure falls back to
+
+
+def medical_datasets(ctx: ExperimentContext, wanted: tuple[str, ...], what: str) -> list[str]:
+    """The configured data sets among `wanted`; synthetic-glands (with a note) when none is.
+
+    Shared by fig6, fig7, fig8 and qualitative: a figure is still drawn on a checkout without real
+    data, and the note (printed and kept in ctx.notes) says it is not the paper's data.
+    """
+    found = [d for d in wanted if ctx.entry(d) is not None]
+    if found:
+        return found
+    ctx.note(f"{' and '.join(wanted)} not configured in {ctx.sweep.source}; {what} uses {SYNTHETIC} instead")
+    return [SYNTHETIC]
+
+
+def spread_indices(n: int, count: int) -> list[int]:
+    """`count` indices evenly spread over 0..n-1 (deterministic, first and last included)."""
+    if n <= 0:
+        return []
+    count = min(count, n)
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, count)})

@@ -27,7 +27,7 @@ from bench.data.types import Sample
 from bench.device import autocast, pick_device, prepare_batch
 from bench.diffusion_probe import DiffusionProbe
 from bench.errors import BenchError
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets, spread_indices
 from bench.experiments.figures import palette, save_figure
 from bench.experiments.tables import method_label
 from bench.imaging import resize_image, resize_labels, target_size, to_tensor
@@ -35,7 +35,6 @@ from bench.nn.gd_unet import GDUNet
 from bench.runner import RunSpec
 from bench.windows import pad_to_window
 
-SYNTHETIC = "synthetic-glands"
 FLAT = 1e-6  # relative spread below which a block's features count as constant (interpolation noise)
 
 
@@ -57,27 +56,6 @@ class Fig6Config:
 
 PRESETS: dict[str, Fig6Config] = {"tiny": Fig6Config(images=2), "small": Fig6Config(images=3),
                                    "paper": Fig6Config(images=3)}
-
-
-def medical_datasets(ctx: ExperimentContext, wanted: tuple[str, ...], what: str) -> list[str]:
-    """The configured data sets among `wanted`; synthetic-glands (with a note) when none is.
-
-    Shared by fig6, fig7, fig8 and qualitative: a figure is still drawn on a checkout without real
-    data, and the note (printed and kept in ctx.notes) says it is not the paper's data.
-    """
-    found = [d for d in wanted if ctx.entry(d) is not None]
-    if found:
-        return found
-    ctx.note(f"{' and '.join(wanted)} not configured in {ctx.sweep.source}; {what} uses {SYNTHETIC} instead")
-    return [SYNTHETIC]
-
-
-def spread_indices(n: int, count: int) -> list[int]:
-    """`count` indices evenly spread over 0..n-1 (deterministic, first and last included)."""
-    if n <= 0:
-        return []
-    count = min(count, n)
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, count)})
 
 
 def window_crop(sample: Sample, max_side: int | None, window: int) -> torch.Tensor:

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench import registry
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.fig6 import medical_datasets
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.figures import palette, save_figure
 from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import ResultTable, collect, column_label, method_label, ordered_runs, write_tables

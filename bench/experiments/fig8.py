@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES, Robustness
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.fig6 import medical_datasets
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.table_stats import seed_mean_std
 from bench.experiments.tables import DATASET_LABELS, METRIC_LABELS, ResultTable, method_label, write_tables
 from bench.published import TABLE1_METHODS

@@ -20,8 +20,7 @@ from PIL import Image
 from bench.data import get_dataset
 from bench.data.types import Sample
 from bench.errors import DataError
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
-from bench.experiments.fig6 import medical_datasets, spread_indices
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets, spread_indices
 from bench.experiments.figures import save_figure
 from bench.experiments.tables import DATASET_LABELS, method_label
 from bench.published import TABLE1_METHODS
@@ -135,12 +134,12 @@ class Qualitative(Experiment):
                     files.append(path)
                     row.append((method_label(method), panel))
                 panels.append(row)
-            fig = _figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), cfg, ctx.notes)
+            fig = panel_figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), cfg, ctx.notes)
             files = save_figure(fig, ctx, dataset) + files
         return files
 
 
-def _figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str], dataset: str,
+def panel_figure(panels: list[list[tuple[str, np.ndarray | None]]], names: list[str], dataset: str,
             cfg: QualitativeConfig, notes: list[str]):
     from matplotlib.figure import Figure  # no pyplot: the user's backend stays untouched
     from matplotlib.patches import Patch

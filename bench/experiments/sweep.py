@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from bench.data import get_dataset
-from bench.experiments.base import Experiment, ExperimentContext, experiment
-from bench.experiments.fig6 import spread_indices
+from bench.experiments.base import Experiment, ExperimentContext, experiment, spread_indices
 from bench.experiments.figures import save_figure
-from bench.experiments.qualitative import QualitativeConfig, _figure, error_map, read_prediction
+from bench.experiments.qualitative import QualitativeConfig, error_map, panel_figure, read_prediction
 from bench.experiments.tables import DATASET_LABELS, method_label
 from bench.runner import RunSpec, expand
 
@@ -158,5 +157,5 @@ class Sweep(Experiment):
                 row.append((method_label(method), None if pred is None else
                             error_map(pred, sample.semantic, test.ignore_index, QUALITATIVE)))
             panels.append(row)
-        fig = _figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), QUALITATIVE, [])
+        fig = panel_figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), QUALITATIVE, [])
         return save_figure(fig, ctx, "qualitative")

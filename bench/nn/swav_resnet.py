@@ -8,12 +8,14 @@ with timm's own `make_blocks`, keeping timm's module names (and its weight layou
 """
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from timm.models.resnet import Bottleneck, ResNet, make_blocks
 from torch import nn
+
+from bench.nn.early_exit import capture
 
 TIMM_STEM_WIDTH = 64
 STEM_KERNEL, STEM_STRIDE, STEM_PADDING = 7, 2, 3
@@ -48,30 +50,10 @@ def read_blocks(trunk: ResNet, every: int) -> list[nn.Module]:
     return [stage[i] for stage in stages(trunk) for i in range(0, len(stage), every)]
 
 
-class _Stop(Exception):
-    """Raised by the last pre-hook: nothing after the deepest read block is needed."""
-
-
 @torch.no_grad()
 def block_inputs(trunk: ResNet, x: torch.Tensor, every: int) -> list[torch.Tensor]:
     """The inputs of `read_blocks` for a batch x (already normalised), stopping the trunk early."""
-    blocks = read_blocks(trunk, every)
-    found: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        found.append(inputs[0].detach())
-        if len(found) == len(blocks):
-            raise _Stop
-
-    handles = [b.register_forward_pre_hook(hook) for b in blocks]
-    try:
-        trunk(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return found
+    return capture(read_blocks(trunk, every), lambda: trunk(x), inputs=True)
 
 
 class SwAVNet(nn.Module):

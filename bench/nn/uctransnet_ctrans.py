@@ -9,14 +9,13 @@ the parameter layout follow the official implementation so that parameter counts
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from bench.nn.uctransnet import UCTransNetConfig
+from bench.nn.uctransnet_config import UCTransNetConfig
 
 Tokens = tuple[Tensor, Tensor, Tensor, Tensor]
 

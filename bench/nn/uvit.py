@@ -19,8 +19,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from bench.masking import visible_count
 from bench.nn.gd_blocks import timestep_embedding
+from bench.nn.masking import visible_count
 
 INIT_STD = 0.02
 FINAL_CONV_KERNEL = 3

@@ -92,7 +92,7 @@ class EnsembleMLP(nn.Module):
         """The layers after the first linear map: (K, N, hidden[0]) pre-activations -> logits.
 
         Prediction computes the first layer at the feature maps' native resolution and
-        upsamples its outputs (bench.probe_predict); this finishes the forward from there.
+        upsamples its outputs (bench.probe.predict); this finishes the forward from there.
         """
         sl = members or slice(None)
         for i in range(len(self.hidden)):

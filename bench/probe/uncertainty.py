@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.probe import EnsembleMLP, chunk_logits
+from bench.probe.mlp import EnsembleMLP
+from bench.probe.predict import chunk_logits
 
 
 def js_divergence(logits: Tensor) -> Tensor:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.probe_bank import CHUNK_BYTES, axis_weights, bilinear_points, chunk_rows_for, hwc_table, row_chunks
-from bench.probe_mlp import EnsembleMLP
+from bench.probe.bank import CHUNK_BYTES, axis_weights, bilinear_points, chunk_rows_for, hwc_table, row_chunks
+from bench.probe.mlp import EnsembleMLP
 
 Path = Literal["projected", "dense"]
 Chunks = Iterator[tuple[int, int, Tensor]]  # (first row, last row + 1, (K, rows * W, C) logits)

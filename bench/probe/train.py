@@ -1,7 +1,7 @@
-"""The pixel probe shared by every SSL method (REFERENCE §6): training, and prediction re-exported.
+"""Training the pixel probe shared by every SSL method (REFERENCE §6).
 
 Features come from a `FeatureBank` (native-size float16 maps, interpolated per batch), the
-ensemble is one batched `EnsembleMLP`, and prediction (bench.probe_predict) runs the first layer
+ensemble is one batched `EnsembleMLP`, and prediction (bench.probe.predict) runs the first layer
 at the maps' native resolution and upsamples its outputs, so neither training nor inference ever
 holds a data set's (or one image's) full-resolution features.
 """
@@ -17,15 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.errors import ConfigError
-from bench.probe_bank import FeatureBank, global_l2_scale
-from bench.probe_mlp import EnsembleMLP
-from bench.probe_predict import chunk_logits, predict_probs, predict_votes
-from bench.probe_sampler import PixelStreams, member_generators
+from bench.probe.bank import FeatureBank
+from bench.probe.mlp import EnsembleMLP
+from bench.probe.sampler import PixelStreams, member_generators
 from bench.progress import StageLog
 from bench.steptime import STEPS
-
-__all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
-           "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
 
 StopRule = Literal["natural", "loss_plateau"]
 _WHERE = "[probe]"
