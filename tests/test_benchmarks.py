@@ -59,6 +59,20 @@ def test_calibration_study_writes_valid_sweeps(tmp_path: Path, monkeypatch: pyte
     assert all(method for method, _, _ in study.STUDY)
 
 
+def test_calibration_summary_averages_seeds_and_leaves_out_the_backbone_build(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    study = _script("calibrate_small", monkeypatch)
+    (tmp_path / "records").mkdir()
+    for seed, dice, load in ((0, 0.70, 600.0), (1, 0.80, 0.5)):  # seed 0 built the backbone
+        record = {"method": "mdm", "params": {}, "fraction": 0.1, "metrics": {"dice": dice},
+                  "timings": {"pretrain_s": 600.0, "load_s": load, "total_s": load + 100.0}}
+        (tmp_path / "records" / f"r{seed}.json").write_text(json.dumps(record))
+    rows = study.summarise(tmp_path)
+    assert len(rows) == 1 and rows[0]["variant"] == "preset" and rows[0]["n"] == 2
+    assert rows[0]["dice"] == pytest.approx(75.0) and rows[0]["run_s"] == pytest.approx(100.0)
+    assert rows[0]["pretrain_s"] == 600.0
+
+
 def test_gpu_check_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU script's code path, on the CPU at the tiny preset: both precisions, one table."""
