@@ -19,7 +19,7 @@ def capture(modules: Sequence[nn.Module], forward: Callable[[], Any], *, inputs:
     """Run `forward()` and return, per module of `modules` (in that order), its output — or its
     first input with `inputs=True` — detached; the pass ends when every module has been reached."""
     unique = list(dict.fromkeys(modules))
-    found: dict[int, torch.Tensor] = {}
+    found: dict[int, torch.Tensor] = {}  # by position in `unique`
 
     def keep(index: int, value: torch.Tensor) -> None:
         found[index] = value.detach()
@@ -44,5 +44,4 @@ def capture(modules: Sequence[nn.Module], forward: Callable[[], Any], *, inputs:
     missing = [i for i in range(len(unique)) if i not in found]
     if missing:
         raise RuntimeError(f"the forward pass never reached module(s) {missing} of {len(unique)}")
-    position = {id(m): i for i, m in enumerate(unique)}
-    return [found[position[id(m)]] for m in modules]
+    return [found[unique.index(m)] for m in modules]
