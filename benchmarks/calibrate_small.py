@@ -8,7 +8,7 @@ folder, so pre-trained backbones are shared by key and an interrupted study resu
 stopped. The chosen settings are then scored once on the real test set (docs/small-preset.md).
 
     python benchmarks/calibrate_small.py --root ../shared/data/GlaS --out results/calibration \
-        [--only mdm,unet] [--seeds 0] [--fractions 0.1,1.0] [--list]
+        [--only mdm,unet,"mdm/probe lr 3e-3"] [--seeds 0] [--fractions 0.1,1.0] [--list]
 """
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("mdm", "400 steps", {"train_steps": 400}),
     ("mdm", "t=250", {"timesteps_medical": [250]}),
     ("mdm", "blocks 5-7", {"blocks_medical": [5, 6, 7]}),
+    # every probe ran its 40-epoch cap with the loss still falling: 4x the steps an epoch, or lr
+    ("mdm", "probe 4x pixels", {"probe_pixels_per_epoch": 262144}),
+    ("mdm", "probe lr 3e-3", {"probe_lr": 3e-3}),
+    ("mdm", "width 16", {"model_channels": 16}),
+    ("mdm", "1600 steps", {"train_steps": 1600}),
     ("ddpm", "preset", {}),
     ("ddpm", "untrained", {"train_steps": 0}),
     ("ddpm", "t=50", {"timesteps_medical": [50]}),
@@ -39,6 +44,9 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("mae", "untrained", {"train_steps": 0}),
     ("swav", "preset", {}),
     ("swav", "untrained", {"train_steps": 0}),
+    # its loss sat at ln 100 (uniform codes): batch 16 + queue 128 is too few to spread over 100
+    # prototypes, so Sinkhorn's codes are near uniform; fewer prototypes, a longer, earlier queue
+    ("swav", "30 protos, queue 512", {"prototypes": 30, "queue_length": 512, "queue_start": 100}),
     ("swavw2", "preset", {}),
     ("swavw2", "untrained", {"train_steps": 0}),
     ("maskdm", "preset", {}),
@@ -98,24 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="the GlaS folder")
     parser.add_argument("--out", type=Path, default=Path("results/calibration"))
-    parser.add_argument("--only", help="comma-separated methods (default: all of the study)")
+    parser.add_argument("--only", help="comma-separated methods or method/variant, run in this order "
+                        "(default: all of the study)")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--fractions", default="0.1,1.0")
     parser.add_argument("--list", action="store_true", help="print the table of what is done, run nothing")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if not args.list:
-        only = set(args.only.split(",")) if args.only else None
         seeds = [int(s) for s in args.seeds.split(",")]
         fractions = [float(f) for f in args.fractions.split(",")]
         (out / "sweeps").mkdir(parents=True, exist_ok=True)
         # Every method's preset first, then the untrained controls, then the alternatives, so
         # a study cut short still has the rows that matter most.
         order = sorted(range(len(STUDY)), key=lambda i: ({"preset": 0, "untrained": 1}.get(STUDY[i][1], 2), i))
+        if args.only:
+            wanted = args.only.split(",")
+            order = [i for w in wanted for i in order if w in (STUDY[i][0], f"{STUDY[i][0]}/{STUDY[i][1]}")]
+            if not order:
+                parser.error(f"--only {args.only!r} names nothing in the study (see --list for its rows)")
         for i in order:
             method, name, overrides = STUDY[i]
-            if only is not None and method not in only:
-                continue
             config = out / "sweeps" / f"{i:02d}-{method}.toml"
             config.write_text(sweep_toml(args.root.resolve(), out, method, overrides, seeds, fractions))
             start = time.perf_counter()
