@@ -46,7 +46,7 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("swav", "untrained", {"train_steps": 0}),
     # its loss sat at ln 100 (uniform codes): batch 16 + queue 128 is too few to spread over 100
     # prototypes, so Sinkhorn's codes are near uniform; fewer prototypes, a longer, earlier queue
-    ("swav", "30 protos, queue 512", {"prototypes": 30, "queue_length": 512, "queue_start": 100}),
+    ("swav", "30 protos + queue 512", {"prototypes": 30, "queue_length": 512, "queue_start": 100}),
     ("swavw2", "preset", {}),
     ("swavw2", "untrained", {"train_steps": 0}),
     ("maskdm", "preset", {}),
