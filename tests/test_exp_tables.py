@@ -20,9 +20,10 @@ from bench.context import RunContext
 from bench.errors import BenchError
 from bench.experiments import get
 from bench.experiments.base import ExperimentContext, Variant
-from bench.experiments.tables import ResultTable, collect, render_csv, summarise, write_tables
+from bench.experiments.tables import ResultTable, collect, summarise, write_tables
 from bench.published import TABLE1_METHODS
 from bench.store import atomic_write_json
+from bench.table_render import result_csv
 from tests.conftest import write_sweep
 
 COL = "X"
@@ -34,7 +35,7 @@ def _table(values: dict, published: dict | None = None, higher: bool = True) -> 
 
 
 def _csv(table: ResultTable) -> dict[str, dict[str, str]]:
-    return {r["row"]: r for r in csv.DictReader(io.StringIO(render_csv(table, summarise(table))))}
+    return {r["row"]: r for r in csv.DictReader(io.StringIO(result_csv(table, summarise(table))))}
 
 
 def _ctx(tmp_path: Path, body: str = "") -> ExperimentContext:
@@ -52,8 +53,8 @@ def test_mean_sample_std_n_diff_and_best_are_hand_computed(tmp_path: Path) -> No
     assert (a.mean, a.std, a.n, a.diff) == (82.0, 2.0, 3, -3.0)  # std: sqrt((4+0+4)/2)
     assert (b.mean, b.std, b.best, a.best) == (91.0, 1.0, True, False)
     assert (p.mean, p.n, p.diff, p.published) == (None, 0, None, (70.0, 0.5))
-    md, tex, csv_path = write_tables(table, _ctx(tmp_path))
-    assert [md.name, tex.name, csv_path.name] == ["table.md", "table.tex", "table.csv"]
+    md, tex, csv_path, data = write_tables(table, _ctx(tmp_path))
+    assert [md.name, tex.name, csv_path.name, data.name] == ["table.md", "table.tex", "table.csv", "table.json"]
     text = md.read_text()
     assert "| A | 82.00 ± 2.00 (n=3) | 85.00 ± 1.50 | -3.00 |" in text
     assert "| B | **91.00 ± 1.00** (n=3) | — | — |" in text
@@ -93,10 +94,11 @@ def test_reference_row_is_the_best_mean_and_gets_no_p() -> None:
 
 
 def summarise_lines(table: ResultTable) -> list[str]:
-    from bench.experiments.tables import footnotes, render_markdown
+    from bench.experiments.tables import footnotes
+    from bench.table_render import render_result
 
     stats = summarise(table)
-    return render_markdown(table, stats, footnotes(table, stats)).splitlines()
+    return render_result(table, stats, footnotes(table, stats))["md"].splitlines()
 
 
 def test_lower_is_better_and_a_published_mean_without_std() -> None:
@@ -107,6 +109,16 @@ def test_lower_is_better_and_a_published_mean_without_std() -> None:
     rows = _csv(table)
     assert rows["a"]["published_std"] == "" and float(rows["a"]["diff"]) == 0.0
     assert any("| a | 4.00 ± 1.41 (n=2) | 4.00 | +0.00 |" in line for line in summarise_lines(table))
+
+
+def test_one_seed_has_an_undefined_std_in_every_format() -> None:
+    from bench.table_render import STD_NOTE
+
+    table = _table({("a", COL): {3: 50.0}, ("b", COL): {0: 40.0, 1: 42.0}})
+    assert summarise(table)[("a", COL)].std is None
+    lines = summarise_lines(table)
+    assert "| a | **50.00 ± n/a** (n=1) |" in lines and "| b | 41.00 ± 1.41 (n=2) |" in lines and STD_NOTE in lines
+    assert _csv(table)["a"]["std"] == "" and _csv(table)["a"]["seeds"] == "3"
 
 
 def test_collect_reads_percent_by_seed_and_names_a_record_missing_the_metric(tmp_path: Path) -> None:
@@ -243,7 +255,7 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
                                    f'[[datasets]]\nname = "glas"\nroot = "glas"\nlabel_fractions = [1.0]\n{params}')
     assert main(["experiment", "table1", "--config", str(config), "--quiet"]) == 0
     out = tmp_path / "results" / "table1"
-    assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
+    assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.json", "table.md", "table.tex"]
     rows = list(csv.DictReader((out / "table.csv").open()))
     refs = [r for r in rows if r["row"] == "trivial (reference)"]
     rows = [r for r in rows if r not in refs]
@@ -284,7 +296,7 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
 
     assert main(["experiment", "table3", "--config", str(config), "--quiet"]) == 0
     t3 = tmp_path / "results" / "table3"
-    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "figure.png", "figure.pdf"}
+    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "table.json", "figure.png", "figure.pdf"}
     assert (t3 / "figure.png").read_bytes()[:4] == b"\x89PNG" and (t3 / "figure.pdf").read_bytes()[:4] == b"%PDF"
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36 + 8  # only the fixed-t rows are new
 

@@ -21,7 +21,7 @@ from bench.cli import main
 from bench.config import load_config
 from bench.experiments import EXPERIMENTS, Experiment, ExperimentContext, experiment
 from bench.experiments.base import Variant
-from bench.report import CFG, experiment_records, markdown_html, write_report
+from bench.report import CFG, experiment_records, result_html, write_report
 from tests.conftest import write_sweep
 
 DEMO = "report-demo"
@@ -157,9 +157,9 @@ def test_tables_figures_and_contents(report: Path) -> None:
     assert {f"exp-{DEMO}", "exp-legacy", "exp-sweep", "all-records"} <= set(page.ids)
     text = report.read_text()
     assert "Demo table &amp; &lt;figure&gt;" in text  # the registered title, escaped
-    demo = next(t for t in page.tables if t[0] == ["method", "Dice"])  # table.md of tables.py
+    demo = next(t for t in page.tables if t[0] == ["method", "Dice"])  # table.json of tables.py
     record = json.loads(next((report.parent / "records").glob("*-s0-*.json")).read_text())
-    mean = f"{100 * record['metrics']['dice']:.2f}"
+    mean = f"{100 * record['metrics']['dice']:.2f} ± n/a"  # one seed: the std is undefined
     assert demo[1] == ["U-Net", f"{mean} (n=1)"] and mean in page.strong and "best" in page.strong
     assert "Ours: mean ± sample std over n seeds" in text  # its footnotes come along
     assert f"{DEMO}/table.tex" in page.links and f"{DEMO}/dice.pdf" in page.links and "legacy/only.pdf" in page.links
@@ -229,17 +229,18 @@ def test_records_named_by_the_record_ids_hook(tmp_path: Path, monkeypatch: pytes
 
 
 def test_bold_best_and_significance_dagger_survive(tmp_path: Path) -> None:
-    """Through tables.py's markdown: the best mean in <strong>, a significant gap keeps its †."""
+    """From the table's data: the best mean in <strong>, a significant gap keeps its †."""
     from bench.experiments.tables import CFG as TABLES, ResultTable, write_tables
+    from bench.table import table_from_json
 
     sweep = load_config(write_sweep(tmp_path, SWEEP))
     ctx = ExperimentContext(name="marks", sweep=sweep)
     seeds = range(TABLES.min_pairs + 1)
     values = {("A", "IoU"): {s: 80.0 + s for s in seeds}, ("B|C", "IoU"): {s: 50.0 + s for s in seeds}}
     table = ResultTable(rows=["A", "B|C"], columns=["IoU"], values=values, published={("A", "IoU"): (79.0, 1.0)})
-    md = next(p for p in write_tables(table, ctx) if p.suffix == ".md")
+    data = next(p for p in write_tables(table, ctx) if p.suffix == ".json")
     page = _Page()
-    page.feed(markdown_html(md.read_text()))
+    page.feed(result_html(table_from_json(json.loads(data.read_text()))))
     assert page.tables[0][0] == ["method", "IoU", "paper", "Δ"]
     assert page.tables[0][1][0] == "A" and page.strong == ["83.00 ± 2.16"]
     assert page.tables[0][2][:2] == ["B|C", f"53.00 ± 2.16{TABLES.mark} (n={len(seeds)})"]
