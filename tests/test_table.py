@@ -13,11 +13,10 @@ import pytest
 from bench.cli import main
 from bench.runner import RunSpec
 from bench.store import atomic_write_json
-from tests.conftest import GLAS, write_sweep
+from tests.conftest import GLAS, sweep_toml, write_sweep
 
 SEEDS = range(10)
-SWEEP = ('seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nmethods = ["unet"]\noutput = "out"\n'
-         '[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = [1.0]\n')
+SWEEP = sweep_toml(["unet"], seeds=SEEDS, output="out")
 SECOND = {"max_epochs": 2}  # the other configuration of the same cell
 
 
