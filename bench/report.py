@@ -180,9 +180,9 @@ def _run_ids(exp: Any, ctx: Any) -> list[str]:
 
 
 def _table_block(folder: Path, stem: str) -> str:
-    """A table from its data (stem.json, written by `write_tables`) through the HTML writer of
-    bench.table_render; a CSV without data shown as it is; Markdown without data (an older bench,
-    a hand-made file) as preformatted text, never parsed back into a table."""
+    """A table from its data (stem.json, written by `write_tables`) through the layout and HTML
+    writer every table uses; a CSV without data shown as it is; Markdown without data (an older
+    bench, hand-written notes) as preformatted text, never parsed back into a table."""
     data, md, csv_path = (folder / f"{stem}{ext}" for ext in (CFG.data_ext, ".md", ".csv"))
     links = " &middot; ".join(f'<a href="{_href(folder, folder / (stem + ext))}">{_e(stem + ext)}</a>'
                               for ext in (*CFG.table_exts, CFG.data_ext) if (folder / (stem + ext)).is_file())

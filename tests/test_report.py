@@ -22,23 +22,10 @@ from bench.config import load_config
 from bench.experiments import EXPERIMENTS, Experiment, ExperimentContext, experiment
 from bench.experiments.base import Variant
 from bench.report import CFG, experiment_records, result_html, write_report
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
 DEMO = "report-demo"
-SWEEP = """
-preset = "tiny"
-seeds = [0]
-output = "results"
-methods = ["unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-
-[params.unet]
-max_epochs = 1
-steps_per_epoch = 2
-"""
+SWEEP = sweep_toml(["unet"], params={"unet": {"max_epochs": 1, "steps_per_epoch": 2}})
 EVIL = "<script>alert(1)</script>"
 SWEEP_FIGURES = ("scores", "curves", "qualitative")  # what the `sweep` experiment draws for any sweep
 LONG = CFG.long_table_rows + 5  # rows of a per-seed CSV: more than a table shows unfolded
@@ -244,6 +231,15 @@ def test_bold_best_and_significance_dagger_survive(tmp_path: Path) -> None:
     assert page.tables[0][0] == ["method", "IoU", "paper", "Δ"]
     assert page.tables[0][1][0] == "A" and page.strong == ["83.00 ± 2.16"]
     assert page.tables[0][2][:2] == ["B|C", f"53.00 ± 2.16{TABLES.mark} (n={len(seeds)})"]
+
+
+def test_markdown_without_table_data_is_shown_as_text(tmp_path: Path) -> None:
+    """Notes someone wrote (or a table from an older bench) are never parsed back into a table."""
+    from bench.report import _table_block
+
+    (tmp_path / "notes.md").write_text(f"| a | b |\n|---|---|\n| **1** | {EVIL} |\n")
+    block = _table_block(tmp_path, "notes")
+    assert "<pre>" in block and "<table>" not in block and "<strong>" not in block and EVIL not in block
 
 
 def test_missing_output_folder_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
