@@ -76,13 +76,4 @@ def make_sweep(folder: Path, methods: Sequence[str], **kwargs: Any) -> Path:
     return write_sweep(folder, sweep_toml(methods, **kwargs))
 
 
-TINY_SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0, 0.1]
-"""
+TINY_SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0, 0.1))  # the config tests edit its text
