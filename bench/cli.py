@@ -200,7 +200,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     record, one row per cell and configuration. Both add the trivial reference rows."""
     from bench.records import load_records
     from bench.runner import expand
-    from bench.table import aggregate, render, tabulable
+    from bench.table import aggregate, tabulable
+    from bench.table_render import render_records
     from bench.trivial import cells_of, reference_rows
 
     sweep = _load(args)
@@ -217,7 +218,7 @@ def cmd_table(args: argparse.Namespace) -> int:
               f"first{'' if args.all else ' (`bench table --all` shows every record there)'}", file=sys.stderr)
         return 1
     references = reference_rows(sweep.output, cells_of(records, sweep))
-    print(render(aggregate(records, references), args.format), end="")
+    print(render_records(aggregate(records, references), args.format), end="")
     return 0
 
 

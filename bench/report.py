@@ -1,6 +1,7 @@
 """`bench report`: every table and figure written so far, on one static HTML page.
 
-The page is a single file (`results/report.html`): tables become real HTML tables, PNG figures
+The page is a single file (`results/report.html`): tables become real HTML tables, built from
+the data (an experiment's `table.json`, the records) by the same renderers as every table, PNG figures
 are embedded as data URIs and there is no script or style from the network, so it can be mailed,
 archived or opened from a laptop without the results folder beside it. Each experiment's section
 ends with the provenance of the records behind its numbers (commits, devices, package versions,
@@ -13,6 +14,7 @@ import contextlib
 import csv
 import html
 import io
+import json
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -24,6 +26,9 @@ from bench.errors import ConfigError
 from bench.records import load_records
 from bench.report_provenance import provenance_html
 from bench.store import TMP_PREFIX, atomic_write_bytes
+from bench.table import CELL, ResultTable, aggregate, summarise, table_from_json, tabulable
+from bench.table_formats import html_table
+from bench.table_render import footnotes, render_records, result_grid
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class ReportConfig:
     title: str = "bench report"
     reserved: tuple[str, ...] = ("records", "artefacts", "predictions", "checkpoints", "slurm", "smoke")
     table_exts: tuple[str, ...] = (".md", ".csv", ".tex")
+    data_ext: str = ".json"  # beside a table's renderings: its data, which the page renders
     figure_max_width_px: int = 900
     long_table_rows: int = 40  # a table with more rows (a long per-seed CSV) starts folded
 
@@ -174,19 +180,39 @@ def _run_ids(exp: Any, ctx: Any) -> list[str]:
 
 
 def _table_block(folder: Path, stem: str) -> str:
-    md, csv_path = folder / f"{stem}.md", folder / f"{stem}.csv"
+    """A table from its data (stem.json, written by `write_tables`) through the layout and HTML
+    writer every table uses; a CSV without data shown as it is; Markdown without data (an older
+    bench, hand-written notes) as preformatted text, never parsed back into a table."""
+    data, md, csv_path = (folder / f"{stem}{ext}" for ext in (CFG.data_ext, ".md", ".csv"))
     links = " &middot; ".join(f'<a href="{_href(folder, folder / (stem + ext))}">{_e(stem + ext)}</a>'
-                              for ext in CFG.table_exts if (folder / (stem + ext)).is_file())
-    if md.is_file():
-        content = markdown_html(md.read_text(encoding="utf-8", errors="replace"))
+                              for ext in (*CFG.table_exts, CFG.data_ext) if (folder / (stem + ext)).is_file())
+    table = _result_table(data)
+    if table is not None:
+        content = result_html(table)
     elif csv_path.is_file():
         content = csv_html(csv_path.read_text(encoding="utf-8", errors="replace"))
+    elif md.is_file():
+        content = f"<pre>{_e(md.read_text(encoding='utf-8', errors='replace'))}</pre>"
     else:
         content = "<p class=note>LaTeX only; see the link.</p>"
     rows = content.count("<tr>")
     if rows > CFG.long_table_rows:  # e.g. one row per seed: the numbers are there, folded away
         content = f"<details><summary>{rows - 1} rows</summary>\n{content}\n</details>"
     return f'<div class=table><h3>{_e(stem)}</h3>\n{content}\n<p class=note>{links}</p></div>'
+
+
+def _result_table(path: Path) -> ResultTable | None:
+    """The table in a data file, or None where there is none (or it is no bench table)."""
+    try:
+        return table_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def result_html(table: ResultTable) -> str:
+    """An experiment's table as the experiment printed it: the same numbers, marks and notes."""
+    stats = summarise(table)
+    return html_table(result_grid(table, stats, footnotes(table, stats)))
 
 
 def _figure(folder: Path, png: Path) -> str:
@@ -197,51 +223,20 @@ def _figure(folder: Path, png: Path) -> str:
             f"<figcaption>{_e(png.name)}{link}</figcaption></figure>")
 
 
-_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-
-
-def markdown_html(text: str) -> str:
-    """A GitHub-flavoured markdown table (plus any lines around it) as HTML; bold and marks kept."""
-    out: list[str] = []
-    block: list[str] = []
-    for line in text.splitlines() + [""]:
-        if line.strip().startswith("|"):
-            block.append(line.strip())
-            continue
-        if block:
-            out.append(_rows_html([_split_row(r) for r in block if not _SEPARATOR.match(r)],
-                                  header=len(block) > 1 and bool(_SEPARATOR.match(block[1]))))
-            block = []
-        if line.strip().startswith("#"):  # tables.py puts a table's title above it as a heading
-            out.append(f"<h4>{_inline(line.strip().lstrip('#').strip())}</h4>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line.strip())}</p>")
-    return "\n".join(out)
-
-
-def _split_row(line: str) -> list[str]:
-    line = line.strip().removeprefix("|")
-    line = line[:-1] if line.endswith("|") and not line.endswith("\\|") else line
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)]
-
-
 def csv_html(text: str) -> str:
+    """A CSV that has no table data beside it (a long per-seed file, a foreign one), header first."""
     rows = [r for r in csv.reader(io.StringIO(text)) if r]
-    return _rows_html(rows, header=True)
-
-
-def _rows_html(rows: list[list[str]], header: bool) -> str:
     if not rows:
         return ""
     lines = ["<table>"]
     for i, row in enumerate(rows):
-        tag = "th" if header and i == 0 else "td"
+        tag = "th" if i == 0 else "td"
         lines.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in row) + "</tr>")
     return "\n".join(lines + ["</table>"])
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn **bold** and `code` into tags (the tables mark the best per column bold)."""
+    """Escape, then turn **bold** and `code` into tags (a hand-made CSV may mark its cells so)."""
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
@@ -250,7 +245,6 @@ def _inline(text: str) -> str:
 def _aggregate_section(records: list[dict[str, Any]], sweep: SweepConfig) -> str:
     """`bench table --all`: one row per cell and configuration of every record (never pooled),
     the trivial reference rows and the published values."""
-    from bench.table import CELL, aggregate, render, tabulable
     from bench.trivial import cells_of, reference_rows
 
     usable, skipped = tabulable(records)
@@ -258,7 +252,7 @@ def _aggregate_section(records: list[dict[str, Any]], sweep: SweepConfig) -> str
     note = f"<p class=note>{skipped} record(s) without {', '.join(keys)} left out of this table</p>" if skipped else ""
     table = aggregate(usable, reference_rows(sweep.output, cells_of(usable, sweep)))
     return "\n".join(['<section id="all-records">', "<h2>All records (<code>bench table --all</code>)</h2>",
-                      markdown_html(render(table, "markdown")), note,
+                      render_records(table, "html"), note,
                       "<h3>Provenance</h3>", provenance_html(records), "</section>"])
 
 

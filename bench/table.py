@@ -1,30 +1,200 @@
-"""Aggregate run records into mean ± std per configuration, beside the published numbers (REFERENCE §9).
+"""Records into table cells: mean, sample std and n, beside the published numbers (REFERENCE §9).
 
-A row is one cell (data set, fraction, method) under one configuration (preset and the hash of
-every resolved config field, the same hash a run id ends with): records of different
-configurations are never averaged together, and n counts the records behind that row only.
-`trivial` rows (bench.trivial) are reference constants, never trained, one per (data set,
-fraction), printed after the methods of their cell.
+The one place where a table's numbers are made; `bench.table_render` prints them. Two shapes:
+- a `ResultTable` (the experiments): rows (methods, variants) x columns (a metric of a data set at
+  a fraction), each cell {seed: value}; `summarise` adds the difference to the paper, the best mean
+  of each column and a paired Wilcoxon signed-rank test against it. Pairing by seed matters: rows
+  of one seed share the labelled subset, which moves every method the same way.
+- `aggregate` (`bench table`, the report's "All records"): one `RecordRow` per cell (data set,
+  fraction, method) under one configuration (preset and the hash of every resolved config field,
+  the hash a run id ends with), one cell per metric. Records of different configurations are never
+  averaged together, and n counts the records behind that row only.
+
+Values are percent. std is the sample std (ddof = 1), None for a single value: undefined, never 0.
+`trivial` rows (bench.trivial) are reference constants, never trained: a value, no n or std.
 """
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
-import pandas as pd
-
 from bench.provenance import SHORT_HASH
-from bench.published import published
+from bench.published import published as published_score
 
+Cell = tuple[str, str]  # (row, column)
+PERCENT = 100.0         # records hold fractions, tables show percent
 CELL = ["dataset", "fraction", "method"]
 CONFIG = ["preset", "config"]   # besides the cell, what determines a result
 KEY = CELL + CONFIG
 METRIC_ORDER = ["dice", "iou", "aji", "aji_plus", "aji_paper", "miou"]
 REFERENCE_PRESET = "reference"  # the preset column of a trivial row
 UNKNOWN = "unknown"
-REFERENCE_NOTE = ("trivial: reference constant predictor, never trained, scored on the test set "
-                  "(config names its rule: all-foreground = every pixel foreground; pixel-mode-s0 = "
-                  "every pixel the most frequent class at its position in seed 0's labelled images).")
+JSON_KIND = "bench.ResultTable"  # marks a table's data file (`write_tables`' stem.json)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """The test's settings and the printed precision: the one place for these numbers."""
+
+    alpha: float = 0.05      # a gap to the column's best is marked when p < alpha
+    # With fewer pairs the exact two-sided p can never drop below 0.05 (6 pairs: 2/2^6 = 0.031;
+    # 5 pairs: 0.0625), so a test would only ever say "not significant": it is left out instead.
+    min_pairs: int = 6
+    decimals: int = 2        # percent values as printed in the paper
+    mark: str = "†"
+    mark_latex: str = r"$^\dagger$"
+
+
+CFG = TableConfig()
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """What one cell shows. std is None for one value; p is None when no test was made (`test`
+    says why); best, p and significant are set by `summarise` only."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    seeds: tuple[int, ...] = ()
+    published: tuple[float, float] | None = None  # (mean, std); std NaN where the paper printed none
+    diff: float | None = None
+    best: bool = False
+    p: float | None = None
+    significant: bool = False
+    test: str = ""
+
+
+def cell_stats(values: Iterable[float], seeds: Iterable[int] = (),
+               published: tuple[float, float] | None = None) -> CellStats:
+    """Mean, sample std and n of one cell's values (one per seed), and the difference to the paper."""
+    vals = list(values)
+    mean = _mean(vals) if vals else None
+    return CellStats(mean=mean, std=_std(vals), n=len(vals), seeds=tuple(sorted(seeds)), published=published,
+                     diff=(mean - published[0]) if mean is not None and published is not None else None)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: list[float]) -> float | None:
+    """Sample std (ddof=1); None for fewer than two values, where it is undefined."""
+    if len(values) < 2:
+        return None
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_mean_std(by_seed: dict[int, float] | None) -> tuple[float, float]:
+    """Mean and sample std over seeds of one plotted point: (nan, nan) with no seed, std 0 for one
+    (a figure draws no error bar there, where a table says the std is undefined)."""
+    s = cell_stats((by_seed or {}).values())
+    return (math.nan, math.nan) if s.mean is None else (s.mean, s.std or 0.0)
+
+
+# --- the experiments' tables ---------------------------------------------------------------------
+@dataclass
+class ResultTable:
+    """rows x columns; values[(row, column)] = {seed: value in percent}; published = (mean, std).
+
+    A published std of NaN means the paper printed none. `notes` become footnotes.
+    `references` = {row label: {column: value in percent}}: rows printed after the methods that are
+    never trained (the trivial predictor); they take no part in the best mark or the tests.
+    """
+
+    rows: list[str]
+    columns: list[str]
+    values: dict[Cell, dict[int, float]]
+    published: dict[Cell, tuple[float, float]] = field(default_factory=dict)
+    higher_is_better: bool = True
+    title: str = ""
+    notes: list[str] = field(default_factory=list)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def summarise(table: ResultTable, cfg: TableConfig = CFG) -> dict[Cell, CellStats]:
+    """`cell_stats` of every cell, plus the column's best and the test against it."""
+    out: dict[Cell, CellStats] = {}
+    pick = max if table.higher_is_better else min
+    for col in table.columns:
+        vals = {row: table.values.get((row, col)) or {} for row in table.rows}
+        cells = {row: cell_stats(vals[row].values(), vals[row], table.published.get((row, col)))
+                 for row in table.rows}
+        means = [s.mean for s in cells.values() if s.mean is not None]
+        best_mean = pick(means) if means else None
+        ref = next((r for r in table.rows if cells[r].mean == best_mean), None) if means else None
+        for row, s in cells.items():
+            p, test = _compare(vals[ref], vals[row], ref, row, cfg) if vals[row] and ref else (None, "")
+            out[(row, col)] = replace(s, best=s.mean is not None and s.mean == best_mean, p=p,
+                                      significant=p is not None and p < cfg.alpha, test=test)
+    return out
+
+
+def wilcoxon_p(a: list[float], b: list[float]) -> float:
+    """Two-sided paired Wilcoxon signed-rank p (scipy); 1.0 when every pair is equal."""
+    from scipy.stats import wilcoxon
+
+    if all(x == y for x, y in zip(a, b)):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's note on ties/zeros; p is still defined
+        return float(wilcoxon(a, b).pvalue)
+
+
+def _compare(ref: dict[int, float], other: dict[int, float], ref_row: str, row: str,
+             cfg: TableConfig) -> tuple[float | None, str]:
+    if row == ref_row:
+        return None, "column best (reference)"
+    shared = sorted(set(ref) & set(other))
+    if len(shared) < cfg.min_pairs:
+        return None, f"no test: {len(shared)} paired seeds < {cfg.min_pairs}"
+    p = wilcoxon_p([ref[s] for s in shared], [other[s] for s in shared])
+    return p, f"wilcoxon vs {ref_row} over {len(shared)} seeds"
+
+
+def table_to_json(table: ResultTable) -> dict[str, Any]:
+    """The table's data (what its renderings show), for the report to render again. Lists of
+    pairs, not objects, keep every order (JSON objects are written with sorted keys)."""
+    def pub(p: tuple[float, float]) -> list[float | None]:
+        return [p[0], None if math.isnan(p[1]) else p[1]]
+
+    return {"kind": JSON_KIND, "rows": table.rows, "columns": table.columns,
+            "values": [[r, c, [[s, v] for s, v in by_seed.items()]] for (r, c), by_seed in table.values.items()],
+            "published": [[r, c, pub(p)] for (r, c), p in table.published.items()],
+            "higher_is_better": table.higher_is_better, "title": table.title, "notes": table.notes,
+            "references": [[row, list(by_col.items())] for row, by_col in table.references.items()]}
+
+
+def table_from_json(data: dict[str, Any]) -> ResultTable:
+    """The inverse of `table_to_json`; KeyError, TypeError or ValueError on anything else."""
+    if data.get("kind") != JSON_KIND:
+        raise KeyError("kind")
+    return ResultTable(
+        rows=[str(r) for r in data["rows"]], columns=[str(c) for c in data["columns"]],
+        values={(r, c): {int(s): float(v) for s, v in pairs} for r, c, pairs in data["values"]},
+        published={(r, c): (float(m), math.nan if s is None else float(s)) for r, c, (m, s) in data["published"]},
+        higher_is_better=bool(data["higher_is_better"]), title=str(data["title"]),
+        notes=[str(n) for n in data["notes"]],
+        references={row: {c: float(v) for c, v in pairs} for row, pairs in data["references"]})
+
+
+# --- `bench table`: records by cell and configuration --------------------------------------------
+@dataclass(frozen=True)
+class RecordRow:
+    """One cell under one configuration; `cells[metric]` its numbers. A reference row (trivial)
+    has its rule as `config`, n = 1 and the bare values (std None)."""
+
+    dataset: str
+    fraction: float
+    method: str
+    preset: str
+    config: str
+    n: int
+    reference: bool
+    cells: dict[str, CellStats]
 
 
 def config_id(record: dict[str, Any]) -> str:
@@ -45,102 +215,38 @@ def tabulable(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return usable, len(records) - len(usable)
 
 
-def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record: the cell, its configuration, the seed and every metric in percent."""
-    rows = [{"dataset": r["dataset"], "fraction": r["fraction"], "method": r["method"],
-             "preset": str(r.get("preset", UNKNOWN)), "config": config_id(r), "seed": r["seed"],
-             **{k: 100.0 * v for k, v in r["metrics"].items()}} for r in records]
-    return pd.DataFrame(rows)
+def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, Any]] = ()) -> list[RecordRow]:
+    """One row per cell and configuration, sorted by data set, fraction (largest first), then the
+    methods before their cell's reference rows; the published value where the paper has one."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        key = (r["dataset"], r["fraction"], r["method"], str(r.get("preset", UNKNOWN)), config_id(r))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (dataset, fraction, method, preset, config), group in sorted(groups.items()):
+        cells = {}
+        for m in metric_order(k for r in group for k in r["metrics"]):
+            have = [r for r in group if _number(r["metrics"].get(m))]
+            if have:
+                cells[m] = cell_stats([PERCENT * r["metrics"][m] for r in have], [r["seed"] for r in have],
+                                      published_score(dataset, fraction, method, m))
+        rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells))
+    for ref in references:
+        cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items()}
+        rows.append(RecordRow(ref["dataset"], ref["fraction"], ref["method"], REFERENCE_PRESET, ref["rule"],
+                              1, True, cells))
+    return sorted(rows, key=lambda r: (r.dataset, -r.fraction, r.reference, r.method, r.preset, r.config))
 
 
-def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, Any]] = ()) -> pd.DataFrame:
-    """mean, std (sample, ddof=1; NaN for one record) and n per cell and configuration, the published
-    mean and std where there is one, and a `reference` flag (True for the trivial rows)."""
-    frame = records_frame(records)
-    refs = list(references)
-    if frame.empty and not refs:
-        return pd.DataFrame(columns=KEY + ["n", "reference"])
-    rows: list[dict[str, Any]] = []
-    if not frame.empty:
-        metrics = _metric_columns(frame)
-        for key, group in frame.groupby(KEY, sort=True):
-            row: dict[str, Any] = {**dict(zip(KEY, key)), "n": len(group), "reference": False}
-            for m in metrics:
-                values = group[m].dropna()
-                if not values.empty:
-                    row[f"{m}_mean"] = values.mean()
-                    row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-                    paper = published(row["dataset"], row["fraction"], row["method"], m)
-                    row[f"{m}_published_mean"], row[f"{m}_published_std"] = paper or (math.nan, math.nan)
-            rows.append(row)
-    for ref in refs:
-        row = {"dataset": ref["dataset"], "fraction": ref["fraction"], "method": ref["method"],
-               "preset": REFERENCE_PRESET, "config": ref["rule"], "n": 1, "reference": True}
-        for m, v in ref["metrics"].items():
-            row[f"{m}_mean"], row[f"{m}_std"] = 100.0 * v, math.nan
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    out = out.sort_values(["dataset", "fraction", "reference", "method", "preset", "config"],
-                          ascending=[True, False, True, True, True, True], kind="stable")
-    return out[_ordered_columns(out)].reset_index(drop=True)
+def _number(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _metric_columns(frame: pd.DataFrame) -> list[str]:
-    return [m for m in METRIC_ORDER if m in frame.columns] + sorted(
-        c for c in frame.columns if c not in METRIC_ORDER + KEY + ["seed"])
+def metric_order(names: Iterable[str]) -> list[str]:
+    """METRIC_ORDER first, then any other metric alphabetically."""
+    names = set(names)
+    return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
 
 
-def _ordered_columns(table: pd.DataFrame) -> list[str]:
-    """The key, n, reference, then per metric (in METRIC_ORDER) mean, std, published mean and std."""
-    names = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and "_published" not in c]
-    metrics = [m for m in METRIC_ORDER if m in names] + sorted(m for m in names if m not in METRIC_ORDER)
-    cols = KEY + ["n", "reference"]
-    for m in metrics:
-        cols += [c for c in (f"{m}_mean", f"{m}_std", f"{m}_published_mean", f"{m}_published_std")
-                 if c in table.columns]
-    return cols
-
-
-def metrics_of(table: pd.DataFrame) -> list[str]:
-    return [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and "_published" not in c]
-
-
-def render(table: pd.DataFrame, fmt: str) -> str:
-    """csv: every number (published values as `<metric>_published_mean/_std`); markdown, latex: for humans."""
-    if fmt == "csv":
-        return table.to_csv(index=False, float_format="%.4f")
-    pretty = _pretty(table)
-    if fmt == "latex":
-        return pretty.to_latex(index=False, escape=True)
-    note = "\n" + REFERENCE_NOTE + "\n" if not table.empty and table["reference"].any() else ""
-    return _markdown(pretty) + note
-
-
-def _pretty(table: pd.DataFrame) -> pd.DataFrame:
-    """mean ± std cells for humans (mean alone for one record); the published value in its own column."""
-    if table.empty:
-        return pd.DataFrame(columns=KEY + ["n"])
-    out = table[KEY + ["n"]].copy()
-    out["method"] = [f"{m} (reference)" if ref else m for m, ref in zip(table["method"], table["reference"])]
-    for m in metrics_of(table):
-        out[m] = [_cell(a, b) for a, b in zip(table[f"{m}_mean"], table[f"{m}_std"])]
-        pub = f"{m}_published_mean"
-        if pub in table.columns and table[pub].notna().any():
-            out[f"{m} (published)"] = [_cell(a, b) if not math.isnan(a) else "" for a, b in
-                                       zip(table[pub], table[f"{m}_published_std"])]
-    return out
-
-
-def _cell(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
-    return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    """A GitHub table without the optional `tabulate` dependency."""
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+def metrics_of(rows: list[RecordRow]) -> list[str]:
+    return metric_order(m for r in rows for m in r.cells)

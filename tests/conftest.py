@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pytest
 import torch
@@ -46,19 +46,28 @@ def write_sweep(folder: Path, body: str) -> Path:
 
 
 def sweep_toml(methods: Sequence[str], seeds: Sequence[int] = (0,), fractions: Sequence[float] = (1.0,),
-               dataset: str = "synthetic-glands", params: dict[str, dict[str, Any]] | None = None,
-               preset: str = "tiny", output: str = "results", root: str | None = None) -> str:
-    """A sweep file's text: one data set, `[params.METHOD]` tables from `params`.
+               dataset: str = "synthetic-glands", params: Mapping[str, Mapping[str, Any]] | None = None,
+               preset: str = "tiny", output: str = "results", root: str | None = None, executor: str | None = None,
+               datasets: Sequence[Mapping[str, Any]] | None = None,
+               tables: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A sweep file's text: one data set (or the `[[datasets]]` tables of `datasets`, keys as given),
+    `[params.METHOD]` tables from `params`, then any other table from `tables` (e.g. "slurm",
+    "slurm.pretrain", "smoke").
 
     Values are written as JSON, which TOML reads the same for strings, numbers, booleans and lists.
+    A test of the loader's errors writes its broken file by hand instead.
     """
-    lines = [f"preset = {json.dumps(preset)}", f"seeds = {json.dumps(list(seeds))}",
-             f"output = {json.dumps(output)}", f"methods = {json.dumps(list(methods))}", "",
-             "[[datasets]]", f"name = {json.dumps(dataset)}", f"label_fractions = {json.dumps(list(fractions))}"]
-    if root is not None:
-        lines.append(f"root = {json.dumps(root)}")
-    for method, table in (params or {}).items():
-        lines += ["", f"[params.{method}]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    lines = [f"preset = {json.dumps(preset)}", f"seeds = {json.dumps(list(seeds))}", f"output = {json.dumps(output)}"]
+    if executor is not None:
+        lines.append(f"executor = {json.dumps(executor)}")
+    lines.append(f"methods = {json.dumps(list(methods))}")
+    if datasets is None:
+        entry: dict[str, Any] = {"name": dataset, "label_fractions": list(fractions)}
+        datasets = [entry if root is None else {**entry, "root": root}]
+    for table in datasets:
+        lines += ["", "[[datasets]]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    for name, table in [*((f"params.{m}", t) for m, t in (params or {}).items()), *(tables or {}).items()]:
+        lines += ["", f"[{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -67,13 +76,4 @@ def make_sweep(folder: Path, methods: Sequence[str], **kwargs: Any) -> Path:
     return write_sweep(folder, sweep_toml(methods, **kwargs))
 
 
-TINY_SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0, 0.1]
-"""
+TINY_SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0, 0.1))  # the config tests edit its text

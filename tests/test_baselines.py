@@ -21,7 +21,7 @@ from bench.supervised import (
     rot_flip_or_rotate,
     rotate,
 )
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep
 
 BASELINES = {"unet", "unetpp", "swin_unetr", "attunet", "uctransnet", "medt"}
 SUPERVISED = [n for n in registry.names() if registry.get(n).kind == "supervised"]
@@ -186,22 +186,10 @@ def test_sizes_the_network_cannot_take_fail_when_the_config_is_resolved(name: st
     assert dataclasses.asdict(cls.resolve_config("tiny", good)).items() >= good.items()
 
 
-SWEEP = """
-preset = "tiny"
-seeds = [0]
-output = "results"
-methods = ["{name}"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SUPERVISED)
 def test_tiny_baseline_learns_synthetic_glands_end_to_end(name: str, tmp_path: Path, one_thread: None) -> None:
-    config = write_sweep(tmp_path, SWEEP.format(name=name))
+    config = make_sweep(tmp_path, [name])
     assert main(["run", "--config", str(config), "--quiet"]) == 0
     records = list((tmp_path / "results" / "records").iterdir())
     assert len(records) == 1

@@ -8,26 +8,12 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from tests.conftest import sweep_toml
 
-BASE = """preset = "tiny"
-seeds = [0, 1]
-output = "results"
-executor = "local"
-methods = ["ddpm", "unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0, 0.1]
-
-[params.unet]
-max_epochs = 2
-
-[slurm]
-partition = "gpu"
-
-[slurm.pretrain]
-timeout_min = 60
-"""
+# The valid file every variant breaks one key of (by text, so the broken files stay hand-made).
+BASE = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0, 0.1), executor="local",
+                  params={"unet": {"max_epochs": 2}},
+                  tables={"slurm": {"partition": "gpu"}, "slurm.pretrain": {"timeout_min": 60}})
 DATASET = '[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = [1.0, 0.1]\n'
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,26 +15,18 @@ from bench.config import load_config
 from bench.executors.plan import make_plan
 from bench.nn.smp_models import build_smp
 from bench.runner import expand
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep, sweep_toml, write_sweep
 
 # The tiny preset, made shorter still so each test takes seconds (the README's numbers are plain tiny).
-FAST = """
-[params.datasetddpm]
-train_steps = 10
-n_samples = 5
-sample_steps = 4
-sample_shard = 3
-probe_max_epochs = 2
-probe_pixels_per_epoch = 4096
-deeplab_epochs = 1
-drop_uncertain = 0.2
-"""
+FAST = {"train_steps": 10, "n_samples": 5, "sample_steps": 4, "sample_shard": 3, "probe_max_epochs": 2,
+        "probe_pixels_per_epoch": 4096, "deeplab_epochs": 1, "drop_uncertain": 0.2}
 
 
-def _sweep(dataset: str, root: str | None, seeds: str = "[0]", methods: str = '["datasetddpm"]') -> str:
-    root_line = f'root = "{root}"\n' if root else ""
-    return (f'preset = "tiny"\nseeds = {seeds}\noutput = "out"\nmethods = {methods}\n'
-            f'[[datasets]]\nname = "{dataset}"\n{root_line}label_fractions = [1.0]\n' + FAST)
+def _sweep(dataset: str, root: str | None, seeds: tuple[int, ...] = (0,),
+           methods: tuple[str, ...] = ("datasetddpm",), **params: dict[str, Any]) -> str:
+    """datasetddpm's FAST settings, with `params[method]` over them."""
+    params = {**params, "datasetddpm": {**FAST, **params.get("datasetddpm", {})}}
+    return sweep_toml(methods, seeds=seeds, dataset=dataset, root=root, output="out", params=params)
 
 
 def _ffhq34(root: Path) -> Path:
@@ -73,7 +66,7 @@ def _check_inspection(out: Path, record: dict, num_classes: int) -> None:
 
 
 def test_glands_end_to_end_seeds_share_one_sample_set(tmp_path: Path, one_thread: None) -> None:
-    config = write_sweep(tmp_path, _sweep("synthetic-glands", None, seeds="[0, 1]"))
+    config = write_sweep(tmp_path, _sweep("synthetic-glands", None, seeds=(0, 1)))
     assert main(["run", "--config", str(config), "--quiet"]) == 0
     out = tmp_path / "out"
     first, second = _records(out)
@@ -103,10 +96,8 @@ def test_ffhq34_format_end_to_end(tmp_path: Path, one_thread: None) -> None:
 
 
 def test_datasetddpm_reads_the_ddpm_backbone_and_slurm_builds_it_then_the_samples(tmp_path: Path) -> None:
-    sweep = load_config(write_sweep(tmp_path, _sweep("synthetic-glands", None, seeds="[0, 1]",
-                                                     methods='["ddpm", "datasetddpm"]').replace(
-                                                         "[params.datasetddpm]", "[params.ddpm]\ntrain_steps = 10\n"
-                                                         "[params.datasetddpm]")))
+    sweep = load_config(write_sweep(tmp_path, _sweep("synthetic-glands", None, seeds=(0, 1),
+                                                     methods=("ddpm", "datasetddpm"), ddpm={"train_steps": 10})))
     runs = expand(sweep)
     ddpm = next(r for r in runs if r.method == "ddpm")
     dataset = next(r for r in runs if r.method == "datasetddpm")
@@ -142,10 +133,9 @@ def test_bench_list_json_counts_the_paper_deeplab_and_the_smp_unet(capsys: pytes
 
 
 def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_path: Path, one_thread: None) -> None:
-    body = ('preset = "tiny"\nseeds = [0]\noutput = "out"\nmethods = ["smp"]\n[[datasets]]\nname = "synthetic-glands"\n'
-            'label_fractions = [1.0]\n[params.smp]\narch = "FPN"\nencoder = "resnet18"\nmax_epochs = 2\n'
-            'steps_per_epoch = 3\n')
-    assert main(["run", "--config", str(write_sweep(tmp_path, body)), "--quiet"]) == 0
+    config = make_sweep(tmp_path, ["smp"], output="out",
+                        params={"smp": {"arch": "FPN", "encoder": "resnet18", "max_epochs": 2, "steps_per_epoch": 3}})
+    assert main(["run", "--config", str(config), "--quiet"]) == 0
     (record,) = _records(tmp_path / "out")
     assert record["config"]["arch"] == "FPN" and 0 <= record["metrics"]["dice"] <= 100
     assert record["extra"]["params"] == sum(p.numel() for p in build_smp("FPN", "resnet18", 2).parameters())
@@ -154,8 +144,7 @@ def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_
 def test_debug_executor_builds_backbone_then_samples_in_their_own_jobs(tmp_path: Path, one_thread: None) -> None:
     """`--executor debug` runs the Slurm plan's jobs here: the pre-training job, the sampling
     job (each `PretrainJob` builds only its stage), then the run, which finds both built."""
-    config = write_sweep(tmp_path, _sweep("synthetic-glands", None).replace("deeplab_epochs = 1",
-                                                                            "deeplab_epochs = 1\ninspect_samples = 0"))
+    config = write_sweep(tmp_path, _sweep("synthetic-glands", None, datasetddpm={"inspect_samples": 0}))
     assert main(["run", "--config", str(config), "--executor", "debug", "--quiet"]) == 0
     (record,) = _records(tmp_path / "out")
     assert record["extra"]["samples_cached"] and record["extra"]["pretrain_cached"]

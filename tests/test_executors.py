@@ -2,8 +2,10 @@
 the `debug` executor (the Slurm jobs run in-process), code snapshots and squeue/sacct parsing."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,39 +21,31 @@ from bench.executors.snapshot import REPO, make_snapshot
 from bench.pretrain import PretrainSchedule, pretrain
 from bench.resume import resumable
 from bench.runner import expand
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
 # The tiny-preset sweep shrunk further (32 px windows, 64 px images, a few steps) so that a run
 # takes about a second on one CPU core. tests/test_slurm.py uses the same overrides.
-FAST = {
-    "ddpm": "train_steps = 4\nmax_side = 64\nwindow = 32\nchannel_mult = [1, 1]\nattention_resolutions = []\n"
-            "blocks_medical = [1, 2, 3]\nprobe_ensemble = 2\nprobe_max_epochs = 2\n"
-            "probe_pixels_per_epoch = 4096\noverlap = 0.0\n",
-    "unet": "max_side = 64\ncrop = 32\nmax_epochs = 2\nsteps_per_epoch = 3\n",
+FAST: dict[str, dict[str, Any]] = {
+    "ddpm": {"train_steps": 4, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
+             "blocks_medical": [1, 2, 3], "probe_ensemble": 2, "probe_max_epochs": 2,
+             "probe_pixels_per_epoch": 4096, "overlap": 0.0},
+    "unet": {"max_side": 64, "crop": 32, "max_epochs": 2, "steps_per_epoch": 3},
 }
 
 
 def fast_sweep(seeds: str = "[0]", fractions: str = "[1.0]", extra: str = "",
-               methods: tuple[str, ...] = ("ddpm", "unet")) -> str:
-    params = "".join(f"[params.{m}]\n{FAST[m]}" for m in methods)
-    names = ", ".join(f'"{m}"' for m in methods)
-    return (f'preset = "tiny"\nseeds = {seeds}\noutput = "out"\nmethods = [{names}]\n'
-            f'[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = {fractions}\n{params}{extra}')
+               methods: tuple[str, ...] = ("ddpm", "unet"), tables: dict[str, dict[str, Any]] | None = None) -> str:
+    """The FAST sweep; `seeds` and `fractions` as TOML arrays, `tables` (e.g. "slurm") through the
+    helper, `extra` raw TOML appended (the broken blocks the loader's error tests feed it)."""
+    return sweep_toml(methods, seeds=json.loads(seeds), fractions=json.loads(fractions), output="out",
+                      params={m: FAST[m] for m in methods}, tables=tables) + extra
 
 
 def test_slurm_defaults_with_per_kind_overrides(tmp_path: Path) -> None:
-    sweep = load_config(write_sweep(tmp_path, fast_sweep(extra="""
-[slurm]
-cpus_per_task = 2
-mem_gb = 8
-setup = ["module load cuda"]
-checkpoint_every_s = 60
-[slurm.pretrain]
-gpus_per_node = 1
-timeout_min = 600
-[slurm.ssl]
-partition = "short"
-""")))
+    sweep = load_config(write_sweep(tmp_path, fast_sweep(tables={
+        "slurm": {"cpus_per_task": 2, "mem_gb": 8, "setup": ["module load cuda"], "checkpoint_every_s": 60},
+        "slurm.pretrain": {"gpus_per_node": 1, "timeout_min": 600},
+        "slurm.ssl": {"partition": "short"}})))
     pre, ssl, sup = (sweep.slurm.resources(k) for k in ("pretrain", "ssl", "supervised"))
     assert (pre.gpus_per_node, pre.timeout_min, pre.cpus_per_task, pre.partition) == (1, 600, 2, None)
     assert (ssl.gpus_per_node, ssl.partition, ssl.mem_gb, ssl.setup) == (0, "short", 8.0, ("module load cuda",))
@@ -77,7 +71,7 @@ def test_bad_slurm_table_is_one_line_naming_file_and_key(tmp_path: Path, capsys:
 
 
 def test_dry_run_shows_jobs_arrays_dependencies_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    config = write_sweep(tmp_path, fast_sweep(seeds="[0, 1]", extra='[slurm.ssl]\npartition = "gpu"\n'))
+    config = write_sweep(tmp_path, fast_sweep(seeds="[0, 1]", tables={"slurm.ssl": {"partition": "gpu"}}))
     assert main(["run", "--config", str(config), "--executor", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "1 pre-training job(s) and 4 run(s) in 2 array(s)" in out

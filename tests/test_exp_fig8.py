@@ -10,37 +10,15 @@ import pytest
 from bench.cli import main
 from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES
 from bench.experiments import fig8
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
 # The tiny preset shrunk further, as tests/test_executors.py does, so a run takes seconds.
-SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["unet", "ddpm"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-
-[params.unet]
-max_side = 64
-crop = 32
-max_epochs = 2
-steps_per_epoch = 3
-
-[params.ddpm]
-train_steps = 4
-max_side = 64
-window = 32
-channel_mult = [1, 1]
-attention_resolutions = []
-blocks_medical = [1, 2, 3]
-probe_ensemble = 2
-probe_max_epochs = 2
-probe_pixels_per_epoch = 4096
-overlap = 0.0
-"""
+SWEEP = sweep_toml(["unet", "ddpm"], seeds=(0, 1), params={
+    "unet": {"max_side": 64, "crop": 32, "max_epochs": 2, "steps_per_epoch": 3},
+    "ddpm": {"train_steps": 4, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
+             "blocks_medical": [1, 2, 3], "probe_ensemble": 2, "probe_max_epochs": 2,
+             "probe_pixels_per_epoch": 4096, "overlap": 0.0},
+})
 CORRUPTIONS = ("gaussian_noise", "contrast", "jpeg_compression")
 SEVERITIES_TESTED = (1, 5)
 

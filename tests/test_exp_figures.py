@@ -21,35 +21,15 @@ from bench.data import get_dataset
 from bench.experiments import base, fig6, fig7, qualitative
 from bench.experiments.base import ExperimentContext
 from bench.runner import RunSpec
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep, sweep_toml, write_sweep
 
 SIDE = 64
-SHRINK = "probe_ensemble = 1\nprobe_max_epochs = 2\n"
-SWEEP = f"""
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "mdm", "maskdm"]
-
-[[datasets]]
-name = "glas"
-root = "glas"
-label_fractions = [1.0]
-
-[params.ddpm]
-train_steps = 2
-train_batch = 2
-{SHRINK}
-[params.mdm]
-train_steps = 2
-train_batch = 2
-{SHRINK}
-[params.maskdm]
-stage1_steps = 1
-stage2_steps = 1
-stage1_batch = 2
-stage2_batch = 2
-{SHRINK}"""
+SHRINK = {"probe_ensemble": 1, "probe_max_epochs": 2}
+SWEEP = sweep_toml(["ddpm", "mdm", "maskdm"], seeds=(0, 1), dataset="glas", root="glas", params={
+    "ddpm": {"train_steps": 2, "train_batch": 2, **SHRINK},
+    "mdm": {"train_steps": 2, "train_batch": 2, **SHRINK},
+    "maskdm": {"stage1_steps": 1, "stage2_steps": 1, "stage1_batch": 2, "stage2_batch": 2, **SHRINK},
+})
 
 
 def _write_glas(root: Path, n_train: int = 4, n_test: int = 2) -> None:
@@ -138,7 +118,7 @@ def test_a_prediction_of_the_wrong_size_is_one_data_error(tmp_path: Path) -> Non
 
 
 def test_without_glas_the_figures_use_synthetic_glands_with_a_note(tmp_path: Path) -> None:
-    config = write_sweep(tmp_path, 'methods = ["ddpm"]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-glands"\n')
+    config = make_sweep(tmp_path, ["ddpm"], seeds=(0, 1), fractions=(1.0, 0.1))
     sweep = load_config(config)
     for exp in (fig6.Fig6(), fig7.Fig7(), qualitative.Qualitative()):
         ctx = ExperimentContext(name=exp.name, sweep=sweep, quiet=True)
@@ -264,7 +244,7 @@ for info in pkgutil.iter_modules(bench.experiments.__path__):
 assert matplotlib.rcParams._get_backend_or_none() is None, matplotlib.rcParams._get_backend_or_none()
 matplotlib.use("svg")
 from bench.experiments.figures import bar_figure
-from bench.experiments.table_stats import ResultTable
+from bench.table import ResultTable
 fig = bar_figure(ResultTable(rows=["a"], columns=["c"], values={("a", "c"): {0: 1.0, 1: 2.0}}))
 fig.savefig(sys.argv[1] + "/f.png")
 assert matplotlib.get_backend() == "svg" and "matplotlib.pyplot" not in sys.modules

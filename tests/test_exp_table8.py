@@ -15,7 +15,7 @@ import torch
 from bench.data.cifar10 import CIFAR10, clear_cache, load_cifar10, read_batch
 from bench.errors import DataError
 from bench.linear_probe import LinearProbeConfig, train_linear
-from tests.conftest import REPO, write_sweep
+from tests.conftest import REPO, make_sweep, sweep_toml, write_sweep
 
 N_TRAIN, N_TEST, N_CLASSES_USED = 40, 20, 4
 # A distinct colour per class: the pooled features of any backbone keep them apart.
@@ -119,23 +119,8 @@ def test_linear_probe_learns_a_separable_problem(one_thread: None) -> None:
     assert shuffled.top1 < 0.7  # labels without structure are not learnt: the probe is not cheating
 
 
-SWEEP = """
-preset = "tiny"
-seeds = [0, 1]
-output = "results"
-methods = ["ddpm", "mdm"]
-
-[[datasets]]
-name = "cifar10"
-root = "cifar"
-label_fractions = [1.0]
-
-[params.ddpm]
-train_steps = 6
-
-[params.mdm]
-train_steps = 6
-"""
+SWEEP = sweep_toml(["ddpm", "mdm"], seeds=(0, 1), dataset="cifar10", root="cifar",
+                   params={"ddpm": {"train_steps": 6}, "mdm": {"train_steps": 6}})
 
 
 @pytest.mark.slow
@@ -189,7 +174,7 @@ def test_without_a_cifar10_root_the_table_is_left_out(tmp_path: Path, capsys: py
     from bench.experiments.base import ExperimentContext
     from bench.experiments.table8 import Table8
 
-    config = write_sweep(tmp_path, 'methods = ["mdm"]\n[[datasets]]\nname = "synthetic-glands"\n')
+    config = make_sweep(tmp_path, ["mdm"], seeds=range(10), fractions=(1.0, 0.1))
     ctx = ExperimentContext(name="table8", sweep=load_config(config))
     assert Table8().runs(ctx) == [] and Table8().write(ctx) == []
     assert "cifar10: not among bench.toml's [[datasets]]" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,10 +21,11 @@ from bench.context import RunContext
 from bench.errors import BenchError
 from bench.experiments import get
 from bench.experiments.base import ExperimentContext, Variant
-from bench.experiments.tables import ResultTable, collect, render_csv, summarise, write_tables
+from bench.experiments.tables import ResultTable, collect, summarise, write_tables
 from bench.published import TABLE1_METHODS
 from bench.store import atomic_write_json
-from tests.conftest import write_sweep
+from bench.table_render import result_csv
+from tests.conftest import make_sweep
 
 COL = "X"
 
@@ -34,12 +36,11 @@ def _table(values: dict, published: dict | None = None, higher: bool = True) -> 
 
 
 def _csv(table: ResultTable) -> dict[str, dict[str, str]]:
-    return {r["row"]: r for r in csv.DictReader(io.StringIO(render_csv(table, summarise(table))))}
+    return {r["row"]: r for r in csv.DictReader(io.StringIO(result_csv(table, summarise(table))))}
 
 
-def _ctx(tmp_path: Path, body: str = "") -> ExperimentContext:
-    sweep = load_config(write_sweep(tmp_path, 'seeds = [0, 1]\nmethods = ["unet"]\n[[datasets]]\n'
-                                              'name = "synthetic-glands"\n' + body))
+def _ctx(tmp_path: Path) -> ExperimentContext:
+    sweep = load_config(make_sweep(tmp_path, ["unet"], seeds=(0, 1), fractions=(1.0, 0.1)))
     return ExperimentContext(name="demo", sweep=sweep, quiet=True)
 
 
@@ -52,8 +53,8 @@ def test_mean_sample_std_n_diff_and_best_are_hand_computed(tmp_path: Path) -> No
     assert (a.mean, a.std, a.n, a.diff) == (82.0, 2.0, 3, -3.0)  # std: sqrt((4+0+4)/2)
     assert (b.mean, b.std, b.best, a.best) == (91.0, 1.0, True, False)
     assert (p.mean, p.n, p.diff, p.published) == (None, 0, None, (70.0, 0.5))
-    md, tex, csv_path = write_tables(table, _ctx(tmp_path))
-    assert [md.name, tex.name, csv_path.name] == ["table.md", "table.tex", "table.csv"]
+    md, tex, csv_path, data = write_tables(table, _ctx(tmp_path))
+    assert [md.name, tex.name, csv_path.name, data.name] == ["table.md", "table.tex", "table.csv", "table.json"]
     text = md.read_text()
     assert "| A | 82.00 ± 2.00 (n=3) | 85.00 ± 1.50 | -3.00 |" in text
     assert "| B | **91.00 ± 1.00** (n=3) | — | — |" in text
@@ -93,10 +94,11 @@ def test_reference_row_is_the_best_mean_and_gets_no_p() -> None:
 
 
 def summarise_lines(table: ResultTable) -> list[str]:
-    from bench.experiments.tables import footnotes, render_markdown
+    from bench.experiments.tables import footnotes
+    from bench.table_render import render_result
 
     stats = summarise(table)
-    return render_markdown(table, stats, footnotes(table, stats)).splitlines()
+    return render_result(table, stats, footnotes(table, stats))["md"].splitlines()
 
 
 def test_lower_is_better_and_a_published_mean_without_std() -> None:
@@ -107,6 +109,16 @@ def test_lower_is_better_and_a_published_mean_without_std() -> None:
     rows = _csv(table)
     assert rows["a"]["published_std"] == "" and float(rows["a"]["diff"]) == 0.0
     assert any("| a | 4.00 ± 1.41 (n=2) | 4.00 | +0.00 |" in line for line in summarise_lines(table))
+
+
+def test_one_seed_has_an_undefined_std_in_every_format() -> None:
+    from bench.table_render import STD_NOTE
+
+    table = _table({("a", COL): {3: 50.0}, ("b", COL): {0: 40.0, 1: 42.0}})
+    assert summarise(table)[("a", COL)].std is None
+    lines = summarise_lines(table)
+    assert "| a | **50.00 ± n/a** (n=1) |" in lines and "| b | 41.00 ± 1.41 (n=2) |" in lines and STD_NOTE in lines
+    assert _csv(table)["a"]["std"] == "" and _csv(table)["a"]["seeds"] == "3"
 
 
 def test_collect_reads_percent_by_seed_and_names_a_record_missing_the_metric(tmp_path: Path) -> None:
@@ -127,10 +139,9 @@ def test_experiment_list_names_the_tables(capsys: pytest.CaptureFixture) -> None
 
 # --- experiment plumbing ----------------------------------------------------------------------------
 def _face_sweep(tmp_path: Path, datasets: tuple[str, ...]) -> ExperimentContext:
-    body = "".join(f'[[datasets]]\nname = "{d}"\nroot = "{d}"\n' for d in datasets)
     for d in datasets:
         (tmp_path / d).mkdir()
-    sweep = load_config(write_sweep(tmp_path, f'seeds = [0]\nmethods = ["mdm"]\n{body}'))
+    sweep = load_config(make_sweep(tmp_path, ["mdm"], datasets=[{"name": d, "root": d} for d in datasets]))
     return ExperimentContext(name="table2", sweep=sweep, quiet=True)
 
 
@@ -176,8 +187,7 @@ def write_tables_of(exp, ctx: ExperimentContext) -> str:
 def test_ablation_rows_change_one_field_and_default_rows_reuse_table1_runs(tmp_path: Path) -> None:
     glas = tmp_path / "glas"
     glas.mkdir()
-    sweep = load_config(write_sweep(tmp_path, 'seeds = [0]\nmethods = ["mdm"]\n[[datasets]]\nname = "glas"\n'
-                                              'root = "glas"\n'))
+    sweep = load_config(make_sweep(tmp_path, ["mdm"], dataset="glas", root="glas", fractions=(1.0, 0.1)))
     ctx = ExperimentContext(name="x", sweep=sweep, quiet=True)
     table1 = {r.run_id for r in get("table1")().runs(ctx)}
     t3 = get("table3")()
@@ -198,20 +208,23 @@ def test_ablation_rows_change_one_field_and_default_rows_reuse_table1_runs(tmp_p
 
 # --- end to end -------------------------------------------------------------------------------------
 # Every method of Table 1 shrunk to about a second per run (64 px images, one or two steps).
-_SUPERVISED = "max_side = 64\ncrop = {crop}\nbatch = {batch}\nmax_epochs = 1\nsteps_per_epoch = 1\n"
-_DIFFUSION = ("train_steps = 2\nmax_side = 64\nwindow = 32\nchannel_mult = [1, 1]\nattention_resolutions = []\n"
-              "blocks_medical = [1, 2, 3]\n")
-_PROBE = "probe_ensemble = 2\nprobe_max_epochs = 1\nprobe_pixels_per_epoch = 2048\noverlap = 0.0\n"
-FAST = {
-    "unet": _SUPERVISED.format(crop=32, batch=2),
-    "unetpp": _SUPERVISED.format(crop=32, batch=2),
-    "attunet": _SUPERVISED.format(crop=32, batch=2),
-    "swin_unetr": _SUPERVISED.format(crop=64, batch=1),  # its bottleneck needs 64 px (2 x 2 after /32)
-    "uctransnet": "input_size = 64\nbatch = 2\nmax_epochs = 1\nsteps_per_epoch = 1\n",
-    "medt": "input_size = 64\nbatch = 2\nmax_epochs = 1\n",
-    "mae": "max_side = 64\nwindow = 32\ndepth = 2\nfeature_blocks = 2\ntrain_steps = 2\n" + _PROBE,
-    "ddpm": _DIFFUSION + _PROBE,
-    "mdm": _DIFFUSION + _PROBE,
+def _supervised(crop: int, batch: int) -> dict[str, Any]:
+    return {"max_side": 64, "crop": crop, "batch": batch, "max_epochs": 1, "steps_per_epoch": 1}
+
+
+_DIFFUSION = {"train_steps": 2, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
+              "blocks_medical": [1, 2, 3]}
+_PROBE = {"probe_ensemble": 2, "probe_max_epochs": 1, "probe_pixels_per_epoch": 2048, "overlap": 0.0}
+FAST: dict[str, dict[str, Any]] = {
+    "unet": _supervised(crop=32, batch=2),
+    "unetpp": _supervised(crop=32, batch=2),
+    "attunet": _supervised(crop=32, batch=2),
+    "swin_unetr": _supervised(crop=64, batch=1),  # its bottleneck needs 64 px (2 x 2 after /32)
+    "uctransnet": {"input_size": 64, "batch": 2, "max_epochs": 1, "steps_per_epoch": 1},
+    "medt": {"input_size": 64, "batch": 2, "max_epochs": 1},
+    "mae": {"max_side": 64, "window": 32, "depth": 2, "feature_blocks": 2, "train_steps": 2, **_PROBE},
+    "ddpm": {**_DIFFUSION, **_PROBE},
+    "mdm": {**_DIFFUSION, **_PROBE},
 }
 
 
@@ -237,13 +250,11 @@ def make_glas(root: Path, n_train: int = 5, size: int = 64) -> None:
 def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_thread: None,
                                                    capsys: pytest.CaptureFixture) -> None:
     make_glas(tmp_path / "glas")
-    names = ", ".join(f'"{m}"' for m in TABLE1_METHODS)
-    params = "".join(f"[params.{m}]\n{FAST[m]}" for m in TABLE1_METHODS)
-    config = write_sweep(tmp_path, f'preset = "tiny"\nseeds = [0, 1]\noutput = "results"\nmethods = [{names}]\n'
-                                   f'[[datasets]]\nname = "glas"\nroot = "glas"\nlabel_fractions = [1.0]\n{params}')
+    config = make_sweep(tmp_path, TABLE1_METHODS, seeds=(0, 1), dataset="glas", root="glas",
+                        params={m: FAST[m] for m in TABLE1_METHODS})
     assert main(["experiment", "table1", "--config", str(config), "--quiet"]) == 0
     out = tmp_path / "results" / "table1"
-    assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
+    assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.json", "table.md", "table.tex"]
     rows = list(csv.DictReader((out / "table.csv").open()))
     refs = [r for r in rows if r["row"] == "trivial (reference)"]
     rows = [r for r in rows if r not in refs]
@@ -284,7 +295,7 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
 
     assert main(["experiment", "table3", "--config", str(config), "--quiet"]) == 0
     t3 = tmp_path / "results" / "table3"
-    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "figure.png", "figure.pdf"}
+    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "table.json", "figure.png", "figure.pdf"}
     assert (t3 / "figure.png").read_bytes()[:4] == b"\x89PNG" and (t3 / "figure.pdf").read_bytes()[:4] == b"%PDF"
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36 + 8  # only the fixed-t rows are new
 
@@ -311,22 +322,20 @@ def make_faces(root: Path, num_classes: int, side: int = 32) -> None:
             np.save(folder / f"{stem}.npy", label)
 
 
-_NATURAL_PROBE = _PROBE + "blocks_natural = [1, 2, 3]\n"
-_SAMPLING = "n_samples = 3\nsample_steps = 3\ndeeplab_epochs = 1\ndeeplab_batch = 2\ninspect_samples = 3\n"
+_NATURAL_PROBE = {**_PROBE, "blocks_natural": [1, 2, 3]}
+_SAMPLING = {"n_samples": 3, "sample_steps": 3, "deeplab_epochs": 1, "deeplab_batch": 2, "inspect_samples": 3}
 
 
 @pytest.mark.slow
 def test_table2_end_to_end_pretrains_once_on_ffhq_for_both_columns(tmp_path: Path, one_thread: None) -> None:
     make_faces(tmp_path / "ffhq", 34)
     make_faces(tmp_path / "celeba", 19)
-    swav = "train_steps = 2\nmax_side = 64\n" + _PROBE
-    fast = {"swav": swav, "swavw2": swav, "mae": FAST["mae"], "ddpm": _DIFFUSION + _NATURAL_PROBE,
-            "mdm": _DIFFUSION + _NATURAL_PROBE,
-            "datasetddpm": _DIFFUSION + _NATURAL_PROBE + _SAMPLING}
-    config = write_sweep(tmp_path, 'seeds = [0]\nmethods = ["swav", "swavw2", "mae", "ddpm", "mdm", "datasetddpm"]\n'
-                                   '[[datasets]]\nname = "ffhq34"\nroot = "ffhq"\n'
-                                   '[[datasets]]\nname = "celeba19"\nroot = "celeba"\n'
-                                   + "".join(f"[params.{m}]\n{v}" for m, v in fast.items()))
+    swav = {"train_steps": 2, "max_side": 64, **_PROBE}
+    fast = {"swav": swav, "swavw2": swav, "mae": FAST["mae"], "ddpm": {**_DIFFUSION, **_NATURAL_PROBE},
+            "mdm": {**_DIFFUSION, **_NATURAL_PROBE},
+            "datasetddpm": {**_DIFFUSION, **_NATURAL_PROBE, **_SAMPLING}}
+    config = make_sweep(tmp_path, list(fast), datasets=[{"name": "ffhq34", "root": "ffhq"},
+                                                        {"name": "celeba19", "root": "celeba"}], params=fast)
     assert main(["experiment", "table2", "--config", str(config), "--quiet"]) == 0
     results = tmp_path / "results"
     artefacts = sorted(p.relative_to(results / "artefacts").as_posix()

@@ -13,7 +13,7 @@ from bench.cli import main
 from bench.errors import FieldError
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction, random_masking
 from methods.mae import MAE, MAEConfig
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep
 
 SMALL = MAEArch(img_size=32, patch=8, embed_dim=32, depth=3, heads=2, decoder_dim=16, decoder_depth=1,
                 decoder_heads=2)
@@ -111,16 +111,7 @@ def test_probe_only_fields_do_not_retrain() -> None:
 
 
 def test_tiny_preset_runs_end_to_end(tmp_path: Path, one_thread: None) -> None:
-    config = write_sweep(tmp_path, f"""
-preset = "tiny"
-seeds = [0]
-output = "{tmp_path / 'results'}"
-methods = ["mae"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-""")
+    config = make_sweep(tmp_path, ["mae"], output=str(tmp_path / "results"))
     start = time.perf_counter()
     assert main(["run", "--config", str(config), "--quiet"]) == 0
     record = json.loads(next((tmp_path / "results" / "records").glob("*.json")).read_text())

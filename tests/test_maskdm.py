@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.context import RunContext
 from bench.errors import FieldError
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep
 
 SMALL = UViTArch(img_size=32, patch=4, embed_dim=32, depth=4, heads=4)  # an 8 x 8 patch grid
 
@@ -156,16 +156,7 @@ def test_bad_settings_fail_before_training(field: str, value: object) -> None:
 
 
 def test_tiny_preset_end_to_end(tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, f"""
-preset = "tiny"
-seeds = [0]
-output = "{tmp_path / 'results'}"
-methods = ["maskdm"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-""")
+    path = make_sweep(tmp_path, ["maskdm"], output=str(tmp_path / "results"))
     wall, cpu = time.perf_counter(), time.process_time()
     assert main(["run", "--config", str(path), "--quiet"]) == 0
     print(f"maskdm tiny run: {time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")

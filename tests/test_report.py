@@ -21,24 +21,11 @@ from bench.cli import main
 from bench.config import load_config
 from bench.experiments import EXPERIMENTS, Experiment, ExperimentContext, experiment
 from bench.experiments.base import Variant
-from bench.report import CFG, experiment_records, markdown_html, write_report
-from tests.conftest import write_sweep
+from bench.report import CFG, experiment_records, result_html, write_report
+from tests.conftest import sweep_toml, write_sweep
 
 DEMO = "report-demo"
-SWEEP = """
-preset = "tiny"
-seeds = [0]
-output = "results"
-methods = ["unet"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-
-[params.unet]
-max_epochs = 1
-steps_per_epoch = 2
-"""
+SWEEP = sweep_toml(["unet"], params={"unet": {"max_epochs": 1, "steps_per_epoch": 2}})
 EVIL = "<script>alert(1)</script>"
 SWEEP_FIGURES = ("scores", "curves", "qualitative")  # what the `sweep` experiment draws for any sweep
 LONG = CFG.long_table_rows + 5  # rows of a per-seed CSV: more than a table shows unfolded
@@ -157,9 +144,9 @@ def test_tables_figures_and_contents(report: Path) -> None:
     assert {f"exp-{DEMO}", "exp-legacy", "exp-sweep", "all-records"} <= set(page.ids)
     text = report.read_text()
     assert "Demo table &amp; &lt;figure&gt;" in text  # the registered title, escaped
-    demo = next(t for t in page.tables if t[0] == ["method", "Dice"])  # table.md of tables.py
+    demo = next(t for t in page.tables if t[0] == ["method", "Dice"])  # table.json of tables.py
     record = json.loads(next((report.parent / "records").glob("*-s0-*.json")).read_text())
-    mean = f"{100 * record['metrics']['dice']:.2f}"
+    mean = f"{100 * record['metrics']['dice']:.2f} ± n/a"  # one seed: the std is undefined
     assert demo[1] == ["U-Net", f"{mean} (n=1)"] and mean in page.strong and "best" in page.strong
     assert "Ours: mean ± sample std over n seeds" in text  # its footnotes come along
     assert f"{DEMO}/table.tex" in page.links and f"{DEMO}/dice.pdf" in page.links and "legacy/only.pdf" in page.links
@@ -229,20 +216,30 @@ def test_records_named_by_the_record_ids_hook(tmp_path: Path, monkeypatch: pytes
 
 
 def test_bold_best_and_significance_dagger_survive(tmp_path: Path) -> None:
-    """Through tables.py's markdown: the best mean in <strong>, a significant gap keeps its †."""
+    """From the table's data: the best mean in <strong>, a significant gap keeps its †."""
     from bench.experiments.tables import CFG as TABLES, ResultTable, write_tables
+    from bench.table import table_from_json
 
     sweep = load_config(write_sweep(tmp_path, SWEEP))
     ctx = ExperimentContext(name="marks", sweep=sweep)
     seeds = range(TABLES.min_pairs + 1)
     values = {("A", "IoU"): {s: 80.0 + s for s in seeds}, ("B|C", "IoU"): {s: 50.0 + s for s in seeds}}
     table = ResultTable(rows=["A", "B|C"], columns=["IoU"], values=values, published={("A", "IoU"): (79.0, 1.0)})
-    md = next(p for p in write_tables(table, ctx) if p.suffix == ".md")
+    data = next(p for p in write_tables(table, ctx) if p.suffix == ".json")
     page = _Page()
-    page.feed(markdown_html(md.read_text()))
+    page.feed(result_html(table_from_json(json.loads(data.read_text()))))
     assert page.tables[0][0] == ["method", "IoU", "paper", "Δ"]
     assert page.tables[0][1][0] == "A" and page.strong == ["83.00 ± 2.16"]
     assert page.tables[0][2][:2] == ["B|C", f"53.00 ± 2.16{TABLES.mark} (n={len(seeds)})"]
+
+
+def test_markdown_without_table_data_is_shown_as_text(tmp_path: Path) -> None:
+    """Notes someone wrote (or a table from an older bench) are never parsed back into a table."""
+    from bench.report import _table_block
+
+    (tmp_path / "notes.md").write_text(f"| a | b |\n|---|---|\n| **1** | {EVIL} |\n")
+    block = _table_block(tmp_path, "notes")
+    assert "<pre>" in block and "<table>" not in block and "<strong>" not in block and EVIL not in block
 
 
 def test_missing_output_folder_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,18 +11,9 @@ from bench.config import load_config
 from bench.errors import DataError
 from bench.runner import expand
 from bench.store import atomic_torch_save, load_torch
-from tests.conftest import write_sweep
+from tests.conftest import sweep_toml, write_sweep
 
-SWEEP = """
-preset = "tiny"
-seeds = [0]
-output = "results"
-methods = ["ddpm"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [0.1]
-"""
+SWEEP = sweep_toml(["ddpm"], fractions=(0.1,))
 
 
 class Planted:

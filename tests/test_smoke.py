@@ -15,20 +15,10 @@ from bench.runner import domain_of, expand
 from bench.smoke import BATCH_FIELDS, EPOCH_FIELDS, STEP_FIELDS, smoke_overrides, smoke_specs
 from bench.smoke_config import SmokeConfig
 from bench.smoke_report import render_suggestions
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep, sweep_toml, write_sweep
 
-SWEEP = """
-preset = "tiny"
-seeds = [0, 1, 2]
-output = "results"
-methods = ["ddpm", "unet"]
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-[smoke]
-steps = 2
-probe_ensemble = 2
-"""
+SMOKE = {"smoke": {"steps": 2, "probe_ensemble": 2}}
+SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1, 2), tables=SMOKE)  # [smoke] last: a test appends to it
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +135,8 @@ def test_bad_smoke_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_a_broken_shape_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The local smoke runs each run in a fresh process; its failure ends bench with one line, status 2."""
-    body = SWEEP.replace('["ddpm", "unet"]', '["unet"]') + "[params.unet]\ncrop = 6\n"  # 1x1 at the bottom
-    config = write_sweep(tmp_path, body)
+    # crop 6: 1x1 at the bottom
+    config = make_sweep(tmp_path, ["unet"], seeds=(0, 1, 2), params={"unet": {"crop": 6}}, tables=SMOKE)
     assert main(["run", "--smoke", "--config", str(config), "--quiet"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("bench: error: smoke run synthetic-glands-f1-unet-s0-") and "spatial element" in last

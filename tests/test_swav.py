@@ -17,7 +17,7 @@ from bench.nn.multicrop import CropSpec, Distortion, gaussian_blur, multi_crop, 
 from bench.nn.swav_loss import EmbeddingQueue, sinkhorn, swapped_prediction_loss
 from bench.nn.swav_resnet import resnet_trunk
 from methods.swav import SwAV, SwAVStep, SwAVW2
-from tests.conftest import write_sweep
+from tests.conftest import make_sweep
 
 RESNET50 = (3, 4, 6, 3)
 
@@ -163,16 +163,7 @@ def test_bad_settings_fail_before_pretraining() -> None:
 
 @pytest.mark.parametrize(("name", "dims"), [("swav", 4 + 16 + 32 + 64), ("swavw2", 2 * (4 + 16 + 32 + 64))])
 def test_tiny_preset_runs_end_to_end(name: str, dims: int, tmp_path: Path, one_thread: None) -> None:
-    config = write_sweep(tmp_path, f"""
-preset = "tiny"
-seeds = [0]
-output = "{tmp_path / 'results'}"
-methods = ["{name}"]
-
-[[datasets]]
-name = "synthetic-glands"
-label_fractions = [1.0]
-""")
+    config = make_sweep(tmp_path, [name], output=str(tmp_path / "results"))
     start = time.perf_counter()
     assert main(["run", "--config", str(config), "--quiet"]) == 0
     record = json.loads(next((tmp_path / "results" / "records").glob("*.json")).read_text())

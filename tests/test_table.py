@@ -13,11 +13,10 @@ import pytest
 from bench.cli import main
 from bench.runner import RunSpec
 from bench.store import atomic_write_json
-from tests.conftest import GLAS, write_sweep
+from tests.conftest import GLAS, sweep_toml, write_sweep
 
 SEEDS = range(10)
-SWEEP = ('seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nmethods = ["unet"]\noutput = "out"\n'
-         '[[datasets]]\nname = "synthetic-glands"\nlabel_fractions = [1.0]\n')
+SWEEP = sweep_toml(["unet"], seeds=SEEDS, output="out")
 SECOND = {"max_epochs": 2}  # the other configuration of the same cell
 
 
@@ -104,14 +103,16 @@ def test_csv_columns_say_what_they_are(two_configs, capsys) -> None:
 
 
 def test_published_values_land_in_their_own_columns() -> None:
-    from bench.table import aggregate, render
+    from bench.table import aggregate
+    from bench.table_render import render_records
 
     record = {"dataset": "glas", "fraction": 0.1, "method": "unet", "seed": 0, "preset": "paper",
               "run_id": "glas-f0.1-unet-s0-0123456789", "metrics": {"dice": 0.8, "aji_paper": 0.5}}
-    table = aggregate([record])
+    rows = aggregate([record])
+    table = pd.read_csv(io.StringIO(render_records(rows, "csv")), dtype={"config": str})
     assert not np.isnan(table["dice_published_mean"].iloc[0]) and "aji_paper_published_mean" in table
     assert table["config"].iloc[0] == "0123456789" and table["n"].iloc[0] == 1
-    assert "dice (published)" in render(table, "markdown")
+    assert "dice (published)" in render_records(rows, "markdown")
 
 
 def test_no_records_says_so_on_stderr_and_exits_1(tmp_path: Path, capsys) -> None:
@@ -139,3 +140,22 @@ def test_trivial_on_real_glas_is_all_foreground_66_02() -> None:
     out = scores("glas", str(GLAS), 0.1)
     assert out["n_test"] == 80 and out["rule"] == "all-foreground"
     assert round(100 * out["metrics"]["dice"], 2) == 66.02 and round(100 * out["metrics"]["iou"], 2) == 51.19
+
+
+def test_one_record_has_an_undefined_std_in_every_format() -> None:
+    """n = 1: "± n/a" in Markdown, LaTeX and HTML (never "± 0.00"), an empty std in the CSV; a
+    trivial value stays bare (a constant, not a mean over seeds)."""
+    from bench.table import aggregate
+    from bench.table_render import STD_NOTE, render_records
+
+    record = {"dataset": "synthetic-glands", "fraction": 1.0, "method": "unet", "seed": 0, "preset": "tiny",
+              "run_id": "x-0123456789", "metrics": {"dice": 0.8}}
+    trivial = {"dataset": "synthetic-glands", "fraction": 1.0, "method": "trivial", "rule": "all-foreground",
+               "metrics": {"dice": 0.5}}
+    rows = aggregate([record], [trivial])
+    md = render_records(rows, "markdown")
+    assert "| 1 | 80.00 ± n/a |" in md and "| 1 | 50.00 |" in md and STD_NOTE in md and "± 0.00" not in md
+    assert r"80.00 $\pm$ n/a" in render_records(rows, "latex")
+    assert "<td>80.00 ± n/a</td>" in render_records(rows, "html")
+    table = pd.read_csv(io.StringIO(render_records(rows, "csv")))
+    assert table["dice_std"].isna().all() and table["dice_mean"].tolist() == [80.0, 50.0]

@@ -1,29 +1,29 @@
 """Result tables of the experiments: ours beside the paper's numbers, with a paired significance test.
 
 Every experiment renders through `ResultTable` + `write_tables`, so all tables read the same way
-(`table_stats` computes the cells, `table_render` prints them). This module builds the grid of
-runs behind a table, reads their records, and names things as the paper prints them.
+(`bench.table` computes the cells, `bench.table_render` prints them, as for `bench table`). This
+module builds the grid of runs behind a table, reads their records, and names things as the paper
+prints them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.experiments.base import Variant
-from bench.experiments.table_render import footnotes, render_csv, render_latex, render_markdown
-from bench.experiments.table_stats import CFG, Cell, CellStats, ResultTable, TableConfig, summarise
 from bench.records import read_record
-from bench.store import atomic_write_bytes
+from bench.store import atomic_write_bytes, atomic_write_json
+from bench.table import CFG, PERCENT, Cell, CellStats, ResultTable, TableConfig, summarise, table_to_json
+from bench.table_render import footnotes, render_result
 
 if TYPE_CHECKING:
     from bench.experiments.base import ExperimentContext
     from bench.runner import RunSpec
 
 __all__ = ["CFG", "Cell", "CellStats", "Column", "ResultTable", "TableConfig", "collect", "column_label",
-           "footnotes", "grid", "method_label", "ordered_runs", "render_csv", "render_latex",
-           "render_markdown", "summarise", "trivial_references", "write_tables"]
+           "footnotes", "grid", "method_label", "ordered_runs", "summarise", "trivial_references", "write_tables"]
 
 
 def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]],
@@ -42,7 +42,7 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
             if metric not in record["metrics"]:
                 raise BenchError(f"{spec.record_path}: metrics.{metric}: missing, but column {col!r} of "
                                  f"{ctx.name} needs it (known: {', '.join(sorted(record['metrics']))})")
-            values.setdefault((row, col), {})[int(record["seed"])] = 100.0 * float(record["metrics"][metric])
+            values.setdefault((row, col), {})[int(record["seed"])] = PERCENT * float(record["metrics"][metric])
     return values
 
 
@@ -57,7 +57,7 @@ def trivial_references(ctx: "ExperimentContext", columns: list["Column"]) -> dic
         if entry is not None:
             cells[col.label] = ((col.dataset, entry.root, col.fraction), col.metric)
     scores = cached_scores(ctx.sweep.output, [cell for cell, _ in cells.values()])
-    row = {label: 100.0 * scores[cell]["metrics"][metric] for label, (cell, metric) in cells.items()
+    row = {label: PERCENT * scores[cell]["metrics"][metric] for label, (cell, metric) in cells.items()
            if cell in scores and metric in scores[cell]["metrics"]}
     return {TRIVIAL.method: row} if row else {}
 
@@ -101,17 +101,18 @@ def ordered_runs(cells: dict[Cell, list["RunSpec"]]) -> list["RunSpec"]:
 
 
 def write_tables(table: ResultTable, ctx: "ExperimentContext", stem: str = "table") -> list[Path]:
-    """stem.md, stem.tex and stem.csv under results/NAME/; the paths written."""
+    """stem.md, stem.tex, stem.csv and the table's data, stem.json (which `bench report` renders),
+    under results/NAME/; the paths written. The context's notes become footnotes too."""
+    table = replace(table, notes=table.notes + [n for n in ctx.notes if n not in table.notes])
     stats = summarise(table)
-    notes = footnotes(table, stats) + [n for n in ctx.notes if n not in table.notes]
-    files = {"md": render_markdown(table, stats, notes), "tex": render_latex(table, stats, notes),
-             "csv": render_csv(table, stats)}
     paths = []
-    for ext, text in files.items():
+    for ext, text in render_result(table, stats, footnotes(table, stats)).items():
         path = ctx.path(f"{stem}.{ext}")
         atomic_write_bytes(path, text.encode("utf-8"))
         paths.append(path)
-    return paths
+    path = ctx.path(f"{stem}.json")
+    atomic_write_json(path, table_to_json(table))
+    return paths + [path]
 
 
 # --- names as the paper prints them ---------------------------------------------------------------
