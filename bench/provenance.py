@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 PACKAGES = ("bench", "torch", "torchvision", "numpy", "scipy", "monai", "timm",
-            "segmentation-models-pytorch", "pytorch-msssim", "submitit", "pandas")
+            "segmentation-models-pytorch", "pytorch-msssim", "submitit")
 SHORT_HASH = 10  # hex digits of the config hash in a run id and a table's `config` column
 
 
