@@ -35,7 +35,9 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     # every probe ran its 40-epoch cap with the loss still falling: 4x the steps an epoch, or lr
     ("mdm", "probe 4x pixels", {"probe_pixels_per_epoch": 262144}),
     ("mdm", "probe lr 3e-3", {"probe_lr": 3e-3}),
-    ("mdm", "width 16", {"model_channels": 16}),
+    # width 16 is not a guided-diffusion UNet (its GroupNorm needs multiples of 32 channels)
+    ("mdm", "width 64", {"model_channels": 64}),
+    ("mdm", "width 64 + 400 steps", {"model_channels": 64, "train_steps": 400}),
     ("mdm", "1600 steps", {"train_steps": 1600}),
     ("ddpm", "preset", {}),
     ("ddpm", "untrained", {"train_steps": 0}),

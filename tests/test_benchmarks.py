@@ -57,6 +57,23 @@ def test_calibration_study_writes_valid_sweeps(tmp_path: Path, monkeypatch: pyte
     assert raw["preset"] == "small" and raw["datasets"][0]["name"] == "glas-val"
     assert raw["params"]["mdm"] == {"timesteps_medical": [250]}
     assert all(method for method, _, _ in study.STUDY)
+    # --only picks rows by "method/variant", comma-separated: a name with a comma is unreachable
+    rows = [f"{method}/{name}" for method, name, _ in study.STUDY]
+    assert not [r for r in rows if "," in r] and len(set(rows)) == len(rows)
+
+
+def test_calibration_only_runs_the_named_rows_in_the_given_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    study = _script("calibrate_small", monkeypatch)
+    ran: list[str] = []
+    monkeypatch.setattr(study.subprocess, "run",
+                        lambda cmd, **_: ran.append(Path(cmd[5]).name) or study.subprocess.CompletedProcess(cmd, 0))
+    assert study.main(["--root", str(tmp_path), "--out", str(tmp_path / "out"), "--only", "swav/untrained,mdm/preset"]) == 0
+    swav = next(i for i, (m, n, _) in enumerate(study.STUDY) if (m, n) == ("swav", "untrained"))
+    mdm = next(i for i, (m, n, _) in enumerate(study.STUDY) if (m, n) == ("mdm", "preset"))
+    assert ran == [f"{swav:02d}-swav.toml", f"{mdm:02d}-mdm.toml"]
+    with pytest.raises(SystemExit):
+        study.main(["--root", str(tmp_path), "--out", str(tmp_path / "out"), "--only", "nosuch/row"])
 
 
 def test_calibration_summary_averages_seeds_and_leaves_out_the_backbone_build(tmp_path: Path,
