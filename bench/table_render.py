@@ -122,8 +122,13 @@ def result_csv(table: ResultTable, stats: dict[Cell, CellStats]) -> str:
     return buf.getvalue()
 
 
-def _g(x: float | None) -> str:
-    return "" if x is None or math.isnan(x) else format(x, ".10g")
+def _csv_number(x: float | None, spec: str) -> str:
+    """A CSV field: empty where there is no number (std of one value, no test, no paper value)."""
+    return "" if x is None or math.isnan(x) else format(x, spec)
+
+
+def _g(x: float | None) -> str:  # the experiments' CSVs: every significant digit
+    return _csv_number(x, ".10g")
 
 
 # --- `bench table` --------------------------------------------------------------------------------
@@ -184,5 +189,5 @@ def records_csv(rows: list[RecordRow], metrics: list[str]) -> str:
     return buf.getvalue()
 
 
-def _f(x: float | None) -> str:
-    return "" if x is None or math.isnan(x) else f"{x:.4f}"
+def _f(x: float | None) -> str:  # `bench table --format csv`: four decimals, as it always printed
+    return _csv_number(x, ".4f")
