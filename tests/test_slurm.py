@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 import pytest
@@ -94,14 +94,37 @@ def jobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         yield {**os.environ, **env}
 
 
-def _until(condition, what: str, timeout: float = TIMEOUT_S, every: float = 0.5):
+def _until(condition, what: str, timeout: float = TIMEOUT_S, every: float = 0.5,
+           story: Callable[[], str] = lambda: ""):
+    """Poll `condition` until it is truthy; on timeout fail with `story()` (what Slurm says)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{story()}")
+
+
+def _slurm_story(job_id: str, *logs: Path) -> str:
+    """Everything Slurm and the job's logs say of `job_id`: the message of a timed-out wait."""
+    base = job_id.split("_")[0]
+    commands = (["scontrol", "show", "job", job_id], ["squeue", "-h", "-r", "-o", "%i|%T|%r|%S"],
+                ["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,Start,End,ExitCode", "-j", base])
+    parts = []
+    for cmd in commands:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            parts.append(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            parts.append(f"$ {' '.join(cmd)}\n{exc}")
+    ctld = Path(os.environ.get("BENCH_SLURM_DIR", "/tmp/bench-slurm")) / "log" / "slurmctld.log"
+    for log in (*logs, ctld):
+        text = log.read_text(errors="replace") if log.is_file() else "(missing)"
+        if log == ctld:
+            text = "\n".join(line for line in text.splitlines() if f"JobId={base}" in line)
+        parts.append(f"--- {log} (tail)\n{text[-3000:]}")
+    return "\n".join(parts)
 
 
 def _scontrol(*args: str) -> None:
@@ -201,10 +224,20 @@ def test_jobs_ran_the_snapshot_of_the_code(sweep: Sweep) -> None:
 
 
 def _requeue_now(job_id: str) -> None:
-    """scontrol requeue, then lift the ~2 minutes Slurm makes a requeued job wait before it starts."""
+    """scontrol requeue, then lift the ~2 minutes Slurm makes a requeued job wait before it starts,
+    again every few seconds until it has started (a requeue of a job still completing may set its
+    begin time once more after the first lift)."""
     _scontrol("requeue", job_id)
-    _until(lambda: job_states([job_id])[job_id].state == "PENDING", f"job {job_id} to be pending again")
-    _scontrol("update", f"JobId={job_id}", "StartTime=now")
+    _until(lambda: job_states([job_id])[job_id].state == "PENDING", f"job {job_id} to be pending again",
+           story=lambda: _slurm_story(job_id))
+
+    def started() -> bool:
+        if job_states([job_id])[job_id].state != "PENDING":
+            return True
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, timeout=30)
+        return False
+
+    _until(started, f"requeued job {job_id} to start", every=5, story=lambda: _slurm_story(job_id))
 
 
 def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
@@ -247,11 +280,14 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
     records = list((Path(cfg.output) / "records").iterdir())
     assert [p.name for p in records] == [f"{spec.run_id}.json"]
     # Requeue the finished run's job: it finds its record and exits cleanly, rewriting nothing.
+    # (`wait` returns once the record is written; the job may still be exiting: let it end first.)
     run_job = book.runs[spec.run_id]
+    run_log = Path(cfg.output) / "slurm" / "logs" / f"{run_job}_0_log.err"
+    _until(lambda: job_states([run_job])[run_job].phase == "ended", "the run job to end",
+           story=lambda: _slurm_story(run_job, run_log))
     mtime = records[0].stat().st_mtime_ns
     _requeue_now(run_job)
-    run_log = Path(cfg.output) / "slurm" / "logs" / f"{run_job}_0_log.err"
     _until(lambda: "already done" in run_log.read_text() and job_states([run_job])[run_job].phase == "ended",
-           "the requeued run job to finish")
+           "the requeued run job to finish", story=lambda: _slurm_story(run_job, run_log))
     assert job_states([run_job])[run_job].state == "COMPLETED"
     assert [p.stat().st_mtime_ns for p in (Path(cfg.output) / "records").iterdir()] == [mtime]
