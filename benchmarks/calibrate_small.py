@@ -28,8 +28,8 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("unet", "crop 192", {"crop": 192}),
     ("unet", "patience 30", {"patience": 30, "max_epochs": 160}),
     # the time floor (240 runs in 3 h) leaves a supervised run <= 45 s: a shorter recipe
-    ("unet", "30 epochs, patience 8", {"max_epochs": 30, "patience": 8}),
-    ("unet", "30 epochs, patience 8, 10 steps", {"max_epochs": 30, "patience": 8, "steps_per_epoch": 10}),
+    ("unet", "30 epochs patience 8", {"max_epochs": 30, "patience": 8}),
+    ("unet", "30 epochs patience 8 10 steps", {"max_epochs": 30, "patience": 8, "steps_per_epoch": 10}),
     ("mdm", "preset", {}),
     ("mdm", "untrained", {"train_steps": 0}),
     ("mdm", "400 steps", {"train_steps": 400}),
