@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache folder and helpers to write small sweep files."""
+"""Shared fixtures: an isolated cache folder, helpers to write small sweep files, and MoNuSeg's
+release format (LZW TIFFs with Aperio annotation XML) for data that has no real copy here."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -77,3 +80,29 @@ def make_sweep(folder: Path, methods: Sequence[str], **kwargs: Any) -> Path:
 
 
 TINY_SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0, 0.1))  # the config tests edit its text
+
+
+Polygon = Sequence[tuple[float, float]]
+
+
+def monuseg_xml(polygons: Sequence[Polygon]) -> str:
+    """An annotation file as MoNuSeg ships it: one Aperio `Region` of `Vertex` points per nucleus."""
+    regions = "".join(
+        f'<Region Id="{i}" Type="0" Zoom="1"><Attributes/><Vertices>'
+        + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly)
+        + "</Vertices></Region>"
+        for i, poly in enumerate(polygons, start=1)
+    )
+    return ('<?xml version="1.0" encoding="utf-8"?><Annotations MicronsPerPixel="0.252100">'
+            '<Annotation Id="1" Name="" Type="4"><Attributes/><Regions><RegionAttributeHeaders/>'
+            f"{regions}</Regions><Plots/></Annotation></Annotations>")
+
+
+def write_monuseg_case(image_dir: Path, xml_dir: Path, stem: str, polygons: Sequence[Polygon],
+                       hw: tuple[int, int] = (24, 32)) -> None:
+    """One MoNuSeg case: `stem`.tif (LZW RGB, random pixels) and `stem`.xml with `polygons`."""
+    image_dir.mkdir(parents=True, exist_ok=True)
+    xml_dir.mkdir(parents=True, exist_ok=True)
+    image = np.random.default_rng(len(stem)).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    Image.fromarray(image).save(image_dir / f"{stem}.tif", compression="tiff_lzw")
+    (xml_dir / f"{stem}.xml").write_text(monuseg_xml(polygons))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from bench.data import get_dataset
 from bench.errors import DataError
+from tests.conftest import monuseg_xml, write_monuseg_case
 
 H, W = 24, 32
 SQUARE_A = [(2.5, 2.5), (10.5, 2.5), (10.5, 10.5), (2.5, 10.5)]  # x 2.5..10.5, y 2.5..10.5
@@ -16,34 +17,14 @@ SQUARE_B = [(8.4, 4.6), (16.4, 4.6), (16.4, 12.6), (8.4, 12.6)]  # overlaps A at
 TRIANGLE = [(20.7, 15.2), (29.3, 15.2), (25.0, 22.8)]
 
 
-def _xml(polygons: list[list[tuple[float, float]]]) -> str:
-    regions = "".join(
-        f'<Region Id="{i}" Type="0" Zoom="1"><Attributes/><Vertices>'
-        + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly)
-        + "</Vertices></Region>"
-        for i, poly in enumerate(polygons, start=1)
-    )
-    return ('<?xml version="1.0" encoding="utf-8"?><Annotations MicronsPerPixel="0.252100">'
-            '<Annotation Id="1" Name="" Type="4"><Attributes/><Regions><RegionAttributeHeaders/>'
-            f"{regions}</Regions><Plots/></Annotation></Annotations>")
-
-
-def _write_case(image_dir: Path, xml_dir: Path, stem: str, polygons: list) -> None:
-    image_dir.mkdir(parents=True, exist_ok=True)
-    xml_dir.mkdir(parents=True, exist_ok=True)
-    image = np.random.default_rng(len(stem)).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    Image.fromarray(image).save(image_dir / f"{stem}.tif", compression="tiff_lzw")
-    (xml_dir / f"{stem}.xml").write_text(_xml(polygons))
-
-
 @pytest.fixture
 def monuseg_root(tmp_path: Path) -> Path:
     """Training release layout under train/, test release (flat) layout under test/."""
     train = tmp_path / "train"
     for stem in ("TCGA-B-10", "TCGA-B-2", "TCGA-A-1"):
-        _write_case(train / "Tissue Images", train / "Annotations", stem, [SQUARE_A, SQUARE_B, TRIANGLE])
+        write_monuseg_case(train / "Tissue Images", train / "Annotations", stem, [SQUARE_A, SQUARE_B, TRIANGLE])
     for stem in ("TCGA-T-1", "TCGA-T-2"):
-        _write_case(tmp_path / "test", tmp_path / "test", stem, [SQUARE_B, SQUARE_A])
+        write_monuseg_case(tmp_path / "test", tmp_path / "test", stem, [SQUARE_B, SQUARE_A])
     return tmp_path
 
 
@@ -82,14 +63,14 @@ def test_overlap_follows_file_order_not_polygon_identity(monuseg_root: Path) -> 
 def test_float_vertices_are_not_truncated(tmp_path: Path) -> None:
     """A thin polygon between x=3.6 and x=5.4 holds the MATLAB centres x=4, 5, which are bench
     columns 3-4; truncating the vertices to 3 and 5 would also take MATLAB centre 5 only."""
-    _write_case(tmp_path, tmp_path, "thin", [[(3.6, 2.0), (5.4, 2.0), (5.4, 12.0), (3.6, 12.0)]])
+    write_monuseg_case(tmp_path, tmp_path, "thin", [[(3.6, 2.0), (5.4, 2.0), (5.4, 12.0), (3.6, 12.0)]])
     inst = get_dataset("monuseg", tmp_path, "train")[0].instances
     assert inst is not None
     assert inst[7, 3] == 1 and inst[7, 4] == 1 and inst[7, 2] == 0 and inst[7, 5] == 0
 
 
 def test_root_without_split_folders_is_the_train_split(tmp_path: Path) -> None:
-    _write_case(tmp_path / "Tissue Images", tmp_path / "Annotations", "only", [SQUARE_A])
+    write_monuseg_case(tmp_path / "Tissue Images", tmp_path / "Annotations", "only", [SQUARE_A])
     assert get_dataset("monuseg", tmp_path, "train").names == ["only"]
     with pytest.raises(DataError, match=r"no MoNuSeg test folder"):
         get_dataset("monuseg", tmp_path, "test")
@@ -97,8 +78,8 @@ def test_root_without_split_folders_is_the_train_split(tmp_path: Path) -> None:
 
 def test_release_folder_names_are_accepted(tmp_path: Path) -> None:
     train = tmp_path / "MoNuSeg 2018 Training Data"
-    _write_case(train / "Tissue Images", train / "Annotations", "a", [SQUARE_A])
-    _write_case(tmp_path / "MoNuSegTestData", tmp_path / "MoNuSegTestData", "b", [SQUARE_A])
+    write_monuseg_case(train / "Tissue Images", train / "Annotations", "a", [SQUARE_A])
+    write_monuseg_case(tmp_path / "MoNuSegTestData", tmp_path / "MoNuSegTestData", "b", [SQUARE_A])
     assert get_dataset("monuseg", tmp_path, "train").names == ["a"]
     assert get_dataset("monuseg", tmp_path, "test").names == ["b"]
 
@@ -110,7 +91,7 @@ def test_unparsable_xml_names_the_file(monuseg_root: Path) -> None:
 
 
 def test_non_numeric_vertex_names_the_file(monuseg_root: Path) -> None:
-    (monuseg_root / "test/TCGA-T-1.xml").write_text(_xml([[(1, 1), ("abc", 2), (3, 4)]]))
+    (monuseg_root / "test/TCGA-T-1.xml").write_text(monuseg_xml([[(1, 1), ("abc", 2), (3, 4)]]))
     with pytest.raises(DataError, match=r"TCGA-T-1\.xml.*Region Id=1"):
         get_dataset("monuseg", monuseg_root, "test")
 
