@@ -9,6 +9,10 @@
 # Every daemon started here is listed with its PID in $BENCH_SLURM_DIR/pids; teardown reads it.
 # KillWait is 5 s (Slurm's default is 30) so that `scontrol requeue` and `scancel` take effect
 # quickly: submitit jobs ignore SIGTERM and run on until the SIGKILL that follows it.
+# cred_expire is 20 s (default 120): a job's credential stays revoked on the node that long after
+# it ends, and Slurm holds a requeued job as long before it starts again; starting it sooner (e.g.
+# `scontrol update StartTime=now`) gets it killed as "Job credential revoked". The scheduler looks
+# at pending jobs every 5 s (default 60 s, 30 s for backfill), so a held job starts soon after.
 set -euo pipefail
 
 DIR=${BENCH_SLURM_DIR:-/tmp/bench-slurm}
@@ -89,6 +93,8 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 ReturnToService=2
 KillWait=5
+AuthInfo=cred_expire=20
+SchedulerParameters=sched_interval=5,bf_interval=5
 $storage
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) RealMemory=$((mem_mb * 9 / 10)) State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
