@@ -39,6 +39,7 @@ label_fractions = [1.0]
 steps = 2      # the first step warms up; the second is the measured one
 batch = 1      # the smallest honest batch: paper batches of 311M-parameter UNets do not fit a CPU box
 probe_ensemble = 2  # of 10: at 65,536 pixels x 13,440 dims (SwAVw2) one 10-member probe step takes minutes here
+test = 1       # one test window: prediction is measured per window either way
 """
 
 
