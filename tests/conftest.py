@@ -42,6 +42,23 @@ def one_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """One `bench run` of every registered method: tiny preset, seed 0, fraction 1.0,
+    synthetic-glands; the record of each method. Every test that checks a tiny run end to end
+    reads it (one run a method per session, not one a test)."""
+    from bench import registry
+    from bench.cli import main
+    from bench.records import load_records
+
+    folder = tmp_path_factory.mktemp("contract-sweep")
+    path = make_sweep(folder, registry.names(), seeds=(0,), fractions=(1.0,), dataset="synthetic-glands")
+    with pytest.MonkeyPatch.context() as mp, torch_threads(1):
+        mp.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        assert main(["run", "--config", str(path), "--quiet"]) == 0
+    return {r["method"]: r for r in load_records(folder / "results")}
+
+
 def write_sweep(folder: Path, body: str) -> Path:
     path = folder / "bench.toml"
     path.write_text(body)

@@ -17,7 +17,7 @@ import pytest
 from bench.cli import main
 from tests.conftest import TINY_SWEEP, write_sweep
 
-KILLS = 5
+KILLS = 3
 
 
 def _bench(*args: str, **kwargs) -> subprocess.Popen:
@@ -28,7 +28,7 @@ def _bench(*args: str, **kwargs) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny sweep that was killed (SIGKILL, whole process group) 5 times, then run to the end."""
+    """A tiny sweep that was killed (SIGKILL, whole process group) KILLS times, then run to the end."""
     folder = tmp_path_factory.mktemp("sweep")
     config = write_sweep(folder, TINY_SWEEP)
     rng = random.Random(1234)

@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from bench.cli import main
 from bench.errors import FieldError
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction, random_masking
 from methods.mae import MAE, MAEConfig
-from tests.conftest import make_sweep
 
 SMALL = MAEArch(img_size=32, patch=8, embed_dim=32, depth=3, heads=2, decoder_dim=16, decoder_depth=1,
                 decoder_heads=2)
@@ -110,11 +105,7 @@ def test_probe_only_fields_do_not_retrain() -> None:
     assert isinstance(tiny, MAEConfig)
 
 
-def test_tiny_preset_runs_end_to_end(tmp_path: Path, one_thread: None) -> None:
-    config = make_sweep(tmp_path, ["mae"], output=str(tmp_path / "results"))
-    start = time.perf_counter()
-    assert main(["run", "--config", str(config), "--quiet"]) == 0
-    record = json.loads(next((tmp_path / "results" / "records").glob("*.json")).read_text())
+def test_tiny_preset_runs_end_to_end(tiny_records: dict[str, dict]) -> None:
+    record = tiny_records["mae"]
     assert record["method"] == "mae" and record["extra"]["feature_dim"] == 3 * 48
     assert record["metrics"]["dice"] > 0.5, record["metrics"]
-    print(f"mae tiny: {time.perf_counter() - start:.1f} s, dice {record['metrics']['dice']:.3f}")

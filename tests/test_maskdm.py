@@ -2,8 +2,6 @@
 the two training stages, and a real run on the tiny preset."""
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -13,11 +11,9 @@ import pytest
 import torch
 
 from bench import registry
-from bench.cli import main
 from bench.context import RunContext
 from bench.errors import FieldError
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
-from tests.conftest import make_sweep
 
 SMALL = UViTArch(img_size=32, patch=4, embed_dim=32, depth=4, heads=4)  # an 8 x 8 patch grid
 
@@ -155,13 +151,7 @@ def test_bad_settings_fail_before_training(field: str, value: object) -> None:
         registry.get("maskdm").resolve_config("tiny", {field: value})
 
 
-def test_tiny_preset_end_to_end(tmp_path: Path) -> None:
-    path = make_sweep(tmp_path, ["maskdm"], output=str(tmp_path / "results"))
-    wall, cpu = time.perf_counter(), time.process_time()
-    assert main(["run", "--config", str(path), "--quiet"]) == 0
-    print(f"maskdm tiny run: {time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
-    (record_path,) = (tmp_path / "results" / "records").iterdir()
-    record = json.loads(record_path.read_text())
-    print(f"dice {record['metrics']['dice']:.3f}, timings {record['timings']}")
+def test_tiny_preset_end_to_end(tiny_records: dict[str, dict]) -> None:
+    record = tiny_records["maskdm"]
     assert record["method"] == "maskdm" and record["extra"]["feature_dim"] == 2 * 64
     assert record["metrics"]["dice"] > 0.5

@@ -22,11 +22,10 @@ from bench.config import PRESETS, load_config
 from bench.contract import ContractError, build_without_weights, check_plugin
 from bench.data import get_dataset
 from bench.metrics import dice
-from bench.records import load_records
 from bench.runner import RunSpec
 from bench.ssl import SSL_PRETRAIN_FIELDS, SSL_PROBE_ONLY_FIELDS, SSLConfig, SSLMethod
 from bench.supervised import SupervisedConfig, SupervisedMethod
-from tests.conftest import REPO, make_sweep, torch_threads
+from tests.conftest import REPO, make_sweep
 
 NAMES = registry.names()
 SSL = [n for n in NAMES if registry.get(n).kind == "ssl"]
@@ -141,18 +140,7 @@ def test_other_config_file_is_named(tmp_path: Path) -> None:
         load_config(path)
 
 
-# --- end to end: one `bench run` of every method ----------------------------------------------
-@pytest.fixture(scope="session")
-def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One `bench run` of every registered method: tiny preset, seed 0, fraction 1.0, synthetic-glands."""
-    folder = tmp_path_factory.mktemp("contract-sweep")
-    path = make_sweep(folder, NAMES, seeds=(0,), fractions=(1.0,), dataset=DATASET)
-    with pytest.MonkeyPatch.context() as mp, torch_threads(1):
-        mp.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
-        assert main(["run", "--config", str(path), "--quiet"]) == 0
-    return {r["method"]: r for r in load_records(folder / "results")}
-
-
+# --- end to end: one `bench run` of every method (conftest.tiny_records) ----------------------
 @pytest.fixture(scope="session")
 def constant_dice(tiny_records: dict[str, dict[str, Any]]) -> float:
     """Mean per-image Dice of predicting foreground everywhere on the same test images."""
