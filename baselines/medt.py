@@ -59,8 +59,10 @@ class MedTBaseline(SupervisedMethod):
         # Small nets leave the all-background start slowly at lr 1e-3; the local patches are batched for speed.
         "tiny": MedTConfig(input_size=64, batch=2, lr=3e-3, max_epochs=8, patience=8, layers=(1, 1, 1, 1),
                            width_factor=0.0625, groups=4, grid=2, stem_mid_channels=16, batch_local_patches=True),
-        "small": MedTConfig(max_side=256, input_size=128, batch=4, max_epochs=80, patience=15, layers=(1, 1, 2, 1),
-                            batch_local_patches=True),
+        # 10 random batches an epoch, not one pass of ~6 images (two Adam steps between noisy validations):
+        # 62.2 validation Dice against 48.3 (lr 3e-4 instead stays at all-foreground; docs/small-preset.md).
+        "small": MedTConfig(max_side=256, input_size=128, batch=4, epoch_mode="steps", steps_per_epoch=10,
+                            max_epochs=40, patience=10, layers=(1, 1, 2, 1), batch_local_patches=True),
         "paper": MedTConfig(),
     }
 
