@@ -52,7 +52,7 @@ def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
     from bench.records import load_records
 
     folder = tmp_path_factory.mktemp("contract-sweep")
-    path = make_sweep(folder, registry.names(), seeds=(0,), fractions=(1.0,), dataset="synthetic-glands")
+    path = make_sweep(folder, registry.names())  # sweep_toml's defaults: the text above
     with pytest.MonkeyPatch.context() as mp, torch_threads(1):
         mp.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
         assert main(["run", "--config", str(path), "--quiet"]) == 0

@@ -223,7 +223,7 @@ def test_jobs_ran_the_snapshot_of_the_code(sweep: Sweep) -> None:
     assert commits <= heads
 
 
-def _requeue_now(job_id: str) -> None:
+def _requeue_and_wait(job_id: str) -> None:
     """scontrol requeue, and wait until the job has started again. Slurm holds a requeued job for
     its credential lifetime (cred_expire: 20 s in scripts/slurm_setup.sh, 120 s by default): a job
     started sooner on the same node is killed as "Job credential revoked", so the hold stays."""
@@ -263,7 +263,7 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
             return 0
 
     _until(lambda: step_on_disk() >= 3, "the pre-training job's first checkpoints")
-    _requeue_now(pretrain_job)
+    _requeue_and_wait(pretrain_job)
     # Meanwhile: the same artefact, built here without interruption.
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -289,7 +289,7 @@ def test_requeued_pretraining_resumes_from_its_checkpoint_and_writes_one_record(
     _until(lambda: job_states([run_job])[run_job].phase == "ended", "the run job to end",
            story=lambda: _slurm_story(run_job, run_log))
     mtime = records[0].stat().st_mtime_ns
-    _requeue_now(run_job)
+    _requeue_and_wait(run_job)
     _until(lambda: _ended_with(run_job, run_log, "already done"), "the requeued run job to finish",
            story=lambda: _slurm_story(run_job, run_log))
     assert job_states([run_job])[run_job].state == "COMPLETED"

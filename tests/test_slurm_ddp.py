@@ -19,7 +19,7 @@ from bench.runner import expand
 from bench.store import TMP_PREFIX
 from tests.conftest import torch_threads, write_sweep
 from tests.test_executors import fast_sweep
-from tests.test_slurm import SLURM, TIMEOUT_S, _requeue_now, _run_cli, _until, jobs_env, slurm  # noqa: F401
+from tests.test_slurm import SLURM, TIMEOUT_S, _requeue_and_wait, _run_cli, _until, jobs_env, slurm  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_two_task_pretraining_requeued_resumes_writes_once_and_equals_a_single_t
             return 0
 
     _until(lambda: step_on_disk() >= 3, "the 2-task pre-training job's first checkpoints")
-    _requeue_now(job)
+    _requeue_and_wait(job)
     with torch_threads(1):  # meanwhile: one process, the same 2 shards as 2 micro-batches
         reference = expand(load_config(config, ['output="single"']))[0].pretrain()
     statuses = wait(cfg, [spec], report=lambda line: None, timeout_s=TIMEOUT_S)
