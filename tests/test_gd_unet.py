@@ -203,7 +203,9 @@ def test_reduced_precision_runs_close_to_float32(mode: str) -> None:
             out = half(x, t)
             assert out.dtype == torch.float32  # the trunk is float16, the output is not
     assert torch.isfinite(out).all()
-    assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
+    # Compared in L2 norm over the whole output, not at the worst pixel: how bf16 rounding errors
+    # add up depends on the CPU's kernels (tests/test_nets_ported.py says more).
+    assert (out.float() - ref).norm() < 0.05 * ref.norm()
 
 
 def test_unusable_checkpoints_raise_data_error(tmp_path: Path) -> None:
