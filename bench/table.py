@@ -195,6 +195,7 @@ class RecordRow:
     n: int
     reference: bool
     cells: dict[str, CellStats]
+    wall_s: float | None = None  # the records' summed total_s: the cell's cost, its pre-training included once
 
 
 def config_id(record: dict[str, Any]) -> str:
@@ -230,7 +231,7 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
             if have:
                 cells[m] = cell_stats([PERCENT * r["metrics"][m] for r in have], [r["seed"] for r in have],
                                       published_score(dataset, fraction, method, m))
-        rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells))
+        rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group)))
     for ref in references:
         cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items()}
         rows.append(RecordRow(ref["dataset"], ref["fraction"], ref["method"], REFERENCE_PRESET, ref["rule"],
@@ -240,6 +241,13 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
 
 def _number(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _wall(group: list[dict[str, Any]]) -> float | None:
+    """Seconds the cell's runs took, summed (None when no record says): a pre-trained backbone is in
+    the total of the run that built it, so a method's cells sum to what it cost."""
+    walls = [t["total_s"] for r in group if isinstance(t := r.get("timings"), dict) and _number(t.get("total_s"))]
+    return sum(walls) if walls else None
 
 
 def metric_order(names: Iterable[str]) -> list[str]:

@@ -135,7 +135,7 @@ def _g(x: float | None) -> str:  # the experiments' CSVs: every significant digi
 def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     """The key, n, then per metric mean ± std and, where the paper has numbers, the published one."""
     with_paper = [m for m in metrics if any(m in r.cells and r.cells[m].published for r in rows)]
-    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n")]
+    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n", "wall (s)")]
     for m in metrics:
         head.append(Head(m))
         if m in with_paper:
@@ -144,7 +144,7 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     for r in rows:
         method = f"{r.method} (reference)" if r.reference else r.method
         cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference), Text(r.preset),
-                 Text(r.config), Text(str(r.n))]
+                 Text(r.config), Text(str(r.n)), Text("" if r.wall_s is None else f"{r.wall_s:.0f}")]
         for m in metrics:
             s = r.cells.get(m)
             cells.append(Text("") if s is None or s.mean is None else
@@ -171,14 +171,14 @@ def records_csv(rows: list[RecordRow], metrics: list[str]) -> str:
     """Every number: `<metric>_mean`, `_std` (empty for one record), `_published_mean`, `_published_std`
     (empty where the paper printed none), and `reference` (True for the trivial rows)."""
     with_paper = {m for m in metrics if any(m in r.cells for r in rows if not r.reference)}
-    fields = ["dataset", "fraction", "method", "preset", "config", "n", "reference"]
+    fields = ["dataset", "fraction", "method", "preset", "config", "n", "wall_s", "reference"]
     for m in metrics:
         fields += [f"{m}_mean", f"{m}_std"] + ([f"{m}_published_mean", f"{m}_published_std"] if m in with_paper else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields)
     for r in rows:
-        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, r.reference]
+        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, _f(r.wall_s), r.reference]
         for m in metrics:
             s = r.cells.get(m)
             line += [_f(s.mean if s else None), _f(s.std if s else None)]

@@ -107,3 +107,34 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture
     assert result["ensemble"]["speedup"] > 0
     text = capsys.readouterr().out
     assert "| ddpm |" in text and "| unet |" in text and "ensemble probe (10 members, dim 64" in text
+
+
+def test_small_table_lays_out_the_sweeps_records_and_rewrites_only_its_block(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.runner import RunSpec
+    from bench.store import atomic_write_json
+    from tests.conftest import sweep_toml, write_sweep
+
+    table = _script("small_table", monkeypatch)
+    config = write_sweep(tmp_path, sweep_toml(["unet", "ddpm"], seeds=[0, 1], fractions=[1.0, 0.1], output="out"))
+    for seed, dice in ((0, 0.80), (1, 0.84)):
+        spec = RunSpec(dataset="synthetic-glands", root=None, fraction=1.0, method="unet", seed=seed,
+                       preset="tiny", output=str(tmp_path / "out"))
+        atomic_write_json(spec.record_path, {
+            "run_id": spec.run_id, "dataset": spec.dataset, "root": None, "fraction": 1.0, "method": "unet",
+            "seed": seed, "preset": "tiny", "metrics": {"dice": dice}, "timings": {"total_s": 1800.0},
+            "provenance": {"config_hash": spec.config_hash}})
+    text = table.render(str(config))
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    assert "| unet | 82.00 ± 2.83 (2) |  | not run |  | 1.00 |" in text  # two half-hour runs = 1 h
+    assert rows["ddpm"].count("not run") == 2
+    assert "trivial (reference" in text  # the constant predictor, beside every table
+
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- small-table -->\nold numbers\n<!-- /small-table -->\nafter\n")
+    table.main(["--config", str(config), "--write", str(readme)])
+    assert readme.read_text() == f"before\n<!-- small-table -->\n{text}<!-- /small-table -->\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="expected one"):
+        table.main(["--config", str(config), "--write", str(readme)])
+    assert readme.read_text() == "no markers\n"

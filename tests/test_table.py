@@ -115,6 +115,24 @@ def test_published_values_land_in_their_own_columns() -> None:
     assert "dice (published)" in render_records(rows, "markdown")
 
 
+def test_wall_column_sums_the_cells_run_times_pretraining_once() -> None:
+    """A method's cost is the sum of its cells': the run that built the backbone carries it."""
+    from bench.table import aggregate
+    from bench.table_render import render_records
+
+    def rec(seed: int, total: float | None) -> dict:
+        timings = {} if total is None else {"total_s": total, "pretrain_s": 900.0}
+        return {"dataset": "glas", "fraction": 0.1, "method": "mdm", "seed": seed, "preset": "small",
+                "run_id": f"glas-f0.1-mdm-s{seed}-0123456789", "metrics": {"dice": 0.7}, "timings": timings}
+
+    rows = aggregate([rec(0, 1000.0), rec(1, 120.5), rec(2, None)])
+    assert rows[0].wall_s == pytest.approx(1120.5)
+    table = pd.read_csv(io.StringIO(render_records(rows, "csv")), dtype={"config": str})
+    assert table["wall_s"].iloc[0] == pytest.approx(1120.5)
+    assert "| wall (s) |" in render_records(rows, "markdown") and "| 1120 |" in render_records(rows, "markdown")
+    assert aggregate([rec(0, None)])[0].wall_s is None
+
+
 def test_no_records_says_so_on_stderr_and_exits_1(tmp_path: Path, capsys) -> None:
     config = write_sweep(tmp_path, SWEEP)
     for extra in ([], ["--all"]):
@@ -154,7 +172,7 @@ def test_one_record_has_an_undefined_std_in_every_format() -> None:
                "metrics": {"dice": 0.5}}
     rows = aggregate([record], [trivial])
     md = render_records(rows, "markdown")
-    assert "| 1 | 80.00 ± n/a |" in md and "| 1 | 50.00 |" in md and STD_NOTE in md and "± 0.00" not in md
+    assert "| 1 |  | 80.00 ± n/a |" in md and "| 1 |  | 50.00 |" in md and STD_NOTE in md and "± 0.00" not in md
     assert r"80.00 $\pm$ n/a" in render_records(rows, "latex")
     assert "<td>80.00 ± n/a</td>" in render_records(rows, "html")
     table = pd.read_csv(io.StringIO(render_records(rows, "csv")))

@@ -1,0 +1,93 @@
+"""The README's small-preset table: one row per method of a sweep, Dice at each label fraction beside
+the paper's, the trivial reference row, and the hours the method cost (its pre-training once plus
+every run, summed from the records' `total_s`).
+
+The numbers come from `bench.table.aggregate` (the one place a table's numbers are made); this
+script only lays them out wide. With `--write FILE` it replaces the table between the markers
+`<!-- small-table -->` and `<!-- /small-table -->` in FILE, so the README never holds a number
+typed by hand:
+
+    python benchmarks/small_table.py --config results/glas-small/bench.toml [--write README.md]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.config import load_config
+from bench.published import published
+from bench.records import load_records
+from bench.runner import expand
+from bench.table import RecordRow, aggregate, tabulable
+from bench.table_render import mean_std, num, published_text
+from bench.trivial import cells_of, reference_rows
+
+BEGIN, END = "<!-- small-table -->", "<!-- /small-table -->"
+METRIC = "dice"
+HOUR = 3600.0
+
+
+def _label(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def render(config: str) -> str:
+    """The Markdown table of the sweep's own records (its configuration only), methods in its order;
+    one table per data set of the sweep."""
+    sweep = load_config(config)
+    wanted = {r.run_id for r in expand(sweep)}
+    records = [r for r in tabulable(load_records(sweep.output))[0] if r["run_id"] in wanted]
+    rows = aggregate(records, reference_rows(sweep.output, cells_of(records, sweep)))
+    return "\n".join(_dataset_table(d.name, sorted(d.label_fractions, reverse=True), sweep.methods,
+                                    [r for r in rows if r.dataset == d.name]) for d in sweep.datasets)
+
+
+def _dataset_table(dataset: str, fractions: list[float], methods: tuple[str, ...], rows: list[RecordRow]) -> str:
+    head = ["method"] + [f"{_label(f)}: {w}" for f in fractions for w in ("ours (n)", "paper")] + ["wall (h)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_key: dict[tuple[str, float], RecordRow] = {(r.method, r.fraction): r for r in rows if not r.reference}
+    for method in methods:
+        cells, wall = [method], 0.0
+        for f in fractions:
+            row = by_key.get((method, f))
+            stats = row.cells.get(METRIC) if row else None
+            ours = "not run" if stats is None or stats.mean is None else f"{mean_std(stats.mean, stats.std)} ({stats.n})"
+            pub = published(dataset, f, method, METRIC)
+            cells += [ours, "" if pub is None else published_text(pub)]
+            wall += (row.wall_s or 0.0) if row else 0.0
+        cells.append(f"{wall / HOUR:.2f}" if wall else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    refs = {r.fraction: r for r in rows if r.reference}
+    if refs:
+        cells = ["trivial (reference: a constant, never trained)"]
+        for f in fractions:
+            value = refs[f].cells.get(METRIC) if f in refs else None
+            cells += ["" if value is None or value.mean is None else num(value.mean), ""]
+        lines.append("| " + " | ".join(cells + [""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_between_markers(path: Path, table: str) -> None:
+    text = path.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise SystemExit(f"bench: error: {path}: expected one '{BEGIN}' line before one '{END}' line")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(f"{head}{BEGIN}\n{table}{END}{rest.split(END, 1)[1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="the sweep file whose records make the table")
+    parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
+    args = parser.parse_args(argv)
+    table = render(args.config)
+    if args.write:
+        write_between_markers(args.write, table)
+    else:
+        sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
