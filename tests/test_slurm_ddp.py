@@ -62,9 +62,11 @@ def test_two_task_pretraining_requeued_resumes_writes_once_and_equals_a_single_t
     exact = all(torch.equal(a[k], b[k]) for k in a)
     print(f"\n2-task artefact equals the single-process one bit for bit: {exact}")
     # The single-task sweep (its probe runs on the reference backbone) gives the same table.
-    assert main(["run", "--config", str(config), "--executor", "local", "--quiet", "--set", 'output="single"']) == 0
+    with torch_threads(1):  # as the Slurm run job (cpus_per_task = 1): a thread count may change float sums
+        assert main(["run", "--config", str(config), "--executor", "local", "--quiet", "--set", 'output="single"']) == 0
     tables = [pd.read_csv(io.StringIO(_run_cli(["table", "--config", str(config), "--format", "csv",
                                                  "--set", f'output="{out}"'])[0])) for out in ("out", "single")]
-    pd.testing.assert_frame_equal(*tables)
+    assert all((t[~t["reference"]]["wall_s"] > 0).all() for t in tables)  # wall time: the one column load may change
+    pd.testing.assert_frame_equal(*(t.drop(columns="wall_s") for t in tables))
     records = [json.loads(p.read_text()) for out in ("out", "single") for p in (tmp_path / out / "records").iterdir()]
     assert len(records) == 2 and records[0]["metrics"] == records[1]["metrics"]
