@@ -198,27 +198,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     """Without --all: the records of bench.toml's configuration (its run ids); with it: every
     record, one row per cell and configuration. Both add the trivial reference rows."""
-    from bench.records import load_records
-    from bench.runner import expand
-    from bench.table import aggregate, tabulable
+    from bench.sweep_table import sweep_rows
     from bench.table_render import render_records
-    from bench.trivial import cells_of, reference_rows
 
     sweep = _load(args)
-    records, skipped = tabulable(load_records(sweep.output))
-    if not args.all:
-        wanted = {r.run_id for r in _expand(sweep, expand)}
-        records = [r for r in records if r["run_id"] in wanted]
-    if skipped:
-        print(f"bench: warning: {skipped} record(s) without dataset, fraction, method, seed left out",
+    selected = sweep_rows(sweep, every=args.all)
+    if selected.skipped:
+        print(f"bench: warning: {selected.skipped} record(s) without dataset, fraction, method, seed left out",
               file=sys.stderr)
-    if not records:
+    if not selected.records:
         folder = Path(sweep.output) / "records"
         print(f"bench: no records {'' if args.all else 'of this configuration '}in {folder}; run `bench run` "
               f"first{'' if args.all else ' (`bench table --all` shows every record there)'}", file=sys.stderr)
         return 1
-    references = reference_rows(sweep.output, cells_of(records, sweep))
-    print(render_records(aggregate(records, references), args.format), end="")
+    print(render_records(selected.rows, args.format), end="")
     return 0
 
 

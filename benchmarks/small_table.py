@@ -2,8 +2,9 @@
 the paper's, the trivial reference row, and the hours the method cost (its pre-training once plus
 every run, summed from the records' `total_s`).
 
-The numbers come from `bench.table.aggregate` (the one place a table's numbers are made); this
-script only lays them out wide. With `--write FILE` it replaces the table between the markers
+The rows come from `bench.sweep_table.sweep_rows` (the records `bench table` shows, aggregated
+where every table's numbers are made); this script only lays them out wide, as a
+`bench.table_formats.Grid`. With `--write FILE` it replaces the table between the markers
 `<!-- small-table -->` and `<!-- /small-table -->` in FILE, so the README never holds a number
 typed by hand:
 
@@ -17,11 +18,10 @@ from pathlib import Path
 
 from bench.config import load_config
 from bench.published import published
-from bench.records import load_records
-from bench.runner import expand
-from bench.table import RecordRow, aggregate, tabulable
+from bench.sweep_table import sweep_rows
+from bench.table import RecordRow
+from bench.table_formats import Grid, Head, Text, markdown
 from bench.table_render import mean_std, num, published_text
-from bench.trivial import cells_of, reference_rows
 
 BEGIN, END = "<!-- small-table -->", "<!-- /small-table -->"
 METRIC = "dice"
@@ -36,36 +36,34 @@ def render(config: str) -> str:
     """The Markdown table of the sweep's own records (its configuration only), methods in its order;
     one table per data set of the sweep."""
     sweep = load_config(config)
-    wanted = {r.run_id for r in expand(sweep)}
-    records = [r for r in tabulable(load_records(sweep.output))[0] if r["run_id"] in wanted]
-    rows = aggregate(records, reference_rows(sweep.output, cells_of(records, sweep)))
-    return "\n".join(_dataset_table(d.name, sorted(d.label_fractions, reverse=True), sweep.methods,
-                                    [r for r in rows if r.dataset == d.name]) for d in sweep.datasets)
+    rows = sweep_rows(sweep).rows
+    return "\n".join(markdown(_dataset_grid(d.name, sorted(d.label_fractions, reverse=True), sweep.methods,
+                                            [r for r in rows if r.dataset == d.name])) for d in sweep.datasets)
 
 
-def _dataset_table(dataset: str, fractions: list[float], methods: tuple[str, ...], rows: list[RecordRow]) -> str:
-    head = ["method"] + [f"{_label(f)}: {w}" for f in fractions for w in ("ours (n)", "paper")] + ["wall (h)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _dataset_grid(dataset: str, fractions: list[float], methods: tuple[str, ...], rows: list[RecordRow]) -> Grid:
+    head = [Head("method")] + [Head(f"{_label(f)}: {w}") for f in fractions for w in ("ours (n)", "paper")]
+    head.append(Head("wall (h)"))
+    body: list[list[Text]] = []
     by_key: dict[tuple[str, float], RecordRow] = {(r.method, r.fraction): r for r in rows if not r.reference}
     for method in methods:
-        cells, wall = [method], 0.0
+        cells, wall = [Text(method)], 0.0
         for f in fractions:
             row = by_key.get((method, f))
             stats = row.cells.get(METRIC) if row else None
             ours = "not run" if stats is None or stats.mean is None else f"{mean_std(stats.mean, stats.std)} ({stats.n})"
             pub = published(dataset, f, method, METRIC)
-            cells += [ours, "" if pub is None else published_text(pub)]
+            cells += [Text(ours), Text("" if pub is None else published_text(pub))]
             wall += (row.wall_s or 0.0) if row else 0.0
-        cells.append(f"{wall / HOUR:.2f}" if wall else "")
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells + [Text(f"{wall / HOUR:.2f}" if wall else "")])
     refs = {r.fraction: r for r in rows if r.reference}
     if refs:
-        cells = ["trivial (reference: a constant, never trained)"]
+        cells = [Text("trivial (reference: a constant, never trained)", reference=True)]
         for f in fractions:
             value = refs[f].cells.get(METRIC) if f in refs else None
-            cells += ["" if value is None or value.mean is None else num(value.mean), ""]
-        lines.append("| " + " | ".join(cells + [""]) + " |")
-    return "\n".join(lines) + "\n"
+            cells += [Text("" if value is None or value.mean is None else num(value.mean), reference=True), Text("")]
+        body.append(cells + [Text("")])
+    return Grid(head, body, right=len(head))  # left-aligned, as GitHub shows a plain table
 
 
 def write_between_markers(path: Path, table: str) -> None:

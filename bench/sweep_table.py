@@ -1,0 +1,34 @@
+"""The rows of a sweep's table: its records (of its configuration, or every one with `every`),
+aggregated per cell, with the trivial reference row of each cell. `bench table`, the README's
+small-preset table and anything else that tabulates a sweep select their records here, once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.config import SweepConfig
+from bench.errors import BenchError
+from bench.records import load_records
+from bench.runner import expand
+from bench.table import RecordRow, aggregate, tabulable
+from bench.trivial import cells_of, reference_rows
+
+
+@dataclass(frozen=True)
+class SweepRows:
+    rows: list[RecordRow]   # the cells' rows, then the reference rows
+    records: int            # how many records they aggregate
+    skipped: int            # records without dataset, fraction, method or seed: left out
+
+
+def sweep_rows(sweep: SweepConfig, every: bool = False) -> SweepRows:
+    """Without `every`, only the records whose run ids the sweep expands to (its configuration);
+    with it, every record in its output folder, one row per cell and configuration."""
+    records, skipped = tabulable(load_records(sweep.output))
+    if not every:
+        try:
+            wanted = {r.run_id for r in expand(sweep)}
+        except ValueError as exc:  # an override that the plugin's Config rejects
+            raise BenchError(f"{sweep.source}: {exc}") from None
+        records = [r for r in records if r["run_id"] in wanted]
+    references = reference_rows(sweep.output, cells_of(records, sweep)) if records else []
+    return SweepRows(aggregate(records, references), len(records), skipped)
