@@ -4,7 +4,9 @@ Each of the twelve methods builds its paper-size model and takes real optimisati
 real-size windows (REFERENCE §3-§8 shapes), so a shape, dtype or config error in the `paper`
 path fails here, not hours into a GPU queue. Uses the real GlaS copy next to the repository
 when there is one, else six images the test writes in the GlaS release's format. Minutes, not
-seconds: marked `smoke` (`-m "not smoke"` skips it).
+seconds: marked `smoke` (`-m "not smoke"` skips it). One step a stage: at 45-80 s a step of a
+311M-parameter UNet on two cores, a second step would only refine an estimate CI does not read
+(the estimates' arithmetic is tests/test_smoke.py's).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ name = "glas"
 root = "{root}"
 label_fractions = [1.0]
 [smoke]
-steps = 2      # the first step warms up; the second is the measured one
+steps = 1      # proves every stage's path; `bench run --smoke` (3 steps, the first a warm-up) measures
 batch = 1      # the smallest honest batch: paper batches of 311M-parameter UNets do not fit a CPU box
 probe_ensemble = 2  # of 10: at 65,536 pixels x 13,440 dims (SwAVw2) one 10-member probe step takes minutes here
 test = 1       # one test window: prediction is measured per window either way
