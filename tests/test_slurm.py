@@ -34,7 +34,7 @@ from tests.test_executors import fast_sweep
 
 pytestmark = pytest.mark.slow
 
-SEEDS = int(os.environ.get("BENCH_SLURM_SEEDS", "5"))  # per cell (the paper has 10; 5 x 4 cells make the arrays)
+SEEDS = int(os.environ.get("BENCH_SLURM_SEEDS", "3"))  # per cell (the paper has 10; 3 x 4 cells make the arrays)
 SLURM = '[slurm]\ncpus_per_task = 1\ntimeout_min = 30\npoll_s = 2\n'
 SETUP_TIMEOUT_S = 900            # includes apt-get on a fresh machine
 TIMEOUT_S = 900                  # the longest any single wait in here may take (a busy 2-core box)
