@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import expand
 
     sweep = _load(args)
-    runs = _expand(sweep, expand)
+    runs = expand(sweep)
     if args.smoke:
         from bench.smoke_launch import run_smoke
 
@@ -170,16 +170,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.runner import expand
 
     sweep = _load(args)
-    runs = _expand(sweep, expand)
+    runs = expand(sweep)
     print(render_status(sweep_status(sweep.output, runs)) + render_pretrain(sweep.output, runs), end="")
     return 0
-
-
-def _expand(sweep, expand):
-    try:
-        return expand(sweep)
-    except ValueError as exc:  # an override that the plugin's Config rejects
-        raise BenchError(f"{sweep.source}: {exc}") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -158,7 +158,13 @@ class RunSpec:
 
 
 def expand(sweep: SweepConfig) -> list[RunSpec]:
-    """datasets x fractions x methods x seeds, in an order that reuses pre-trained artefacts."""
+    """datasets x fractions x methods x seeds, in an order that reuses pre-trained artefacts.
+    An override that a plugin's Config rejects is one BenchError line naming the sweep file."""
+    try:
+        for m in sweep.methods:
+            registry.get(m).resolve_config(sweep.preset, sweep.params.get(m, {}))
+    except ValueError as exc:
+        raise BenchError(f"{sweep.source}: {exc}") from None
     return [
         RunSpec(dataset=d.name, root=d.root, fraction=f, method=m, seed=s, preset=sweep.preset,
                 output=sweep.output, params=sweep.params.get(m, {}), shards=sweep.pretrain.shards)
