@@ -4,10 +4,10 @@ The probe's first layer is linear and bilinear upsampling is linear, so they com
 W . up(F) = up(W . F), and so does the per-image L2 scale. The projected path therefore runs the
 first layer (over 95% of the probe's FLOPs) once per native-resolution pixel of each group of
 equal-size maps, upsamples the K x hidden pre-activations of each group with the very indices
-and weights of `F.interpolate(mode="bilinear", align_corners=False)`, sums the groups, adds the
-bias and runs ReLU / BatchNorm / the small remaining layers at full resolution. It equals the
-dense path (upsample every channel, then the whole MLP), kept here as the test oracle, up to
-float32 rounding. Both walk the output in full-width row chunks of bounded memory.
+and weights of `F.interpolate(mode="bilinear", align_corners=False)`, sums the groups (the bias
+rides on the first: each pixel's upsampling weights sum to one) and runs ReLU / BatchNorm / the
+small remaining layers at full resolution. It equals the dense path (upsample every channel,
+then the whole MLP), kept here as the test oracle, up to float32 rounding. Both walk the output in full-width row chunks of bounded memory.
 """
 from __future__ import annotations
 
@@ -51,13 +51,15 @@ def dense_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple
         yield r0, min(out_hw[0], r0 + rows), probe(feats.mul_(scale))
 
 
-def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float
-                       ) -> list[Tensor]:
+def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float,
+                       bias: Tensor | None = None) -> list[Tensor]:
     """Per group of equal-size maps, scale * sum of W0[maps' channels] . F: (K, h, w, hidden).
 
     The first layer's weight is (K, d, hidden); the channels of map i are the rows of W0 that
-    its slice of the concatenated feature vector meets. The result is laid out so that, read
-    as a (K, hidden, h, w) batch, it is channels-last: what the upsampling kernel wants.
+    its slice of the concatenated feature vector meets, one (c, hidden) block per member, read
+    in place. A `bias` (K, 1, hidden) is added to the first group only: the upsampling weights
+    of every output pixel sum to one, so it reaches every pixel once. Read as a (K, hidden, h,
+    w) batch, each result is channels-last: what the upsampling kernel wants.
     """
     w0 = probe.weights[0].detach()
     k, d, hidden = w0.shape
@@ -68,15 +70,20 @@ def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float
     start = 0
     for m in maps:
         c, h, w = (int(v) for v in m.shape)
-        weight = w0[:, start:start + c].permute(1, 0, 2).reshape(c, k * hidden)
-        table = hwc_table(m, torch.float32, w0.device)
+        table = hwc_table(m, torch.float32, w0.device)  # (h * w, c)
+        weight = w0[:, start:start + c]  # (K, c, hidden)
         if (h, w) in groups:
-            groups[(h, w)].addmm_(table, weight)
+            groups[(h, w)].baddbmm_(table.expand(k, -1, -1), weight)
         else:
-            groups[(h, w)] = table @ weight
+            groups[(h, w)] = torch.matmul(table, weight)  # (K, h * w, hidden)
         start += c
-    return [p.mul_(scale).view(h, w, k, hidden).permute(2, 0, 1, 3).contiguous()
-            for (h, w), p in groups.items()]
+    out: list[Tensor] = []
+    for (h, w), p in groups.items():
+        p.mul_(scale)
+        if bias is not None and not out:
+            p.add_(bias)
+        out.append(p.view(k, h, w, hidden))
+    return out
 
 
 def _upsample_rows(proj: Tensor, out_hw: tuple[int, int], r0: int, r1: int) -> Tensor:
@@ -104,11 +111,10 @@ def _upsample_rows(proj: Tensor, out_hw: tuple[int, int], r0: int, r1: int) -> T
 def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
                            scale: float, chunk_rows: int | None) -> Chunks:
     """The fast path: the first layer at native resolution, its outputs upsampled."""
-    projections = native_projections(probe, maps, scale)
+    projections = native_projections(probe, maps, scale, probe.biases[0].detach())
     k, _, hidden = probe.weights[0].shape
     width = out_hw[1]
     rows = chunk_rows or max(1, CHUNK_BYTES // (width * k * hidden * 4 * _PROJECTED_BUFFERS))
-    bias = probe.biases[0].detach()  # (K, 1, hidden)
     for r0 in range(0, out_hw[0], rows):
         r1 = min(out_hw[0], r0 + rows)
         pre: Tensor | None = None
@@ -116,7 +122,7 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
             part = _upsample_rows(proj, out_hw, r0, r1)
             pre = part if pre is None else pre.add_(part)
         assert pre is not None
-        h = pre.reshape(k, (r1 - r0) * width, hidden).add_(bias)
+        h = pre.reshape(k, (r1 - r0) * width, hidden)
         yield r0, r1, probe.predict_after_first(h)
 
 
@@ -146,8 +152,10 @@ def predict_votes(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int,
     classes, width = probe.num_classes, out_hw[1]
     out = torch.empty(classes, *out_hw)
     for r0, r1, logits in chunk_logits(probe, maps, out_hw, scale, chunk_rows, path):
-        votes = F.one_hot(logits.argmax(dim=-1), classes).sum(dim=0).float() / probe.members
-        out[:, r0:r1] = votes.T.reshape(classes, r1 - r0, width).cpu()
+        choice = logits.argmax(dim=-1)  # (K, N): each member's class per pixel
+        votes = torch.zeros(classes, choice.shape[1], device=choice.device)
+        votes.scatter_add_(0, choice, torch.ones(choice.shape, device=choice.device))
+        out[:, r0:r1] = votes.div_(probe.members).reshape(classes, r1 - r0, width).cpu()
     return out
 
 
