@@ -11,8 +11,9 @@ upsamples its outputs. This times both, interleaved, on synthetic maps of two re
 - ffhq34: ddpm-segmentation's FFHQ-34 probe input (blocks {5,6,7,8,12} x 3 timesteps of the
   256-channel UNet: 8,448 dims, 34 classes) on 256 x 256 images;
 
-and prints predicted pixels/s of each path, their ratio and the agreement of the majority
-votes (fp32), with the ensemble of 10 members the protocol uses.
+and prints predicted pixels/s of each path, their ratio, the ratio of their multiply-adds (the
+ceiling of the speed ratio: the layers after the first run at full resolution in both) and the
+agreement of the majority votes (fp32), with the ensemble of 10 members the protocol uses.
 
     python benchmarks/predict_perf.py [--quick] [--threads N] [--json out.json]
 """
@@ -93,6 +94,15 @@ def _timed(run: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def flop_ratio(shape: Shape) -> float:
+    """Dense / projected multiply-adds of the whole MLP per output pixel: the ceiling of the
+    speed ratio. Layers after the first run at full resolution in both paths."""
+    sizes = [*ProbeConfig().hidden_sizes(shape.num_classes), shape.num_classes]
+    rest = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    native = sum(c * (s / shape.window) ** 2 for c, s in zip(shape.channels, shape.sizes))
+    return (sum(shape.channels) * sizes[0] + rest) / (native * sizes[0] + rest)
+
+
 def measure(shape: Shape, cfg: PerfConfig, device: torch.device) -> dict[str, float]:
     """Pixels/s of both paths (median over interleaved rounds) and their vote agreement."""
     probe = _probe(shape, cfg, device)
@@ -121,7 +131,7 @@ def measure(shape: Shape, cfg: PerfConfig, device: torch.device) -> dict[str, fl
     dense, proj = statistics.median(dense_s), statistics.median(proj_s)
     return {"dim": sum(shape.channels), "classes": shape.num_classes, "windows_per_image": windows,
             "dense_px_s": per_window / dense, "projected_px_s": per_window / proj,
-            "ratio": dense / proj, "agreement": agree / total, "goal": shape.goal,
+            "ratio": dense / proj, "flop_ratio": flop_ratio(shape), "agreement": agree / total, "goal": shape.goal,
             "dense_image_s": dense * windows, "projected_image_s": proj * windows}
 
 
@@ -140,10 +150,10 @@ def print_report(result: dict) -> None:
     print(f"prediction, {result['config']['members']} members, device {result['device']}, "
           f"{result['threads']} threads")
     print(f"{'shape':>8} {'dims':>5} {'dense px/s':>11} {'projected px/s':>15} {'ratio':>7} "
-          f"{'goal':>5} {'votes agree':>12} {'image s (dense -> projected)':>30}")
+          f"{'FLOPs':>6} {'goal':>5} {'votes agree':>12} {'image s (dense -> projected)':>30}")
     for name, r in result["shapes"].items():
         print(f"{name:>8} {r['dim']:>5} {r['dense_px_s']:>11,.0f} {r['projected_px_s']:>15,.0f} "
-              f"{r['ratio']:>6.1f}x {r['goal']:>4.0f}x {100 * r['agreement']:>11.4f}% "
+              f"{r['ratio']:>6.1f}x {r['flop_ratio']:>5.1f}x {r['goal']:>4.0f}x {100 * r['agreement']:>11.4f}% "
               f"{r['dense_image_s']:>14.2f} -> {r['projected_image_s']:.2f}")
 
 

@@ -44,6 +44,9 @@ def test_predict_perf_compares_both_paths_on_a_toy_shape(tmp_path: Path, capsys:
     row = result["shapes"]["toy"]
     assert row["dim"] == 10 and row["windows_per_image"] == 4
     assert row["dense_px_s"] > 0 and row["projected_px_s"] > 0 and row["agreement"] >= 0.9999
+    # d-128-32-3 probe: dense 10*128 + 128*32 + 32*3 multiply-adds a pixel; projected the first
+    # layer on 6 channels at (8/32)^2 and 4 at (16/32)^2 of the pixels, the rest unchanged.
+    assert row["flop_ratio"] == pytest.approx((10 * 128 + 4192) / ((6 / 16 + 4 / 4) * 128 + 4192))
     perf.print_report(result)
     assert "toy" in capsys.readouterr().out
 
