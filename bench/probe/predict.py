@@ -56,10 +56,11 @@ def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float,
     """Per group of equal-size maps, scale * sum of W0[maps' channels] . F: (K, h, w, hidden).
 
     The first layer's weight is (K, d, hidden); the channels of map i are the rows of W0 that
-    its slice of the concatenated feature vector meets, one (c, hidden) block per member, read
-    in place. A `bias` (K, 1, hidden) is added to the first group only: the upsampling weights
-    of every output pixel sum to one, so it reaches every pixel once. Read as a (K, hidden, h,
-    w) batch, each result is channels-last: what the upsampling kernel wants.
+    its slice of the concatenated feature vector meets. One product per map serves all K
+    members (as one (c, K * hidden) matrix). A `bias` (K, 1, hidden) is added to the first
+    group only: the upsampling weights of every output pixel sum to one, so it reaches every
+    pixel once. Read as a (K, hidden, h, w) batch, each result is channels-last: what the
+    upsampling kernel wants.
     """
     w0 = probe.weights[0].detach()
     k, d, hidden = w0.shape
@@ -70,19 +71,17 @@ def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float,
     start = 0
     for m in maps:
         c, h, w = (int(v) for v in m.shape)
-        table = hwc_table(m, torch.float32, w0.device)  # (h * w, c)
-        weight = w0[:, start:start + c]  # (K, c, hidden)
+        weight = w0[:, start:start + c].permute(1, 0, 2).reshape(c, k * hidden)
+        table = hwc_table(m, torch.float32, w0.device)
         if (h, w) in groups:
-            groups[(h, w)].baddbmm_(table.expand(k, -1, -1), weight)
+            groups[(h, w)].addmm_(table, weight)
         else:
-            groups[(h, w)] = torch.matmul(table, weight)  # (K, h * w, hidden)
+            groups[(h, w)] = table @ weight
         start += c
-    out: list[Tensor] = []
-    for (h, w), p in groups.items():
-        p.mul_(scale)
-        if bias is not None and not out:
-            p.add_(bias)
-        out.append(p.view(k, h, w, hidden))
+    out = [p.mul_(scale).view(h, w, k, hidden).permute(2, 0, 1, 3).contiguous()
+           for (h, w), p in groups.items()]
+    if bias is not None:
+        out[0].add_(bias.view(k, 1, 1, hidden))
     return out
 
 
