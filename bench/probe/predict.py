@@ -7,7 +7,8 @@ equal-size maps, upsamples the K x hidden pre-activations of each group with the
 and weights of `F.interpolate(mode="bilinear", align_corners=False)`, sums the groups (the bias
 rides on the first: each pixel's upsampling weights sum to one) and runs ReLU / BatchNorm / the
 small remaining layers at full resolution. It equals the dense path (upsample every channel,
-then the whole MLP), kept here as the test oracle, up to float32 rounding. Both walk the output in full-width row chunks of bounded memory.
+then the whole MLP), kept here as the test oracle, up to float32 rounding. Both walk the output
+in full-width row chunks of bounded memory.
 """
 from __future__ import annotations
 
