@@ -210,7 +210,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from bench import experiments
-    from bench.experiments.base import run_experiment, with_preset
+    from bench.config import with_preset
+    from bench.experiments.base import run_experiment
 
     if args.list:
         for name in experiments.names():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,15 @@ def _resolve(base: Path, text: str, path: str | Path, key: str) -> Path:
         return (base / Path(text).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
         raise ConfigError(path, key, f"cannot resolve {text!r}: {exc}") from None
+
+
+def with_preset(sweep: SweepConfig, preset: str | None) -> SweepConfig:
+    """`--preset` over bench.toml's, checked as `load_config` checks the file's own preset: an
+    override a method's Config rejects at that preset is a ConfigError naming file and field."""
+    if not preset or preset == sweep.preset:
+        return sweep
+    _resolve_methods(sweep.methods, preset, sweep.params, sweep.source, set())
+    return replace(sweep, preset=preset)
 
 
 def _resolve_methods(methods: tuple[str, ...], preset: str, params: dict[str, dict[str, Any]],

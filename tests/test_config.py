@@ -7,7 +7,7 @@ import pytest
 
 from bench.config import apply_override, load_config
 from bench.errors import ConfigError
-from tests.conftest import TINY_SWEEP, write_sweep
+from tests.conftest import TINY_SWEEP, sweep_toml, write_sweep
 
 
 def test_default_sweep_file_parses() -> None:
@@ -100,3 +100,16 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(write_sweep(tmp_path, TINY_SWEEP), ["preset"])
+
+
+def test_a_preset_override_is_checked_like_the_files_own_preset(tmp_path: Path) -> None:
+    """`bench experiment --preset tiny` on a paper sweep: an override valid at paper (MAE's 10 of 24
+    blocks) but not at tiny (4 blocks) is one ConfigError naming file and field, before any run."""
+    from bench.config import with_preset
+
+    path = write_sweep(tmp_path, sweep_toml(["mae"], preset="paper", params={"mae": {"feature_blocks": 10}}))
+    sweep = load_config(path)
+    assert with_preset(sweep, None) is sweep and with_preset(sweep, "paper") is sweep
+    with pytest.raises(ConfigError, match=r"params.mae.feature_blocks: must be in 1..4") as info:
+        with_preset(sweep, "tiny")
+    assert info.value.key == "params.mae.feature_blocks"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -159,11 +159,6 @@ def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
               "their cells show a smaller n", file=sys.stderr)
     files = exp.write(ctx)
     return code, files
-
-
-def with_preset(sweep: SweepConfig, preset: str | None) -> SweepConfig:
-    """`--preset` over bench.toml's (`--executor` is applied where the config is loaded)."""
-    return replace(sweep, preset=preset) if preset else sweep
 
 
 # Helpers the figure experiments share.
