@@ -4,6 +4,7 @@
 # it; bench then reads job ends from squeue alone). Debian 12 packages, root, no systemd, loopback.
 #
 #   sudo bash scripts/slurm_setup.sh          # ~15 s once the packages are installed
+#   sudo bash scripts/slurm_setup.sh --install-only   # just the missing packages (.ci/run, early)
 #   sudo bash scripts/slurm_teardown.sh       # stops exactly the daemons this script started
 #
 # Every daemon started here is listed with its PID in $BENCH_SLURM_DIR/pids; teardown reads it.
@@ -43,6 +44,7 @@ if [ -n "$missing" ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+[ "${1:-}" = --install-only ] && exit 0
 
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
 touch "$DIR/pids"  # appended to: a failed earlier attempt may have started daemons
