@@ -85,7 +85,7 @@ def test_records_carry_provenance(sweep: Path) -> None:
 def test_rerun_does_no_work(sweep: Path) -> None:
     """A finished sweep's rerun says so and writes nothing: no record, artefact or checkpoint in
     the output folder changes. (Its speed is not asserted: a wall-clock bound in a test fails on a
-    loaded machine, as 10.2 s against a 10-s bound once did in CI.)"""
+    loaded machine, as 10.2 s against a 10-s bound once did in a full .ci/run.)"""
     results = sweep.parent / "results"
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--config", str(sweep)],
