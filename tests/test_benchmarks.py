@@ -141,3 +141,62 @@ def test_small_table_lays_out_the_sweeps_records_and_rewrites_only_its_block(tmp
     with pytest.raises(SystemExit, match="expected one"):
         table.main(["--config", str(config), "--write", str(readme)])
     assert readme.read_text() == "no markers\n"
+
+
+def test_gpu_check_reports_a_failing_method_and_measures_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One method's crash (on a GPU: out of memory, a cuBLAS error) is its row's one-line error;
+    the other methods and the ensemble are still measured and the table is still printed."""
+    check = _script("gpu_check", monkeypatch)
+    monkeypatch.setenv("BENCH_DEVICE", "cpu")
+    real = check.smoke_once
+
+    def smoke_once(method: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if method == "ddpm":
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED\n when calling `cublasCreate(handle)`")
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(check, "smoke_once", smoke_once)
+    out = tmp_path / "check.json"
+    assert check.main(["--device", "cpu", "--quick", "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["ddpm"]["fp32"] == {"error": "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                                             "`cublasCreate(handle)`"}
+    assert rows["unet"]["bf16+cl"]["train_s"] > 0
+    table = capsys.readouterr().out
+    assert "| ddpm | - | - |" in table and "ensemble probe (10 members" in table
+
+
+def test_predict_profile_tables_both_paths_on_a_toy_shape(capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    prof = _script("predict_profile", monkeypatch)
+    perf = _script("predict_perf", monkeypatch)
+    monkeypatch.setattr(prof, "SHAPES", (perf.Shape("toy", (6, 4), (8, 16), 32, 3, (40, 50)),))
+    prof.main(["--device", "cpu", "--rows", "5"])
+    text = capsys.readouterr().out
+    assert "=== toy projected" in text and "=== toy dense" in text
+    assert text.count("Self CPU time total") == 2
+
+
+def test_glas_standin_has_the_real_names_and_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes read where the data is, a stand-in made from them where it is not: the GlaS loader
+    reads it as GlaS, with the same images at the same sizes and a gland in each."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.data.glas import load_glas
+
+    standin = _script("glas_standin", monkeypatch)
+    real = tmp_path / "real"
+    real.mkdir()
+    for stem, (h, w) in {"train_1": (30, 40), "train_2": (36, 28), "testA_1": (20, 24)}.items():
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(real / f"{stem}.bmp")
+        Image.fromarray(np.ones((h, w), np.uint8)).save(real / f"{stem}_anno.bmp")
+    sizes = tmp_path / "sizes.json"
+    standin.main(["sizes", str(real), str(sizes)])
+    assert json.loads(sizes.read_text()) == {"testA_1": [20, 24], "train_1": [30, 40], "train_2": [36, 28]}
+    standin.main(["make", str(sizes), str(tmp_path / "GlaS")])
+    train = load_glas(tmp_path / "GlaS", "train")
+    assert [s.image.shape for s in train] == [(30, 40, 3), (36, 28, 3)]
+    assert all(0 < s.semantic.mean() < 1 for s in train)
+    assert len(load_glas(tmp_path / "GlaS", "test")) == 1
