@@ -272,6 +272,14 @@ def test_chunked_prediction_equals_dense_prediction() -> None:
     assert not probe.training
 
 
+def test_a_gpu_predicts_in_larger_row_chunks_than_a_cpu() -> None:
+    """On a GPU the budget is set by launch overhead, not by host memory (results/gpu-h200)."""
+    from bench.probe import predict
+
+    assert predict.chunk_budget(torch.device("cpu")) == predict.CHUNK_BYTES
+    assert predict.chunk_budget(torch.device("cuda")) == predict.GPU_CHUNK_BYTES > predict.CHUNK_BYTES
+
+
 @pytest.mark.parametrize("order_bytes", [2**30, 0])  # materialised randperm / keyed Feistel
 def test_pixel_streams_are_per_member_permutations(order_bytes: int) -> None:
     labelled = torch.arange(0, 3 * 101, 3)

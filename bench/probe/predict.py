@@ -27,10 +27,19 @@ Chunks = Iterator[tuple[int, int, Tensor]]  # (first row, last row + 1, (K, rows
 # Full-resolution float32 buffers one projected row chunk holds at once: the summed
 # pre-activations, one group's x-upsampled source rows, and one y-blend temporary.
 _PROJECTED_BUFFERS = 3
+# A row chunk's budget on a GPU. Measured on one H200 (results/gpu-h200), CHUNK_BYTES chunks
+# made both paths launch-bound: one medical window took 31.6 ms on the host against 6.2 ms of
+# GPU time (projected), 57.1 against 19.5 ms (dense).
+GPU_CHUNK_BYTES = 2**30
 
 
 def _device(probe: EnsembleMLP) -> torch.device:
     return probe.weights[0].device
+
+
+def chunk_budget(device: torch.device) -> int:
+    """Bytes of one row chunk's buffers: CHUNK_BYTES on a CPU, GPU_CHUNK_BYTES on a GPU."""
+    return GPU_CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES
 
 
 @torch.no_grad()
@@ -40,7 +49,7 @@ def dense_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple
     device = _device(probe)
     tables = [hwc_table(m, torch.float32, device) for m in maps]
     dim = sum(t.shape[1] for t in tables)
-    rows = chunk_rows or chunk_rows_for(out_hw[1], dim)
+    rows = chunk_rows or chunk_rows_for(out_hw[1], dim, chunk_budget(device))
     for r0, (ys, xs) in zip(range(0, out_hw[0], rows), row_chunks(out_hw, rows, device)):
         feats = torch.empty(ys.numel(), dim, device=device)
         start = 0
@@ -114,7 +123,7 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
     projections = native_projections(probe, maps, scale, probe.biases[0].detach())
     k, _, hidden = probe.weights[0].shape
     width = out_hw[1]
-    rows = chunk_rows or max(1, CHUNK_BYTES // (width * k * hidden * 4 * _PROJECTED_BUFFERS))
+    rows = chunk_rows or max(1, chunk_budget(_device(probe)) // (width * k * hidden * 4 * _PROJECTED_BUFFERS))
     for r0 in range(0, out_hw[0], rows):
         r1 = min(out_hw[0], r0 + rows)
         pre: Tensor | None = None
