@@ -1,14 +1,16 @@
 """What a plugin gets to run with, and what it hands back."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ContextManager, Protocol
 
 import numpy as np
 import torch
 
 from bench.provenance import config_hash
+from bench.resume import resumable
 
 
 class SpecView(Protocol):
@@ -55,10 +57,21 @@ class RunContext:
     spec: SpecView
     device: torch.device
     progress: bool = False
+    checkpoint_every_s: float | None = None  # None: the run's own loops keep no checkpoints
 
     @property
     def output(self) -> Path:
         return Path(self.spec.output)
+
+    def run_checkpoint(self, stage: str) -> ContextManager[object]:
+        """A resumable scope for a long loop of this run's own (the probe ensemble): its
+        checkpoint belongs to this run alone and is removed once the loop has finished. A
+        requeued job then continues that loop instead of restarting it. None where
+        `checkpoint_every_s` is None (smoke runs, direct calls)."""
+        if self.checkpoint_every_s is None:
+            return contextlib.nullcontext()
+        path = self.output / "checkpoints" / "runs" / f"{self.spec.run_id}.{stage}.pt"
+        return resumable(path, self.checkpoint_every_s)
 
     def artefact_key(self, method: str, identity: dict[str, Any]) -> str:
         """Pre-training depends on the method's pre-training config and the data, not on seed or fraction."""

@@ -2,7 +2,8 @@
 
 A preempted or requeued Slurm job (or a local run killed with -9) restarts from scratch as far as
 the process is concerned; what it can find is what was written to disk. The runner opens a
-`resumable(path)` scope around work that may take long (pre-training a backbone); a loop inside
+`resumable(path)` scope around work that may take long (pre-training a backbone; a run's probe,
+RunContext.run_checkpoint); a loop inside
 asks `loop_state(...)` where to start and reports each finished step, and the state (weights,
 optimiser, EMA, RNG streams, loss history, step) is saved atomically every `every_s` seconds.
 Restoring every RNG stream makes a resumed loop continue bit for bit as if it had never stopped
@@ -103,14 +104,15 @@ class LoopState:
             part.load_state_dict(saved["parts"][name])
         self.gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        print(f"bench: resuming from {self.path} at step {saved['step']} of {self.total}",
-              file=sys.stderr, flush=True)
+        of = f" of {self.total}" if self.total else ""
+        print(f"bench: resuming from {self.path} at step {saved['step']}{of}", file=sys.stderr, flush=True)
         return int(saved["step"])
 
     def step_done(self, step: int) -> None:
         """Call after step `step` (1-based count of finished steps); saves when the interval is up
-        and after the last step."""
-        if self.path is None or (step < self.total and time.monotonic() - self._last_save < self.every_s):
+        and after the last step (a `total` of 0: no last step, a loop that ends itself)."""
+        last = bool(self.total) and step >= self.total
+        if self.path is None or (not last and time.monotonic() - self._last_save < self.every_s):
             return
         if not distributed.layout().main:
             return

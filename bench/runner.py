@@ -98,10 +98,11 @@ class RunSpec:
                 return self.record_path
             log.debug("%s: claimed, running", self.run_id)
             artefact = self.artefact()
+            every_s = None if self.smoke is not None else checkpoint_every_s
             if artefact is None or artefact.exists():
-                return execute(self, progress)
+                return execute(self, progress, every_s)
             with self._resumable(artefact, checkpoint_every_s), sharding(self.shards):
-                return execute(self, progress)
+                return execute(self, progress, every_s)
 
     def artefact(self) -> Path | None:
         """The last shared artefact this run reads (the one its own work waits for), if any."""
@@ -168,7 +169,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     ]
 
 
-def execute(spec: RunSpec, progress: bool = False) -> Path:
+def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | None = None) -> Path:
     wall = time.perf_counter()
     device = pick_device()
     retain_freed_memory()
@@ -184,7 +185,7 @@ def execute(spec: RunSpec, progress: bool = False) -> Path:
 
         smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
         labelled, test = smoke.labelled, smoke.test
-    ctx = RunContext(spec=spec, device=device, progress=progress)
+    ctx = RunContext(spec=spec, device=device, progress=progress, checkpoint_every_s=checkpoint_every_s)
     trained: list[Predictor] = []
     with collect_histories() as history:  # every stage's learning curve, pre-training included
         if spec.robustness is None:

@@ -206,8 +206,9 @@ class SSLMethod(Plugin):
         bank = self.fill_bank(reader, train, test)
         timings["features_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
-                            ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
+        with ctx.run_checkpoint("probe"):  # a requeued job continues the probe where it stopped
+            probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
+                                ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
         timings["probe_train_s"] = time.perf_counter() - start
         return reader, probe, {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes}
 

@@ -142,6 +142,34 @@ def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: 
         assert ref.keys() == res.keys() and all(torch.equal(ref[k], res[k]) for k in ref)
 
 
+def test_a_run_killed_in_its_probe_continues_the_probe_when_requeued(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     one_thread: None) -> None:
+    """The run's own checkpoint (results/checkpoints/runs/<run id>.probe...): the requeued run
+    trains the probe's epoch 1 again, not epoch 0, and the finished run leaves no checkpoint."""
+    from bench.probe import train as train_module
+
+    spec = next(r for r in expand(load_config(write_sweep(tmp_path, fast_sweep(methods=("ddpm",))))))
+    real, seen = train_module._run_epoch, []
+
+    def dying(*args: Any, **kwargs: Any) -> float:
+        seen.append(args[7])
+        if seen == [0, 1]:
+            raise KeyboardInterrupt  # the job is killed as the probe's second epoch starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_run_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        spec.execute(checkpoint_every_s=0)
+    runs = Path(spec.output) / "checkpoints" / "runs"
+    assert [p.name for p in runs.iterdir()] == [f"{spec.run_id}.probe.loop0.pt"]
+    assert not spec.record_path.exists()
+    assert spec.execute(checkpoint_every_s=0) == spec.record_path
+    assert seen == [0, 1, 1]
+    assert "resuming from" in capsys.readouterr().err
+    assert not any(runs.iterdir())
+
+
 def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  one_thread: None) -> None:
     config = write_sweep(tmp_path, fast_sweep())

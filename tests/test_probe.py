@@ -318,3 +318,49 @@ def test_config_presets_and_validation() -> None:
     bank, _ = _separable_bank(1, seed=10)
     with pytest.raises(ValueError, match="classes"):
         train_probe(bank, 2, ProbeConfig(ensemble=1, max_epochs=1))
+
+
+@pytest.mark.parametrize("rule", ["natural", "loss_plateau"])
+def test_a_killed_probe_training_resumes_bit_for_bit(rule: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """A run's probe inside its resumable scope (a requeued Slurm job): killed after epoch 3, the
+    next process continues at epoch 4 and ends with the weights of a run never interrupted;
+    the checkpoint is gone once the probe has finished. loss_plateau runs without an epoch cap."""
+    from bench.probe import train as train_module
+    from bench.resume import resumable
+
+    bank, _ = _separable_bank(2, seed=3)
+    cap = 6 if rule == "natural" else None
+    cfg = ProbeConfig(ensemble=3, batch_pixels=64, pixels_per_epoch=512, stop_rule=rule,  # type: ignore[arg-type]
+                      max_epochs=cap, warmup_epochs=1, patience_iters=3, patience=1)
+    real = train_module._run_epoch
+    epochs: list[int] = []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        epochs.append(args[7])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_run_epoch", counted)
+    want = train_probe(bank, 3, cfg, seed=5)
+    total, epochs[:] = len(epochs), []
+    assert total > 3, "the probe must outlast the kill for this test to mean anything"
+
+    def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if args[7] == 3:
+            raise KeyboardInterrupt  # what a job sees of SIGTERM / scancel, as late as it comes
+        return counted(*args, **kwargs)
+
+    checkpoint = tmp_path / "checkpoints" / "run.probe.pt"
+    monkeypatch.setattr(train_module, "_run_epoch", killed)
+    with pytest.raises(KeyboardInterrupt), resumable(checkpoint, every_s=0.0):
+        train_probe(bank, 3, cfg, seed=5)
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["run.probe.loop0.pt"]
+    monkeypatch.setattr(train_module, "_run_epoch", counted)
+    epochs[:] = []
+    with resumable(checkpoint, every_s=0.0):
+        got = train_probe(bank, 3, cfg, seed=5)
+    assert epochs == list(range(3, total))
+    assert "resuming from" in capsys.readouterr().err
+    for name, tensor in want.state_dict().items():
+        assert torch.equal(got.state_dict()[name], tensor), name
+    assert not any(checkpoint.parent.iterdir())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ from bench.errors import ConfigError
 from bench.probe.bank import FeatureBank
 from bench.probe.mlp import EnsembleMLP
 from bench.probe.sampler import PixelStreams, member_generators
-from bench.progress import StageLog
+from bench.progress import SETTINGS, History, StageLog
+from bench.resume import loop_state
 from bench.steptime import STEPS
 
 StopRule = Literal["natural", "loss_plateau"]
@@ -121,6 +122,29 @@ class _EarlyStop:
         idx = self.active.nonzero().flatten()
         return slice(int(idx[0]), int(idx[-1]) + 1) if idx.numel() else slice(0, 0)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best.clone(), "count": self.count.clone(), "active": self.active.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.count, self.active = state["best"], state["count"], state["active"]
+
+
+class _Resumed:
+    """The rest of the probe's loop state as one checkpoint part: each member's generator (its
+    epoch orders) and the kept weights of members that stopped (`final`)."""
+
+    def __init__(self, gens: list[torch.Generator], final: dict[str, Tensor]) -> None:
+        self.gens, self.final = gens, final
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gens": [g.get_state() for g in self.gens], "final": self.final}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, saved in zip(self.gens, state["gens"]):
+            g.set_state(saved)
+        for name, tensor in self.final.items():
+            tensor.copy_(state["final"][name])
+
 
 def accumulate_grads(model: EnsembleMLP, feats: Tensor, labels: Tensor,
                      members: slice | None = None) -> Tensor:
@@ -199,15 +223,21 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     opt = make_optimizer(model, cfg)
     final = {name: t.detach().clone() for name, t in model.state_dict().items()}
     stop = _EarlyStop(cfg.ensemble)
-    epochs = range(cfg.max_epochs) if cfg.max_epochs else itertools.count()
+    history = History(SETTINGS.max_points)
+    # Inside a run's `resumable` scope (RunContext.run_checkpoint) the state after each epoch
+    # is saved every few minutes, and a restarted job continues from it bit for bit (on a CPU).
+    resume = loop_state({"model": model, "opt": opt, "stop": stop, "members": _Resumed(gens, final),
+                         "history": history}, torch.Generator(), cfg.max_epochs or 0)
     model.train()
     STEPS.start("probe")
-    with StageLog("probe", cfg.max_epochs, progress, unit="epoch") as stage:  # its history: the record's
-        for epoch in epochs:
+    with StageLog("probe", cfg.max_epochs, progress, unit="epoch", initial=resume.start,
+                  history=history) as stage:  # its history: the record's
+        for epoch in itertools.count(resume.start) if cfg.max_epochs is None else range(resume.start, cfg.max_epochs):
+            if not bool(stop.active.any()):  # every member stopped in the epoch the checkpoint ends
+                break
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
             stage.update(epoch + 1, loss=loss, active=int(stop.active.sum()))
-            if not bool(stop.active.any()):
-                break
+            resume.step_done(epoch + 1)
     _snapshot(model, final, stop.active)  # members that ran out of epochs
     model.load_state_dict(final)
     return model.eval()
