@@ -64,7 +64,7 @@ class RunContext:
         return Path(self.spec.output)
 
     def run_checkpoint(self, stage: str) -> ContextManager[object]:
-        """A resumable scope for a long loop of this run's own (the probe ensemble): its
+        """A resumable scope for a long loop of this run's own (the probe, a baseline's trainer): its
         checkpoint belongs to this run alone and is removed once the loop has finished. A
         requeued job then continues that loop instead of restarting it. None where
         `checkpoint_every_s` is None (smoke runs, direct calls)."""

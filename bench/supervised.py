@@ -24,7 +24,8 @@ from bench.device import autocast, prepare_batch, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
-from bench.progress import StageLog
+from bench.progress import SETTINGS, History, StageLog
+from bench.resume import loop_state
 from bench.steptime import STEPS
 from bench.windows import sliding_window_predict
 
@@ -80,7 +81,8 @@ class SupervisedMethod(Plugin):
         timings: dict[str, float] = {}
         start = time.perf_counter()
         fit, val = split_validation(list(train), self.cfg.val_fraction, ctx.spec.seed)
-        model = self.train(fit, val, test.num_classes, test.ignore_index, ctx)
+        with ctx.run_checkpoint("train"):  # a requeued job continues training where it stopped
+            model = self.train(fit, val, test.num_classes, test.ignore_index, ctx)
         timings["train_s"] = time.perf_counter() - start
         start = time.perf_counter()
         predictions = [self.predict(model, s.image, test.num_classes, ctx) for s in test]
@@ -107,9 +109,15 @@ class SupervisedMethod(Plugin):
         loss_fn = build_loss(cfg.loss, num_classes, ignore)
         opt = build_optimizer(cfg, model.parameters())
         sched = build_scheduler(cfg, opt)
-        best, best_state, stale = -math.inf, copy.deepcopy(model.state_dict()), 0
-        stage = StageLog(f"{self.name} train", cfg.max_epochs, ctx.progress, unit="epoch")  # history: the record's
-        for epoch in range(cfg.max_epochs):
+        kept = _Best(copy.deepcopy(model.state_dict()))
+        history = History(SETTINGS.max_points)
+        resume = loop_state({"model": model, "opt": opt, "sched": sched, "best": kept, "history": history},
+                            gen, cfg.max_epochs)  # saved after an epoch inside RunContext.run_checkpoint
+        stage = StageLog(f"{self.name} train", cfg.max_epochs, ctx.progress, unit="epoch", initial=resume.start,
+                         history=history)  # history: the record's
+        for epoch in range(resume.start, cfg.max_epochs):
+            if val and kept.stale >= cfg.patience:  # the checkpoint ends with the early stop
+                break
             model.train()
             losses = []
             STEPS.start("train")
@@ -128,20 +136,17 @@ class SupervisedMethod(Plugin):
             train_loss = float(torch.stack(losses).mean()) if losses else math.nan
             if not val:
                 stage.update(epoch + 1, loss=train_loss)
-                best_state = copy.deepcopy(model.state_dict())
+                kept.state = copy.deepcopy(model.state_dict())
+                resume.step_done(epoch + 1)
                 continue
             STEPS.start("validate")
             score = self.validate(model, val, num_classes, ctx)
             STEPS.tick("validate")
             stage.update(epoch + 1, loss=train_loss, val_dice=score)
-            if score > best:
-                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+            kept.update(score, model)
+            resume.step_done(epoch + 1)
         stage.close()
-        model.load_state_dict(best_state)
+        model.load_state_dict(kept.state)
         return model.eval()
 
     def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator,
@@ -189,6 +194,26 @@ class SupervisedMethod(Plugin):
             x = resize_image(to_tensor(image), target_size(image.shape[:2], self.cfg.max_side))
             scores = sliding_window_predict(x, self.cfg.crop, self.cfg.overlap, self.cfg.batch, forward)
         return scores_to_labels(scores[0], image.shape[:2])
+
+
+class _Best:
+    """Early stopping's state: the best validation Dice, its weights and the epochs since."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.score, self.state, self.stale = -math.inf, state, 0
+
+    def update(self, score: float, model: nn.Module) -> None:
+        if score > self.score:
+            self.score, self.state, self.stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            self.stale += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "state": self.state, "stale": self.stale}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.score, self.stale = float(saved["score"]), int(saved["stale"])
+        self.state = {k: v.to(self.state[k].device) for k, v in saved["state"].items()}
 
 
 def build_optimizer(cfg: SupervisedConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -170,6 +170,39 @@ def test_a_run_killed_in_its_probe_continues_the_probe_when_requeued(tmp_path: P
     assert not any(runs.iterdir())
 
 
+def test_a_supervised_run_killed_in_training_continues_when_requeued(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     one_thread: None) -> None:
+    """The trainer's checkpoint (<run id>.train...): the requeued run trains epoch 2 only, and
+    its record equals that of a run never interrupted (weights, RNG streams and early stopping
+    restored)."""
+    from bench import supervised
+
+    config = write_sweep(tmp_path, fast_sweep(methods=("unet",)))
+    spec = next(r for r in expand(load_config(config)))
+    (tmp_path / "b").mkdir()
+    other = next(r for r in expand(load_config(write_sweep(tmp_path / "b", fast_sweep(methods=("unet",))))))
+    real, epochs = supervised.epoch_batches, [0]
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        epochs[0] += 1
+        if epochs[0] == 2:
+            raise KeyboardInterrupt  # the job is killed as the second epoch starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(supervised, "epoch_batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        spec.execute(checkpoint_every_s=0)
+    runs = Path(spec.output) / "checkpoints" / "runs"
+    assert [p.name for p in runs.iterdir()] == [f"{spec.run_id}.train.loop0.pt"]
+    assert spec.execute(checkpoint_every_s=0) == spec.record_path
+    assert epochs[0] == 3 and "resuming from" in capsys.readouterr().err
+    assert not any(runs.iterdir())
+    monkeypatch.setattr(supervised, "epoch_batches", real)
+    resumed, whole = (json.loads(Path(str(r.execute())).read_text()) for r in (spec, other))
+    assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
+
+
 def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  one_thread: None) -> None:
     config = write_sweep(tmp_path, fast_sweep())
