@@ -142,63 +142,46 @@ def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: 
         assert ref.keys() == res.keys() and all(torch.equal(ref[k], res[k]) for k in ref)
 
 
-def test_a_run_killed_in_its_probe_continues_the_probe_when_requeued(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     one_thread: None) -> None:
-    """The run's own checkpoint (results/checkpoints/runs/<run id>.probe...): the requeued run
-    trains the probe's epoch 1 again, not epoch 0, and the finished run leaves no checkpoint."""
-    from bench.probe import train as train_module
-
-    spec = next(r for r in expand(load_config(write_sweep(tmp_path, fast_sweep(methods=("ddpm",))))))
-    real, seen = train_module._run_epoch, []
-
-    def dying(*args: Any, **kwargs: Any) -> float:
-        seen.append(args[7])
-        if seen == [0, 1]:
-            raise KeyboardInterrupt  # the job is killed as the probe's second epoch starts
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_run_epoch", dying)
-    with pytest.raises(KeyboardInterrupt):
-        spec.execute(checkpoint_every_s=0)
-    runs = Path(spec.output) / "checkpoints" / "runs"
-    assert [p.name for p in runs.iterdir()] == [f"{spec.run_id}.probe.loop0.pt"]
-    assert not spec.record_path.exists()
-    assert spec.execute(checkpoint_every_s=0) == spec.record_path
-    assert seen == [0, 1, 1]
-    assert "resuming from" in capsys.readouterr().err
-    assert not any(runs.iterdir())
-
-
-def test_a_supervised_run_killed_in_training_continues_when_requeued(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     one_thread: None) -> None:
-    """The trainer's checkpoint (<run id>.train...): the requeued run trains epoch 2 only, and
-    its record equals that of a run never interrupted (weights, RNG streams and early stopping
-    restored)."""
-    from bench import supervised
-
-    config = write_sweep(tmp_path, fast_sweep(methods=("unet",)))
-    spec = next(r for r in expand(load_config(config)))
-    (tmp_path / "b").mkdir()
-    other = next(r for r in expand(load_config(write_sweep(tmp_path / "b", fast_sweep(methods=("unet",))))))
-    real, epochs = supervised.epoch_batches, [0]
+def _killed_and_requeued(spec: Any, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, stage: str) -> int:
+    """Kill `spec` as its loop's second epoch starts (`module.name` runs once an epoch), then run
+    it again as a requeued job would; return how often `module.name` ran in all."""
+    real, calls = getattr(module, name), [0]
 
     def dying(*args: Any, **kwargs: Any) -> Any:
-        epochs[0] += 1
-        if epochs[0] == 2:
-            raise KeyboardInterrupt  # the job is killed as the second epoch starts
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt  # what a job sees of scancel / preemption, as late as it comes
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(supervised, "epoch_batches", dying)
+    monkeypatch.setattr(module, name, dying)
     with pytest.raises(KeyboardInterrupt):
         spec.execute(checkpoint_every_s=0)
     runs = Path(spec.output) / "checkpoints" / "runs"
-    assert [p.name for p in runs.iterdir()] == [f"{spec.run_id}.train.loop0.pt"]
+    assert [p.name for p in runs.iterdir()] == [f"{spec.run_id}.{stage}.loop0.pt"]
+    assert not spec.record_path.exists()
     assert spec.execute(checkpoint_every_s=0) == spec.record_path
-    assert epochs[0] == 3 and "resuming from" in capsys.readouterr().err
-    assert not any(runs.iterdir())
-    monkeypatch.setattr(supervised, "epoch_batches", real)
+    assert not any(runs.iterdir())  # the finished loop's checkpoint is gone
+    monkeypatch.setattr(module, name, real)
+    return calls[0]
+
+
+@pytest.mark.parametrize("method", ["ddpm", "unet"])
+def test_a_run_killed_in_its_training_loop_continues_it_when_requeued(
+        method: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        one_thread: None) -> None:
+    """The run's own checkpoint (an SSL run's probe, a baseline's trainer): the requeued run
+    trains the second epoch again, not the first, and its record equals that of a run never
+    interrupted (weights, optimiser, RNG streams, early stopping and loss history restored)."""
+    from bench import supervised
+    from bench.probe import train as train_module
+
+    hook = (train_module, "_run_epoch", "probe") if method == "ddpm" else (supervised, "epoch_batches", "train")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    spec, other = (next(iter(expand(load_config(write_sweep(tmp_path / d, fast_sweep(methods=(method,)))))))
+                   for d in ("a", "b"))
+    assert _killed_and_requeued(spec, monkeypatch, *hook) == 3  # epochs 1, 2 (killed), 2
+    assert "resuming from" in capsys.readouterr().err
     resumed, whole = (json.loads(Path(str(r.execute())).read_text()) for r in (spec, other))
     assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
 
