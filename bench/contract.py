@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bench.config import PRESETS
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.plugin import Plugin
 from bench.registry import KINDS
 
@@ -46,7 +46,7 @@ def contract_problems(cls: type[Plugin]) -> list[str]:
         try:
             build_without_weights(cls, preset)
         except Exception as exc:  # any failure is the plugin's; report it, do not crash the check
-            problems.append(f"presets[{preset!r}]: build_model() on the meta device failed: {_one_line(exc)}")
+            problems.append(f"presets[{preset!r}]: build_model() on the meta device failed: {one_line(exc)}")
     if cls.kind == "ssl":
         problems += _ssl_problems(cls)
     elif not problems:
@@ -121,7 +121,7 @@ def _supervised_problems(cls: type[Plugin]) -> list[str]:
         try:
             out = model(torch.rand(1, 3, side, side))
         except Exception as exc:
-            return [f"tiny model: forward of a 1 x 3 x {side} x {side} batch failed: {_one_line(exc)}"]
+            return [f"tiny model: forward of a 1 x 3 x {side} x {side} batch failed: {one_line(exc)}"]
     want = (1, plugin.out_channels(2), side, side)  # type: ignore[attr-defined]
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -161,7 +161,7 @@ def _extract_problems(cls: type[Plugin]) -> list[str]:
             with torch.no_grad():
                 maps = plugin.extract(backbone, torch.rand(2, 3, w, w), domain)
         except Exception as exc:
-            out.append(f"extract({domain!r}) on a 2 x 3 x {w} x {w} batch failed: {_one_line(exc)}")
+            out.append(f"extract({domain!r}) on a 2 x 3 x {w} x {w} batch failed: {one_line(exc)}")
             continue
         if not isinstance(maps, (list, tuple)) or not maps:
             out.append(f"extract({domain!r}) gave {type(maps).__name__}, expected a non-empty list of maps")
@@ -188,8 +188,3 @@ def _perturbed(cfg: Any, name: str) -> Any:
     out = copy.copy(cfg)
     object.__setattr__(out, name, new)
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"

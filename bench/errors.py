@@ -40,3 +40,9 @@ class FieldError(BenchError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field, self.message = field, message
         super().__init__(f"{field}: {message}")
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, the message cut at 200 characters (for a table or a log)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"

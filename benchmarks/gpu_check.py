@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 from bench import registry  # noqa: E402
 from bench.device import fast_paths, pick_device  # noqa: E402
-from bench.estimates import pretrain_stages  # noqa: E402
+from bench.errors import one_line  # noqa: E402
+from bench.estimates import pretrain_stages, run_stages  # noqa: E402
 from bench.probe.feature_cache import CACHE as FEATURES  # noqa: E402
 from bench.runner import RunSpec, domain_of  # noqa: E402
 from bench.smoke import SmokeRun, smoke_overrides  # noqa: E402
@@ -109,17 +110,17 @@ def check_method(method: str, cfg: CheckConfig, folder: Path) -> dict[str, Any]:
         except torch.cuda.OutOfMemoryError:
             error = "out of GPU memory"
         except Exception as exc:  # one method's failure must not cost the other methods' numbers
-            error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            error = one_line(exc)
         if smoke is None:
             row[precision] = {"error": error}
             _free_gpu()  # outside the except: its traceback held the failed run's tensors
             continue
         memory = smoke["peak_memory"]
-        shared = pretrain_stages({"smoke": smoke})
+        shared, own = pretrain_stages({"smoke": smoke}), run_stages({"smoke": smoke})
         row[precision] = {"train_s": _s_per_step(smoke, probe=False), "probe_s": _s_per_step(smoke, probe=True),
                           "peak_bytes": memory.get("cuda_allocated", memory["rss"]), "smoke_s": smoke["total_s"],
                           "pretrain_est_s": sum(v["full_s"] for v in shared.values()) if shared else None,
-                          "run_est_s": sum(v["full_s"] for k, v in smoke["stages"].items() if k not in shared)}
+                          "run_est_s": sum(v["full_s"] for v in own.values())}
     return row
 
 
@@ -139,7 +140,7 @@ def run_check(cfg: CheckConfig, device: torch.device, methods: tuple[str, ...] |
     try:
         ensemble = measure_speed(perf, cfg.probe_dim, cfg.probe_batch, cfg.probe_timed, device)
     except Exception as exc:  # a GPU left broken by a method must not cost the table
-        ensemble = {"error": " ".join(f"{type(exc).__name__}: {exc}".split())[:200]}
+        ensemble = {"error": one_line(exc)}
     return {"device": str(device), "preset": cfg.preset, "dataset": _dataset()[0], "rows": rows,
             "ensemble": ensemble, "seconds": time.perf_counter() - start}
 
