@@ -3,15 +3,16 @@
 The probe's first layer is linear and bilinear upsampling is linear, so they commute:
 W . up(F) = up(W . F), and so does the per-image L2 scale. The projected path therefore runs the
 first layer (over 95% of the probe's FLOPs) once per native-resolution pixel of each group of
-equal-size maps, upsamples the K x hidden pre-activations of each group with the very indices
-and weights of `F.interpolate(mode="bilinear", align_corners=False)`, sums the groups (the bias
-rides on the first: each pixel's upsampling weights sum to one) and runs ReLU / BatchNorm / the
-small remaining layers at full resolution. It equals the dense path (upsample every channel,
+equal-size maps, into one table of K x hidden pre-activations; every output pixel then sums
+the bilinear corners of every group (the very indices and weights of
+`F.interpolate(mode="bilinear", align_corners=False)`) in one weighted gather, and ReLU /
+BatchNorm / the small remaining layers run at full resolution. It equals the dense path (upsample every channel,
 then the whole MLP), kept here as the test oracle, up to float32 rounding. Both walk the output
 in full-width row chunks of bounded memory.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Literal, Sequence
 
 import torch
@@ -24,9 +25,6 @@ from bench.probe.mlp import EnsembleMLP
 Path = Literal["projected", "dense"]
 Chunks = Iterator[tuple[int, int, Tensor]]  # (first row, last row + 1, (K, rows * W, C) logits)
 
-# Full-resolution float32 buffers one projected row chunk holds at once: the summed
-# pre-activations, one group's x-upsampled source rows, and one y-blend temporary.
-_PROJECTED_BUFFERS = 3
 # A row chunk's budget on a GPU. Measured on one H200 (results/gpu-h200), CHUNK_BYTES chunks
 # made both paths launch-bound: one medical window took 31.6 ms on the host against 6.2 ms of
 # GPU time (projected), 57.1 against 19.5 ms (dense).
@@ -61,78 +59,90 @@ def dense_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple
         yield r0, min(out_hw[0], r0 + rows), probe(feats.mul_(scale))
 
 
-def native_projections(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float,
-                       bias: Tensor | None = None) -> list[Tensor]:
-    """Per group of equal-size maps, scale * sum of W0[maps' channels] . F: (K, h, w, hidden).
+@dataclass(frozen=True)
+class _Group:
+    """Maps of one native size: rows offset.. of the projection table, pixel-major, then member."""
+    offset: int
+    h: int
+    w: int
 
-    The first layer's weight is (K, d, hidden); the channels of map i are the rows of W0 that
-    its slice of the concatenated feature vector meets. One product per map serves all K
-    members (as one (c, K * hidden) matrix). A `bias` (K, 1, hidden) is added to the first
-    group only: the upsampling weights of every output pixel sum to one, so it reaches every
-    pixel once. Read as a (K, hidden, h, w) batch, each result is channels-last: what the
-    upsampling kernel wants.
+
+def native_table(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float
+                 ) -> tuple[Tensor, list[_Group]]:
+    """The first layer at native resolution: a (rows, hidden) table and its groups.
+
+    Row offset + (y * w + x) * K + k of a group holds member k's scale * sum_i W0_k[i] . F_i(y, x)
+    over the group's maps i, where W0_k[i] are the rows of the first layer's weight (K, d,
+    hidden) that map i's slice of the concatenated feature vector meets. One product per map
+    serves all K members (as one (c, K * hidden) matrix), written straight into the table. The
+    bias b0 rides on the first group only: every output pixel's upsampling weights sum to one,
+    so it reaches every pixel once.
     """
     w0 = probe.weights[0].detach()
     k, d, hidden = w0.shape
     if sum(int(m.shape[0]) for m in maps) != d:
         raise ValueError(f"maps hold {sum(int(m.shape[0]) for m in maps)} channels; the probe "
                          f"expects {d}")
-    groups: dict[tuple[int, int], Tensor] = {}
+    members: dict[tuple[int, int], list[tuple[Tensor, int]]] = {}
     start = 0
     for m in maps:
-        c, h, w = (int(v) for v in m.shape)
-        weight = w0[:, start:start + c].permute(1, 0, 2).reshape(c, k * hidden)
-        table = hwc_table(m, torch.float32, w0.device)
-        if (h, w) in groups:
-            groups[(h, w)].addmm_(table, weight)
-        else:
-            groups[(h, w)] = table @ weight
-        start += c
-    out = [p.mul_(scale).view(h, w, k, hidden).permute(2, 0, 1, 3).contiguous()
-           for (h, w), p in groups.items()]
-    if bias is not None:
-        out[0].add_(bias.view(k, 1, 1, hidden))
-    return out
+        members.setdefault((int(m.shape[1]), int(m.shape[2])), []).append((m, start))
+        start += int(m.shape[0])
+    table = torch.empty(sum(h * w for h, w in members) * k, hidden, device=w0.device)
+    bias = probe.biases[0].detach().reshape(1, k * hidden)
+    groups: list[_Group] = []
+    for (h, w), group_maps in members.items():
+        offset = sum(g.h * g.w for g in groups) * k
+        out = table[offset:offset + h * w * k].view(h * w, k * hidden)
+        for j, (m, first) in enumerate(group_maps):
+            c = int(m.shape[0])
+            weight = w0[:, first:first + c].permute(1, 0, 2).reshape(c, k * hidden)
+            pixels = hwc_table(m, torch.float32, w0.device)
+            if j == 0:  # beta = 0 ignores the bias: only the first group carries it
+                torch.addmm(bias, pixels, weight, beta=0.0 if groups else 1.0, alpha=scale, out=out)
+            else:
+                out.addmm_(pixels, weight, alpha=scale)
+        groups.append(_Group(offset, h, w))
+    return table, groups
 
 
-def _upsample_rows(proj: Tensor, out_hw: tuple[int, int], r0: int, r1: int) -> Tensor:
-    """Output rows r0..r1 of `proj` (K, h, w, n) bilinearly upsampled to out_hw: (K, rows, W, n).
-
-    Rows first, by hand, on the native width (the source indices and weights of
-    `axis_weights`, the upsampling kernel's own); then columns by `F.interpolate` on the
-    channels-last (K, n, rows, w) view, which leaves rows as they are (equal sizes copy).
-    """
-    k, h, w, n = proj.shape
-    if h == out_hw[0]:
-        rows = proj[:, r0:r1]
-    else:
-        y0, y1, wy0, wy1 = axis_weights(h, out_hw[0], torch.arange(r0, r1, device=proj.device))
-        rows = proj.index_select(1, y0).mul_(wy0[None, :, None, None])
-        rows.addcmul_(proj.index_select(1, y1), wy1[None, :, None, None])
-    if w == out_hw[1]:
-        return rows.clone() if h == out_hw[0] else rows
-    nchw = rows.permute(0, 3, 1, 2)  # (K, n, rows, w), channels-last in memory
-    up = F.interpolate(nchw, size=(r1 - r0, out_hw[1]), mode="bilinear", align_corners=False)
-    return up.permute(0, 2, 3, 1)  # (K, rows, W, n): contiguous when the kernel kept the format
+def _taps(size: int, out_size: int, stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(out_size, 2) table-row steps (source index * stride) and weights along one axis."""
+    i0, i1, w0, w1 = axis_weights(size, out_size, torch.arange(out_size, device=device))
+    return torch.stack([i0, i1], -1) * stride, torch.stack([w0, w1], -1)
 
 
 @torch.no_grad()
 def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
                            scale: float, chunk_rows: int | None) -> Chunks:
-    """The fast path: the first layer at native resolution, its outputs upsampled."""
-    projections = native_projections(probe, maps, scale, probe.biases[0].detach())
+    """The fast path: the first layer at native resolution, its outputs upsampled.
+
+    Each output pixel of member k is one weighted bag of table rows, the four bilinear corners
+    of every group with the very indices and weights of `F.interpolate(mode="bilinear",
+    align_corners=False)` (y and x weights multiplied), summed by one `F.embedding_bag` per row
+    chunk: the full-resolution pre-activations are written once, with no per-group buffers.
+    """
+    table, groups = native_table(probe, maps, scale)
     k, _, hidden = probe.weights[0].shape
-    width = out_hw[1]
-    rows = chunk_rows or max(1, chunk_budget(_device(probe)) // (width * k * hidden * 4 * _PROJECTED_BUFFERS))
-    for r0 in range(0, out_hw[0], rows):
-        r1 = min(out_hw[0], r0 + rows)
-        pre: Tensor | None = None
-        for proj in projections:
-            part = _upsample_rows(proj, out_hw, r0, r1)
-            pre = part if pre is None else pre.add_(part)
-        assert pre is not None
-        h = pre.reshape(k, (r1 - r0) * width, hidden)
-        yield r0, r1, probe.predict_after_first(h)
+    height, width = out_hw
+    device = table.device
+    axes = [(_taps(g.h, height, g.w * k, device), _taps(g.w, width, k, device)) for g in groups]
+    taps = 4 * len(groups)
+    # Per bag (member x pixel): its float32 pre-activations and the later layers' outputs, and
+    # its int64 indices and float32 weights.
+    bag_bytes = 4 * (hidden + sum(probe.hidden[1:]) + probe.num_classes) + 12 * taps
+    rows = chunk_rows or max(1, chunk_budget(device) // (width * k * bag_bytes))
+    member = torch.arange(k, device=device).view(k, 1, 1, 1)
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        index, weight = [], []
+        for g, ((ys, wy), (xs, wx)) in zip(groups, axes):
+            index.append((g.offset + ys[r0:r1, None, :, None] + xs[None, :, None, :]).flatten(2))
+            weight.append((wy[r0:r1, None, :, None] * wx[None, :, None, :]).flatten(2))
+        bags = (torch.cat(index, -1) + member).view(-1, taps)
+        per_bag = torch.cat(weight, -1).expand(k, -1, -1, -1).reshape(-1, taps)
+        pre = F.embedding_bag(bags, table, per_sample_weights=per_bag, mode="sum")
+        yield r0, r1, probe.predict_after_first(pre.view(k, (r1 - r0) * width, hidden))
 
 
 def chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
