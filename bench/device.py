@@ -70,28 +70,55 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameter numbers (malloc.h)
+_GLIBC_DEFAULTS = {_M_MMAP_MAX: 65536, _M_TRIM_THRESHOLD: 128 * 1024}  # glibc's own values
+_RETAINING = {"depth": 0}
 
 
 @functools.cache
-def retain_freed_memory(keep_bytes: int = 2**30) -> bool:
-    """Let glibc reuse freed big blocks instead of unmapping them (Linux; False elsewhere).
+def _libc() -> ctypes.CDLL | None:
+    if os.environ.get("BENCH_RETAIN_MEMORY", "1") == "0":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def retained_memory(keep_bytes: int = 2**30) -> Iterator[bool]:
+    """While the block runs, glibc reuses freed big blocks instead of unmapping them (Linux;
+    yields False where it cannot, or with `BENCH_RETAIN_MEMORY=0`). For training loops.
 
     Why: glibc serves every block over 32 MiB with a fresh mmap and unmaps it on free, so a
     tensor that size made each step (the probe ensemble's 86 MiB first-layer weight gradient,
     a 256 MiB feature batch) is page-faulted in again every step: the kernel zeroes each 4 KiB
     page on first touch. That doubled the ensemble's weight-gradient product on a 2-core CPU
     (42 ms against 21 ms into reused memory). Serving big blocks from the heap and keeping up to
-    `keep_bytes` of free heap lets a step reuse the blocks earlier steps freed (after a few
-    steps: glibc's aligned allocations reuse a freed block once it has merged with a neighbour).
-    The cost: up to `keep_bytes` stay resident after a peak. `BENCH_RETAIN_MEMORY=0` opts out.
-    A process-wide setting, so it is made once per process however many runs ask for it.
+    `keep_bytes` of free heap lets a step reuse the blocks earlier steps freed.
+
+    Why only for a block: a heap that never unmaps fragments when long-lived blocks are made
+    between the big temporaries (each lands in a freed hole, so the next temporary extends the
+    heap). Reading a sweep's test windows does exactly that (the feature cache keeps every
+    window's maps, the L2 scale makes a 48 MiB temporary per window): run process-wide, MAE's
+    small-preset prediction on GlaS grew from 4 to 18 GiB in a minute and was killed for memory.
+    After the outermost block, glibc's defaults are back and the free heap is returned.
     """
-    if os.environ.get("BENCH_RETAIN_MEMORY", "1") == "0":
-        return False
+    libc = _libc()
+    if libc is None:
+        yield False
+        return
+    if _RETAINING["depth"] == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, keep_bytes)
+    _RETAINING["depth"] += 1
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))
+        yield True
+    finally:
+        _RETAINING["depth"] -= 1
+        if _RETAINING["depth"] == 0:
+            for param, value in _GLIBC_DEFAULTS.items():
+                libc.mallopt(param, value)
+            libc.malloc_trim(0)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench import distributed
-from bench.device import autocast, prepare_batch, to_device
+from bench.device import autocast, prepare_batch, retained_memory, to_device
 from bench.imaging import resize_image, target_size, to_tensor
 from bench.progress import SETTINGS, History, StageLog
 from bench.resume import Stateful, loop_state
@@ -86,6 +86,7 @@ def step_batches(pool: list[torch.Tensor], sched: PretrainSchedule, shards: dist
         yield crops[j * n : (j + 1) * n], torch.Generator().manual_seed(base + k)
 
 
+@retained_memory()  # each step's big temporaries reuse the blocks the step before freed
 def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule, step_loss: StepLoss,
              device: torch.device, seed: int, progress: bool = False, desc: str = "pretrain") -> dict[str, torch.Tensor]:
     """Train `model` with `step_loss`; return the (EMA) state dict on the CPU."""

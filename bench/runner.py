@@ -29,7 +29,7 @@ from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
-from bench.device import pick_device, retain_freed_memory, seed_everything
+from bench.device import pick_device, seed_everything
 from bench.distributed import main_says, sharding
 from bench.errors import BenchError
 from bench.evaluate import evaluate
@@ -143,7 +143,6 @@ class RunSpec:
         artefact = artefact or self.artefact()
         if artefact is None or main_says(artefact.exists()):
             return artefact
-        retain_freed_memory()
         seed_everything(self.seed)
         plugin = registry.create(self.method, self.preset, self.params)
         device = pick_device()
@@ -172,7 +171,6 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
 def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | None = None) -> Path:
     wall = time.perf_counter()
     device = pick_device()
-    retain_freed_memory()
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
     plugin = registry.create(spec.method, spec.preset, spec.params)

@@ -19,7 +19,7 @@ from torch import nn
 from bench.context import RunContext, RunOutput
 from bench.data import pretrain_pool
 from bench.data.types import Dataset, Sample
-from bench.device import autocast, prepare_batch
+from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
@@ -206,7 +206,8 @@ class SSLMethod(Plugin):
         bank = self.fill_bank(reader, train, test)
         timings["features_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        with ctx.run_checkpoint("probe"):  # a requeued job continues the probe where it stopped
+        # A requeued job continues the probe where it stopped; its steps reuse freed big blocks.
+        with ctx.run_checkpoint("probe"), retained_memory():
             probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
                                 ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
         timings["probe_train_s"] = time.perf_counter() - start

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler
 
 from bench.context import RunContext, RunOutput
 from bench.data.types import Dataset, Sample
-from bench.device import autocast, prepare_batch, to_device
+from bench.device import autocast, prepare_batch, retained_memory, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
@@ -99,6 +99,7 @@ class SupervisedMethod(Plugin):
             size = target_size(sample.image.shape[:2], self.cfg.max_side)
         return resize_image(to_tensor(sample.image), size)[0], np.array(resize_labels(sample.semantic, size))
 
+    @retained_memory()  # each step's big temporaries reuse the blocks the step before freed
     def train(self, fit: list[Sample], val: list[Sample], num_classes: int, ignore: int,
               ctx: RunContext) -> nn.Module:
         cfg = self.cfg

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from bench.device import pick_device, retain_freed_memory  # noqa: E402
+from bench.device import pick_device  # noqa: E402
 from bench.probe import ProbeConfig  # noqa: E402
 from bench.probe.mlp import EnsembleMLP  # noqa: E402
 from bench.probe.predict import Path as PredictPath, predict_votes  # noqa: E402
@@ -139,7 +139,6 @@ def run_predict_perf(quick: bool = False, cfg: PerfConfig | None = None,
                      shapes: tuple[Shape, ...] = SHAPES) -> dict:
     cfg = cfg or (QUICK if quick else PerfConfig())
     device = pick_device()
-    retain_freed_memory()  # what every run's process does (bench.runner.execute), for both paths
     torch.manual_seed(0)
     result = {"device": str(device), "threads": torch.get_num_threads(), "config": asdict(cfg),
               "shapes": {s.name: measure(s, cfg, device) for s in shapes}}

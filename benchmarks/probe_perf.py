@@ -34,7 +34,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from bench.device import pick_device, retain_freed_memory  # noqa: E402
+from bench.device import pick_device, retained_memory  # noqa: E402
 from bench.probe import ProbeConfig, accumulate_grads, make_optimizer  # noqa: E402
 from bench.probe.bank import FeatureBank  # noqa: E402
 from bench.probe.mlp import EnsembleMLP  # noqa: E402
@@ -100,7 +100,6 @@ def measure_memory(cfg: PerfConfig, reserve: bool) -> dict[str, float]:
 
 def _memory_in_this_process(cfg: PerfConfig, reserve: bool, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
-    retain_freed_memory()  # as every run of the runner does
     gc.collect()
     exact = _reset_peak()
     base = _status_kib("VmRSS") * 1024
@@ -232,14 +231,14 @@ def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
     `threads` pins torch's intra-op threads (1 gives stable timings on a shared machine).
     """
     cfg = cfg or (QUICK if quick else PerfConfig())
-    retain_freed_memory()  # as every run of the runner does
     if threads:
         torch.set_num_threads(threads)
     memory = {name: measure_memory(cfg, reserve) for name, reserve in
               (("default", False), ("reserved", True))}
     dim = memory["default"]["dim"]
     device = pick_device()  # BENCH_DEVICE=cpu measures the CPU on a GPU machine
-    speed = [measure_speed(cfg, dim, b, s, device) for b, s in zip(cfg.batches, cfg.timed_steps)]
+    with retained_memory():  # as a run's probe trains (bench.ssl); its bank is filled outside
+        speed = [measure_speed(cfg, dim, b, s, device) for b, s in zip(cfg.batches, cfg.timed_steps)]
     worst_peak = max(m["peak_bytes"] for m in memory.values())
     worst_ratio = min(m["ratio"] for m in memory.values())
     return {

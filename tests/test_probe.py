@@ -51,7 +51,8 @@ def test_gather_equals_interpolate_at_random_and_edge_pixels() -> None:
 
 
 def test_global_l2_scale_equals_dense_norm() -> None:
-    maps = _maps(torch.Generator().manual_seed(1), [(5, 6, 6), (3, 11, 7), (2, 40, 30)])
+    # Upsampled, at output size, and downsampled (a map larger than the output).
+    maps = _maps(torch.Generator().manual_seed(1), [(5, 6, 6), (3, 11, 7), (2, 40, 30), (2, 57, 45)])
     dense = _dense(maps, (40, 30)).double()
     want = 1.0 / float(dense.square().sum().sqrt())
     assert global_l2_scale(maps, (40, 30), chunk_bytes=40 * 30 * 4 * 3) == pytest.approx(want, rel=1e-6)

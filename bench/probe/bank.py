@@ -14,7 +14,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # Bytes of float32 features one row chunk may hold when maps are upsampled whole rows at a time.
@@ -95,22 +94,34 @@ def row_chunks(out_hw: tuple[int, int], chunk_rows: int, device: torch.device | 
         yield rows.repeat_interleave(width), cols.repeat(rows.numel())
 
 
+def _gram(size: int, out_size: int) -> Tensor:
+    """U^T U (size x size, float64) of the 1-D linear resampling matrix U (out_size x size)."""
+    i0, i1, w0, w1 = axis_weights(size, out_size, torch.arange(out_size))
+    u = torch.zeros(out_size, size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    u.index_put_((rows, i0), w0.double(), accumulate=True)
+    u.index_put_((rows, i1), w1.double(), accumulate=True)
+    return u.T @ u
+
+
 def global_l2_scale(maps: Sequence[Tensor], out_hw: tuple[int, int],
                     chunk_bytes: int = CHUNK_BYTES) -> float:
     """1 / ||F|| for F = all maps upsampled to out_hw and concatenated (MDM's medical normaliser).
 
-    Accumulated map by map and channel chunk by channel chunk (F.interpolate, bilinear,
-    align_corners=False, at most `chunk_bytes` of float32 at once), so the full-resolution F of a
-    large backbone never exists at once.
+    Without upsampling anything: bilinear upsampling (align_corners=False, the kernel's own
+    indices and weights) is separable, up(f) = U_y f U_x^T, so each channel's squared norm is
+    <f, (U_y^T U_y) f (U_x^T U_x)>, products of native size in float64, a channel chunk of at
+    most `chunk_bytes` at a time. No full-resolution buffer is ever made: one per window
+    fragmented the heap between the feature cache's long-lived entries (bench.device).
     """
     total = 0.0
-    per_channel = out_hw[0] * out_hw[1] * 4
-    step = max(1, chunk_bytes // per_channel)
     for fmap in maps:
-        for c0 in range(0, fmap.shape[0], step):
-            part = fmap[None, c0 : c0 + step].float()
-            up = F.interpolate(part, size=out_hw, mode="bilinear", align_corners=False)
-            total += float(up.square().sum(dtype=torch.float64))
+        c, h, w = (int(v) for v in fmap.shape)
+        gram_y, gram_x = _gram(h, out_hw[0]), _gram(w, out_hw[1])
+        step = max(1, chunk_bytes // (h * w * 8 * 2))
+        for c0 in range(0, c, step):
+            part = fmap[c0:c0 + step].detach().to("cpu", torch.float64)
+            total += float((part * (gram_y @ part @ gram_x)).sum())
     if not total > 0.0 or not math.isfinite(total):
         raise ValueError(f"cannot L2-normalise features whose squared norm is {total}")
     return 1.0 / math.sqrt(total)
