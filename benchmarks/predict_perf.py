@@ -12,7 +12,8 @@ upsamples its outputs. This times both, interleaved, on synthetic maps of two re
   256-channel UNet: 8,448 dims, 34 classes) on 256 x 256 images;
 
 and prints predicted pixels/s of each path, their ratio, the ratio of their multiply-adds (the
-ceiling of the speed ratio: the layers after the first run at full resolution in both) and the
+layers after the first run at full resolution in both; the speed ratio can pass it, because the
+dense path's upsampling of every channel costs memory traffic the count leaves out) and the
 agreement of the majority votes (fp32), with the ensemble of 10 members the protocol uses.
 
     python benchmarks/predict_perf.py [--quick] [--threads N] [--json out.json]
@@ -95,8 +96,8 @@ def _timed(run: Callable[[], None], device: torch.device) -> float:
 
 
 def flop_ratio(shape: Shape) -> float:
-    """Dense / projected multiply-adds of the whole MLP per output pixel: the ceiling of the
-    speed ratio. Layers after the first run at full resolution in both paths."""
+    """Dense / projected multiply-adds of the whole MLP per output pixel (layers after the
+    first run at full resolution in both paths); upsampling is not counted."""
     sizes = [*ProbeConfig().hidden_sizes(shape.num_classes), shape.num_classes]
     rest = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     native = sum(c * (s / shape.window) ** 2 for c, s in zip(shape.channels, shape.sizes))

@@ -107,8 +107,12 @@ def native_table(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float
 
 
 def _taps(size: int, out_size: int, stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(out_size, 2) table-row steps (source index * stride) and weights along one axis."""
-    i0, i1, w0, w1 = axis_weights(size, out_size, torch.arange(out_size, device=device))
+    """(out_size, taps) table-row steps (source index * stride) and weights along one axis:
+    two taps, or one where the axis is at output size (the kernel copies it)."""
+    pos = torch.arange(out_size, device=device)
+    if size == out_size:
+        return (pos * stride)[:, None], torch.ones(out_size, 1, device=device)
+    i0, i1, w0, w1 = axis_weights(size, out_size, pos)
     return torch.stack([i0, i1], -1) * stride, torch.stack([w0, w1], -1)
 
 
@@ -117,8 +121,8 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
                            scale: float, chunk_rows: int | None) -> Chunks:
     """The fast path: the first layer at native resolution, its outputs upsampled.
 
-    Each output pixel of member k is one weighted bag of table rows, the four bilinear corners
-    of every group with the very indices and weights of `F.interpolate(mode="bilinear",
+    Each output pixel of member k is one weighted bag of table rows, the bilinear corners (four,
+    fewer along an axis at output size) of every group with the very indices and weights of `F.interpolate(mode="bilinear",
     align_corners=False)` (y and x weights multiplied), summed by one `F.embedding_bag` per row
     chunk: the full-resolution pre-activations are written once, with no per-group buffers.
     """
@@ -127,7 +131,7 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
     height, width = out_hw
     device = table.device
     axes = [(_taps(g.h, height, g.w * k, device), _taps(g.w, width, k, device)) for g in groups]
-    taps = 4 * len(groups)
+    taps = sum(ys.shape[1] * xs.shape[1] for (ys, _), (xs, _) in axes)
     # Per bag (member x pixel): its float32 pre-activations and the later layers' outputs, and
     # its int64 indices and float32 weights.
     bag_bytes = 4 * (hidden + sum(probe.hidden[1:]) + probe.num_classes) + 12 * taps
