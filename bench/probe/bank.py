@@ -9,6 +9,7 @@ with the backbone's native feature size, not with H x W x D.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator, Sequence
 
@@ -94,8 +95,10 @@ def row_chunks(out_hw: tuple[int, int], chunk_rows: int, device: torch.device | 
         yield rows.repeat_interleave(width), cols.repeat(rows.numel())
 
 
+@functools.lru_cache(maxsize=32)
 def _gram(size: int, out_size: int) -> Tensor:
-    """U^T U (size x size, float64) of the 1-D linear resampling matrix U (out_size x size)."""
+    """U^T U (size x size, float64) of the 1-D linear resampling matrix U (out_size x size).
+    Cached: every window of a run asks for the same few sizes. Read-only."""
     i0, i1, w0, w1 = axis_weights(size, out_size, torch.arange(out_size))
     u = torch.zeros(out_size, size, dtype=torch.float64)
     rows = torch.arange(out_size)

@@ -6,9 +6,9 @@ first layer (over 95% of the probe's FLOPs) once per native-resolution pixel of 
 equal-size maps, into one table of K x hidden pre-activations; every output pixel then sums
 the bilinear corners of every group (the very indices and weights of
 `F.interpolate(mode="bilinear", align_corners=False)`) in one weighted gather, and ReLU /
-BatchNorm / the small remaining layers run at full resolution. It equals the dense path (upsample every channel,
-then the whole MLP), kept here as the test oracle, up to float32 rounding. Both walk the output
-in full-width row chunks of bounded memory.
+BatchNorm / the small remaining layers run at full resolution. It equals the dense path
+(upsample every channel, then the whole MLP), kept here as the test oracle, up to float32
+rounding. Both walk the output in full-width row chunks of bounded memory.
 """
 from __future__ import annotations
 
@@ -121,10 +121,11 @@ def projected_chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: t
                            scale: float, chunk_rows: int | None) -> Chunks:
     """The fast path: the first layer at native resolution, its outputs upsampled.
 
-    Each output pixel of member k is one weighted bag of table rows, the bilinear corners (four,
-    fewer along an axis at output size) of every group with the very indices and weights of `F.interpolate(mode="bilinear",
-    align_corners=False)` (y and x weights multiplied), summed by one `F.embedding_bag` per row
-    chunk: the full-resolution pre-activations are written once, with no per-group buffers.
+    Each output pixel of member k is one weighted bag of table rows: the bilinear corners (four,
+    fewer along an axis at output size) of every group, with the very indices and weights of
+    `F.interpolate(mode="bilinear", align_corners=False)` (y and x weights multiplied), summed by
+    one `F.embedding_bag` per row chunk. The full-resolution pre-activations are written once,
+    with no per-group buffers.
     """
     table, groups = native_table(probe, maps, scale)
     k, _, hidden = probe.weights[0].shape
