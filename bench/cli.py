@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import expand
 
     sweep = _load(args)
+    _check_environment()
     runs = expand(sweep)
     if args.smoke:
         from bench.smoke_launch import run_smoke
@@ -159,6 +160,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     _print_table(args)
     return code
+
+
+def _check_environment() -> None:
+    """The BENCH_* variables a run reads, checked before anything is written."""
+    from bench.probe.feature_cache import budget_from_env
+
+    budget_from_env()
 
 
 def _print_table(args: argparse.Namespace) -> int:
@@ -222,6 +230,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                          f"{', '.join(experiments.names())} (`bench experiment --list` describes them)")
     experiments.get(args.name)  # an unknown name fails before the config is read
     sweep = with_preset(_load(args), args.preset)
+    _check_environment()
     code, files = run_experiment(args.name, sweep, quiet=args.quiet or args.no_progress,
                                  run_missing=not args.no_run)
     for path in files:

@@ -302,7 +302,7 @@ class FeatureReader:
                 own = [m[j].float().cpu() for m in maps]
                 scale = global_l2_scale(own, (w, w)) * self.rms_factor(own) if self.normalise else 1.0
                 entry = ([m.half() for m in own], scale)
-                FEATURES.put(keys[i], entry)
+                FEATURES.put(keys[i], entry, group=self.key)
                 out[i] = entry
         return out  # type: ignore[return-value]
 
