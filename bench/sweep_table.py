@@ -4,6 +4,7 @@ small-preset table and anything else that tabulates a sweep select their records
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bench.config import SweepConfig
 from bench.records import load_records
@@ -19,12 +20,18 @@ class SweepRows:
     skipped: int            # records without dataset, fraction, method or seed: left out
 
 
-def sweep_rows(sweep: SweepConfig, every: bool = False) -> SweepRows:
-    """Without `every`, only the records whose run ids the sweep expands to (its configuration);
-    with it, every record in its output folder, one row per cell and configuration."""
+def sweep_records(sweep: SweepConfig, every: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """The tabulable records and how many were skipped. Without `every`, only the records whose
+    run ids the sweep expands to (its configuration); with it, every record in its output folder."""
     records, skipped = tabulable(load_records(sweep.output))
     if not every:
         wanted = {r.run_id for r in expand(sweep)}
         records = [r for r in records if r["run_id"] in wanted]
+    return records, skipped
+
+
+def sweep_rows(sweep: SweepConfig, every: bool = False) -> SweepRows:
+    """The rows of `sweep_records`: one per cell (and configuration, with `every`)."""
+    records, skipped = sweep_records(sweep, every)
     references = reference_rows(sweep.output, cells_of(records, sweep)) if records else []
     return SweepRows(aggregate(records, references), len(records), skipped)

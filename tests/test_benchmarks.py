@@ -200,3 +200,40 @@ def test_glas_standin_has_the_real_names_and_sizes(tmp_path: Path, monkeypatch: 
     assert [s.image.shape for s in train] == [(30, 40, 3), (36, 28, 3)]
     assert all(0 < s.semantic.mean() < 1 for s in train)
     assert len(load_glas(tmp_path / "GlaS", "test")) == 1
+
+
+def test_block_time_sums_stages_once_per_pretraining_and_quiet_by_cell_median(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.runner import RunSpec
+    from bench.store import atomic_write_json
+    from tests.conftest import sweep_toml, write_sweep
+
+    script = _script("block_time", monkeypatch)
+    config = write_sweep(tmp_path, sweep_toml(["unet", "ddpm"], seeds=[0, 1, 2], fractions=[1.0], output="out"))
+    # unet: seed 2 shared the CPU (10x slower); ddpm: seed 0 built the backbone (its load_s)
+    timings = {"unet": [{"train_s": t, "predict_s": 36.0, "total_s": t + 36.0} for t in (360.0, 360.0, 3600.0)],
+               "ddpm": [{"pretrain_s": 3600.0, "load_s": load, "probe_train_s": 720.0, "predict_s": 360.0,
+                         "features_s": 0.0, "total_s": load + 1080.0} for load in (3600.0, 0.0, 0.0)]}
+    for method, runs in timings.items():
+        for seed, t in enumerate(runs):
+            spec = RunSpec(dataset="synthetic-glands", root=None, fraction=1.0, method=method, seed=seed,
+                           preset="tiny", output=str(tmp_path / "out"))
+            atomic_write_json(spec.record_path, {
+                "run_id": spec.run_id, "dataset": spec.dataset, "root": None, "fraction": 1.0, "method": method,
+                "seed": seed, "preset": "tiny", "metrics": {"dice": 0.5}, "timings": t,
+                "provenance": {"config_hash": spec.config_hash}})
+    from bench.config import load_config
+    from bench.sweep_table import sweep_records
+
+    records, _ = sweep_records(load_config(str(config)))
+    times = script.block_time(records, ("unet", "ddpm"))
+    assert list(times) == ["unet", "ddpm"]
+    unet, ddpm = times["unet"], times["ddpm"]
+    assert unet.quiet["network training"] == 3 * 360.0 and unet.recorded["network training"] == 4320.0
+    assert ddpm.pretrain_s == 3600.0  # once, though every record carries it
+    assert ddpm.quiet["probe training"] == 3 * 720.0 and ddpm.quiet["other"] == 0.0  # load_s is not a run stage
+    assert ddpm.total("quiet") == 3600.0 + 3 * 1080.0
+    text = script.render(times, budget_h=1.0)
+    assert "| all | 6 | 1.00 |" in text
+    assert "the quiet block is 2.2x it" in text  # (1188 + 3600 + 3240) s / 3600 s
+    assert "Stages that alone exceed it: none." in text  # pre-training at exactly the budget is not over it
