@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.config import load_config
+from bench.errors import BenchError
 from bench.sweep_table import sweep_records
 
 HOUR = 3600.0
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the sweep file whose records to read")
     parser.add_argument("--budget-h", type=float, help="compare the block with this many hours")
     args = parser.parse_args(argv)
-    sweep = load_config(args.config)
+    try:
+        sweep = load_config(args.config)
+    except BenchError as exc:  # a missing or broken sweep file: one line, no traceback
+        raise SystemExit(f"block_time: error: {exc}") from None
     records, _ = sweep_records(sweep)
     if not records:
         raise SystemExit(f"{args.config}: no records of this sweep's configuration under its output folder")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from bench.config import load_config
+from bench.errors import BenchError
 from bench.published import published
 from bench.sweep_table import sweep_rows
 from bench.table import RecordRow
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the sweep file whose records make the table")
     parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
     args = parser.parse_args(argv)
-    table = render(args.config)
+    try:
+        table = render(args.config)
+    except BenchError as exc:  # a missing or broken sweep file: one line, no traceback
+        raise SystemExit(f"small_table: error: {exc}") from None
     if args.write:
         write_between_markers(args.write, table)
     else:

@@ -237,3 +237,6 @@ def test_block_time_sums_stages_once_per_pretraining_and_quiet_by_cell_median(tm
     assert "| all | 6 | 1.00 |" in text
     assert "the quiet block is 2.2x it" in text  # (1188 + 3600 + 3240) s / 3600 s
     assert "Stages that alone exceed it: none." in text  # pre-training at exactly the budget is not over it
+    for name in ("block_time", "small_table"):  # a missing sweep file is one line naming it
+        with pytest.raises(SystemExit, match=rf"^{name}: error: .*missing.toml: \(file\): not found"):
+            _script(name, monkeypatch).main(["--config", str(tmp_path / "missing.toml")])
