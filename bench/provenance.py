@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -61,7 +62,18 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def provenance(cfg_hash: str, seed: int, device: torch.device) -> dict[str, Any]:
+def machine_load() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load averages; None where the OS keeps none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def provenance(cfg_hash: str, seed: int, device: torch.device,
+               load_at_start: list[float] | None = None) -> dict[str, Any]:
+    """`load_start` / `load_end` and `cpus` say whether the run had the machine to itself: a
+    wall time measured beside other work is not the method's cost (with the timings' `cpu_s`)."""
     return {
         "config_hash": cfg_hash,
         "seed": seed,
@@ -69,4 +81,7 @@ def provenance(cfg_hash: str, seed: int, device: torch.device) -> dict[str, Any]
         "packages": package_versions(),
         "host": socket.gethostname(),
         **device_info(device),
+        "cpus": os.cpu_count(),
+        "load_start": load_at_start,
+        "load_end": machine_load(),
     }

@@ -35,7 +35,7 @@ from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.plugin import Predictor
 from bench.progress import collect_histories
-from bench.provenance import SHORT_HASH, config_hash, provenance
+from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
 from bench.records import claim_path, is_done, record_path
 from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.store import atomic_write_bytes, atomic_write_json, try_lock
@@ -169,7 +169,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
 
 
 def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | None = None) -> Path:
-    wall = time.perf_counter()
+    wall, cpu, load = time.perf_counter(), time.process_time(), machine_load()
     device = pick_device()
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
@@ -199,7 +199,9 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
                              "which the robustness evaluation needs")
         robustness = evaluate_robustness(spec.robustness, test, output.predictions, trained[0])
         output.timings["robustness_s"] = robustness.pop("seconds")
-    timings = {**output.timings, "total_s": time.perf_counter() - wall}
+    # cpu_s: this process's CPU seconds, every thread; beside total_s and the threads it tells
+    # how much of the machine the run had
+    timings = {**output.timings, "total_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
     record = {
         "run_id": spec.run_id, "dataset": spec.dataset, "root": spec.root, "fraction": spec.fraction,
         "method": spec.method, "kind": plugin_cls.kind, "seed": spec.seed, "preset": spec.preset,
@@ -207,7 +209,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
         "labelled": [s.name for s in labelled], "n_test": len(test),
         "metrics": metrics, "per_image": per_image, "timings": timings, "extra": output.extra,
         "history": {**history, **output.history},
-        "provenance": provenance(spec.config_hash, spec.seed, device),
+        "provenance": provenance(spec.config_hash, spec.seed, device, load),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if robustness is not None:

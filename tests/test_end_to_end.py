@@ -80,6 +80,9 @@ def test_records_carry_provenance(sweep: Path) -> None:
     assert {"config_hash", "seed", "git", "packages", "device", "host"} <= set(prov)
     assert prov["packages"]["torch"].startswith("2.14")
     assert record["timings"]["total_s"] > 0 and len(record["per_image"]) == record["n_test"]
+    # whether the run had the machine to itself: its CPU seconds, the CPU count, the load around it
+    assert 0 < record["timings"]["cpu_s"] and prov["cpus"] >= 1
+    assert all(len(prov[k]) == 3 and min(prov[k]) >= 0 for k in ("load_start", "load_end"))
 
 
 def test_rerun_does_no_work(sweep: Path) -> None:
