@@ -2,8 +2,10 @@
 
 `local` runs the pending runs one after another in this process. It deliberately does not fork
 workers (submitit's LocalExecutor would): runs of a cell share this process's feature cache
-(each window of a backbone is extracted once), a CPU-only machine gains nothing from parallel
-processes that fight over the same cores, and a kill at any moment is already safe (atomic
+(each window of a backbone is extracted once), a CPU-only machine gains little from parallel
+processes that share its cores (on 2 cores, two 1-thread processes trained the small UNet 1.33x
+and UNet++ 1.10x as fast as one 2-thread process, docs/small-preset.md) and the records' thread
+count, which moves the numbers, would change; and a kill at any moment is already safe (atomic
 records, resumable pre-training). `debug` runs the very job objects that `--executor slurm`
 would submit, in the same order (pre-training jobs, then the runs), in this process: the Slurm
 code path with a plain traceback and no scheduler. With `[pretrain] local_processes = N` both
