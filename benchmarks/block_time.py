@@ -2,12 +2,16 @@
 
 For each method of a sweep (its configuration's records only, as `bench table` selects them):
 its pre-training once (the longest `pretrain_s` its records carry), then the runs' stages: the
-probe's training (`probe_train_s`, SSL methods), the network's (`train_s`, baselines), prediction,
-feature extraction and the rest of each run (`total_s` less those and less `load_s`, the time a run spent
-building or waiting for a backbone). Each run stage is summed two ways: as recorded, and as
-"quiet", each cell's median times its runs, so a few runs that shared the CPU with other work do
-not set the estimate. With `--budget-h` the last lines say how far the quiet block is from it and
-which stages alone exceed it (issue 13's floor: the GlaS block of table1 in 3 h):
+probe's training (`probe_train_s`, SSL methods), the network's (`train_s`, baselines),
+prediction, feature extraction and the rest of each run (`total_s` less those and less
+`load_s`, the time a run spent building or waiting for a backbone). Each run stage is summed two
+ways: as recorded, and as "quiet", each cell's median times its runs, so a few runs that shared
+the CPU with other work do not set the estimate. "CPU share" is the runs' CPU seconds over their
+wall x threads (records from 2026-12-07 on carry `cpu_s`; "-" for older ones): single-threaded
+stages keep it under 1 even alone, so a share well under the same method's on a quiet machine
+says its runs shared the machine. With `--budget-h` the last lines say how far the quiet block
+is from the budget and which stages alone exceed it (issue 13's floor: the GlaS block of table1
+in 3 h):
 
     python benchmarks/block_time.py --config results/glas-small/bench.toml [--budget-h 3]
 """
@@ -44,6 +48,12 @@ class MethodTime:
     pretrain_s: float = 0.0
     recorded: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     quiet: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu_s: float = 0.0       # over the runs whose records carry cpu_s (newer records)
+    thread_s: float = 0.0    # their total_s x threads: the CPU seconds they could have had
+
+    def cpu_share(self) -> float | None:
+        """The share of its threads' time the method's runs got: near 1 alone on the machine."""
+        return self.cpu_s / self.thread_s if self.thread_s else None
 
     def total(self, which: str) -> float:
         return self.pretrain_s + sum((self.quiet if which == "quiet" else self.recorded).values())
@@ -57,6 +67,10 @@ def block_time(records: list[dict[str, Any]], order: tuple[str, ...] = ()) -> di
         timings = r.get("timings") or {}
         m = methods.setdefault(r["method"], MethodTime())
         m.runs += 1
+        threads = (r.get("provenance") or {}).get("threads")
+        if "cpu_s" in timings and threads:
+            m.cpu_s += float(timings["cpu_s"])
+            m.thread_s += float(timings.get("total_s", 0.0)) * int(threads)
         m.pretrain_s = max(m.pretrain_s, float(timings.get("pretrain_s", 0.0)))
         stages = _stage_seconds(timings)
         for name, seconds in stages.items():
@@ -68,16 +82,21 @@ def block_time(records: list[dict[str, Any]], order: tuple[str, ...] = ()) -> di
     return methods
 
 
+def _share(m: MethodTime) -> str:
+    share = m.cpu_share()
+    return "-" if share is None else f"{share:.2f}"
+
+
 def render(methods: dict[str, MethodTime], budget_h: float | None = None) -> str:
     names = [name for name, _ in STAGES] + ["other"]
     out = ["| method | runs | pre-training once (h) | " + " | ".join(f"{n} (h)" for n in names)
-           + " | block, quiet (h) | block, recorded (h) |",
-           "|---|---|---|" + "---|" * len(names) + "---|---|"]
+           + " | block, quiet (h) | block, recorded (h) | CPU share |",
+           "|---|---|---|" + "---|" * len(names) + "---|---|---|"]
     total: dict[str, float] = defaultdict(float)
     for method, m in methods.items():
         out.append(f"| {method} | {m.runs} | {m.pretrain_s / HOUR:.2f} | "
                    + " | ".join(f"{m.quiet[n] / HOUR:.2f}" for n in names)
-                   + f" | {m.total('quiet') / HOUR:.2f} | {m.total('recorded') / HOUR:.2f} |")
+                   + f" | {m.total('quiet') / HOUR:.2f} | {m.total('recorded') / HOUR:.2f} | {_share(m)} |")
         total["pretrain"] += m.pretrain_s
         for n in names:
             total[n] += m.quiet[n]
@@ -85,7 +104,7 @@ def render(methods: dict[str, MethodTime], budget_h: float | None = None) -> str
         total["recorded"] += m.total("recorded")
     out.append(f"| all | {sum(m.runs for m in methods.values())} | {total['pretrain'] / HOUR:.2f} | "
                + " | ".join(f"{total[n] / HOUR:.2f}" for n in names)
-               + f" | {total['quiet'] / HOUR:.2f} | {total['recorded'] / HOUR:.2f} |")
+               + f" | {total['quiet'] / HOUR:.2f} | {total['recorded'] / HOUR:.2f} | |")
     if budget_h is not None:
         budget = budget_h * HOUR
         out += ["", f"Budget {budget_h:g} h: the quiet block is {total['quiet'] / budget:.1f}x it."]

@@ -211,7 +211,8 @@ def test_block_time_sums_stages_once_per_pretraining_and_quiet_by_cell_median(tm
     script = _script("block_time", monkeypatch)
     config = write_sweep(tmp_path, sweep_toml(["unet", "ddpm"], seeds=[0, 1, 2], fractions=[1.0], output="out"))
     # unet: seed 2 shared the CPU (10x slower); ddpm: seed 0 built the backbone (its load_s)
-    timings = {"unet": [{"train_s": t, "predict_s": 36.0, "total_s": t + 36.0} for t in (360.0, 360.0, 3600.0)],
+    timings = {"unet": [{"train_s": t, "predict_s": 36.0, "total_s": t + 36.0, "cpu_s": t + 36.0}
+                        for t in (360.0, 360.0, 3600.0)],
                "ddpm": [{"pretrain_s": 3600.0, "load_s": load, "probe_train_s": 720.0, "predict_s": 360.0,
                          "features_s": 0.0, "total_s": load + 1080.0} for load in (3600.0, 0.0, 0.0)]}
     for method, runs in timings.items():
@@ -221,7 +222,7 @@ def test_block_time_sums_stages_once_per_pretraining_and_quiet_by_cell_median(tm
             atomic_write_json(spec.record_path, {
                 "run_id": spec.run_id, "dataset": spec.dataset, "root": None, "fraction": 1.0, "method": method,
                 "seed": seed, "preset": "tiny", "metrics": {"dice": 0.5}, "timings": t,
-                "provenance": {"config_hash": spec.config_hash}})
+                "provenance": {"config_hash": spec.config_hash, "threads": 2}})
     from bench.config import load_config
     from bench.sweep_table import sweep_records
 
@@ -233,8 +234,10 @@ def test_block_time_sums_stages_once_per_pretraining_and_quiet_by_cell_median(tm
     assert ddpm.pretrain_s == 3600.0  # once, though every record carries it
     assert ddpm.quiet["probe training"] == 3 * 720.0 and ddpm.quiet["other"] == 0.0  # load_s is not a run stage
     assert ddpm.total("quiet") == 3600.0 + 3 * 1080.0
+    assert unet.cpu_share() == 0.5 and ddpm.cpu_share() is None  # 2 threads, one busy; no cpu_s
     text = script.render(times, budget_h=1.0)
     assert "| all | 6 | 1.00 |" in text
+    assert text.splitlines()[2].endswith("| 0.50 |") and text.splitlines()[3].endswith("| - |")
     assert "the quiet block is 2.2x it" in text  # (1188 + 3600 + 3240) s / 3600 s
     assert "Stages that alone exceed it: none." in text  # pre-training at exactly the budget is not over it
     for name in ("block_time", "small_table"):  # a missing sweep file is one line naming it
