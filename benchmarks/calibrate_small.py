@@ -66,6 +66,10 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("maskdm", "preset", {}),
     ("maskdm", "untrained", {"stage1_steps": 0, "stage2_steps": 0}),
     ("unetpp", "preset", {}),
+    # (2026-12-07) the 3-hour floor's trade-off on the costliest baseline (5.28 of the block's
+    # 23.5 quiet hours): UNet's cheapest recipe, measured on validation, and a quarter of it
+    ("unetpp", "30 epochs patience 8 10 steps", {"max_epochs": 30, "patience": 8, "steps_per_epoch": 10}),
+    ("unetpp", "10 epochs patience 8 10 steps", {"max_epochs": 10, "patience": 8, "steps_per_epoch": 10}),
     ("attunet", "preset", {}),
     ("swin_unetr", "preset", {}),
     ("uctransnet", "preset", {}),
