@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.protocol import PROTOCOLS
 from bench.slurm_config import SlurmConfig, parse_slurm
 from bench.smoke_config import SmokeConfig, parse_smoke
 
@@ -55,10 +56,11 @@ class SweepConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     pretrain: PretrainLayout = field(default_factory=PretrainLayout)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    protocol: str | None = None  # top-level `protocol`: every method's, unless its [params] set one
 
 
 _TOP_KEYS = {"datasets", "methods", "seeds", "preset", "output", "executor", "params", "slurm", "pretrain",
-             "smoke"}
+             "smoke", "protocol"}
 _DATASET_KEYS = {"name", "root", "label_fractions"}
 
 
@@ -160,12 +162,18 @@ def validate(raw: dict[str, Any], path: str | Path, set_keys: set[str] | None = 
     output_path = _resolve(base, output, path, "output")
     datasets = _datasets(raw.get("datasets"), path, base, DATASETS)
     params = _params(raw.get("params", {}), methods, path, base)
+    protocol = None
+    if "protocol" in raw:
+        protocol = _choice(raw["protocol"], PROTOCOLS, path, "protocol")
+        for method in methods:  # a method's own `[params.NAME] protocol` wins
+            if "protocol" in {f.name for f in fields(registry.get(method).Config)}:
+                params[method] = {"protocol": protocol, **params.get(method, {})}
     _resolve_methods(methods, preset, params, path, set_keys or set())
     return SweepConfig(
         datasets=datasets, methods=methods, seeds=tuple(seeds), preset=preset,
         output=str(output_path), executor=executor, params=params, source=str(path),
         slurm=parse_slurm(raw.get("slurm"), path), pretrain=_pretrain(raw.get("pretrain", {}), path),
-        smoke=parse_smoke(raw.get("smoke"), path),
+        smoke=parse_smoke(raw.get("smoke"), path), protocol=protocol,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 from bench.context import RunContext
 from bench.device import autocast, prepare_batch
 from bench.progress import StageLog, add_histories, collect_histories
+from bench.protocol import identity as protocol_identity
 from bench.provenance import config_hash
 from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.ssl import SSLMethod
@@ -123,7 +124,7 @@ class FeatureCache:
 
     @staticmethod
     def key(plugin: SSLMethod, artefact: str, root: str | None, split: str, n: int) -> str:
-        identity = {k: v for k, v in asdict(plugin.cfg).items() if not k.startswith("probe_")}
+        identity = {k: v for k, v in protocol_identity(plugin.cfg).items() if not k.startswith("probe_")}
         return config_hash({"method": plugin.name, "features": identity, "artefact": artefact,
                             "root": root, "split": split, "n": n})
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from bench.data.types import Dataset, Sample
 from bench.errors import ConfigError, FieldError
+from bench.protocol import apply_protocol
 
 if TYPE_CHECKING:
     from bench.context import RunContext, RunOutput
@@ -51,7 +52,8 @@ class Plugin:
     @classmethod
     def resolve_config(cls, preset: str, overrides: dict[str, Any] | None = None,
                        error: FieldErrorFactory | None = None) -> Any:
-        """The preset's config with bench.toml's `[params.NAME]` overrides applied.
+        """The preset's config with bench.toml's `[params.NAME]` overrides and, under protocol
+        "official", the protocol's pins applied (bench.protocol).
 
         Field types are checked here and the Config's own `__post_init__` checks run on the
         result; either failure becomes `error(key, message)` (default: a ValueError naming
@@ -63,7 +65,7 @@ class Plugin:
         error = error or fail
         values = cls.check_overrides(overrides or {}, error)
         try:
-            return dataclasses.replace(cls.presets[preset], **values)
+            return apply_protocol(dataclasses.replace(cls.presets[preset], **values), values, error)
         except FieldError as exc:
             raise error(exc.field, exc.message) from None
         except ConfigError as exc:  # a nested network config (e.g. a port's) rejects a derived value
@@ -119,7 +121,7 @@ class Plugin:
     def param_count(cls) -> int:
         """Parameters of the default `paper` model, built on the meta device (no memory)."""
         with torch.device("meta"):
-            model = cls(cls.presets["paper"]).build_model()
+            model = cls(cls.resolve_config("paper")).build_model()
         return sum(p.numel() for p in model.parameters())
 
 

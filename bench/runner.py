@@ -35,6 +35,7 @@ from bench.errors import BenchError
 from bench.evaluate import evaluate
 from bench.plugin import Predictor
 from bench.progress import collect_histories
+from bench.protocol import identity, subset_rule
 from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
 from bench.records import claim_path, is_done, record_path
 from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
@@ -65,7 +66,7 @@ class RunSpec:
     @property
     def config_hash(self) -> str:
         """What determines the result apart from the seed (records of one cell share it)."""
-        cfg = dataclasses.asdict(self.resolved_config())
+        cfg = identity(self.resolved_config())
         fields = {"dataset": self.dataset, "root": self.root, "fraction": self.fraction,
                   "method": self.method, "preset": self.preset, "config": cfg}
         if self.robustness is not None:  # only when set, so every other run keeps its id
@@ -176,7 +177,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
     plugin = registry.create(spec.method, spec.preset, spec.params)
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
-    labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed)]
+    labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed, subset_rule(plugin.cfg), train.names)]
     smoke = None
     if spec.smoke is not None:
         from bench.smoke import SmokeSession

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -26,6 +26,7 @@ from bench.plugin import Plugin, Predictor
 from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.progress import add_histories, collect_histories
+from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule, identity
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
 
@@ -53,6 +54,17 @@ class SSLConfig:
     rare_class_pixels: int = 20          # natural data: rarer classes in an image are ignored
     pretrain_dataset: str | None = None  # pre-train on this data set, not the run's (CelebA-19 uses FFHQ-34)
     pretrain_root: str | None = None     # its root folder
+    protocol: ProtocolName = "converged"  # converged: the probe above | official: bench.official's loop
+    subset: SubsetRule | None = None     # labelled subset; None: the protocol's (official sorted, else random)
+
+    # What protocol "official" fixes (REFERENCE §6): Adam 1e-3, per-crop L2 normalisation of the
+    # medical features as they are (no rescaling), sliding windows overlapping by 0.2, and the
+    # natural-image probe of ddpm-segmentation. The medical loop's own numbers (one classifier,
+    # crops per step, stopping) are per data set (bench.official).
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(
+        probe_lr=1e-3, overlap=0.2, l2_normalize_medical=True, l2_unit_rms=False, probe_batch_natural=64,
+        probe_patience_natural=50, rare_class_pixels=20)
+    LEGACY: ClassVar[dict[str, Any]] = dict(PROTOCOL_LEGACY)
 
 
 # The probe settings every `tiny` preset shares: a 4-member ensemble trained for a few short
@@ -84,7 +96,7 @@ SSL_PROBE_ONLY_FIELDS = (
     "overlap", "window_batch", "checkpoint", "probe_ensemble", "probe_lr", "probe_batch_medical",
     "probe_batch_natural", "probe_max_epochs", "probe_patience_medical", "probe_patience_natural",
     "probe_pixels_per_epoch", "l2_normalize_medical", "l2_unit_rms", "rare_class_pixels",
-    *PRETRAIN_SOURCE_FIELDS,
+    "protocol", "subset", *PRETRAIN_SOURCE_FIELDS,
 )
 
 
@@ -122,8 +134,7 @@ class SSLMethod(Plugin):
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What determines the pre-trained weights (the artefact key): the config minus `probe_only()`."""
-        drop = self.probe_only()
-        return {k: v for k, v in asdict(self.cfg).items() if k not in drop}
+        return identity(self.cfg, self.probe_only())
 
     # --- the shared pipeline -------------------------------------------------------------
     def probe_config(self, domain: str) -> ProbeConfig:
@@ -227,7 +238,7 @@ class SSLMethod(Plugin):
 
     def feature_identity(self) -> dict[str, Any]:
         """What determines the extracted features: everything but the probe's own settings."""
-        return {k: v for k, v in asdict(self.cfg).items() if not k.startswith("probe_")}
+        return {k: v for k, v in identity(self.cfg).items() if not k.startswith("probe_")}
 
     def fill_bank(self, reader: "FeatureReader", train: Sequence[Sample], test: Dataset) -> FeatureBank:
         """Native-resolution features of every window of every labelled image (fp16, on the CPU)."""

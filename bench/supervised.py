@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from bench.imaging import resize_image, resize_labels, scores_to_labels, target_
 from bench.losses import build_loss, scores_from_logits
 from bench.plugin import Plugin, Predictor
 from bench.progress import SETTINGS, History, StageLog
+from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule
 from bench.resume import loop_state
 from bench.steptime import STEPS
 from bench.windows import sliding_window_predict
@@ -53,6 +54,19 @@ class SupervisedConfig:
     steps_per_epoch: int = 20
     patience: int = 10                 # epochs without a better validation Dice
     val_fraction: float = 0.2
+    protocol: ProtocolName = "converged"   # converged: the recipe above | official: bench.official's loop
+    subset: SubsetRule | None = None   # labelled subset; None: the protocol's (official sorted, else random)
+    normalize: Literal["none", "imagenet"] = "none"  # network input: [0, 1] or ImageNet-standardised
+
+    # What protocol "official" fixes (zx-pan/mdm train_unet.py, REFERENCE §8): cross-entropy, Adam
+    # 1e-3, no validation split, no augmentation beyond the random crop, one shuffled pass an epoch,
+    # at most 5,000 epochs, ImageNet-normalised input, sliding windows overlapping by 0.2. The
+    # stopping counts and the MoNuSeg batch are per data set (bench.official).
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(
+        loss="ce", lr=1e-3, optimizer="adam", weight_decay=0.0, scheduler="none", augment="none",
+        val_fraction=0.0, epoch_mode="pass", max_epochs=5000, batch=8, input_size=None, overlap=0.2,
+        normalize="imagenet")
+    LEGACY: ClassVar[dict[str, Any]] = {**PROTOCOL_LEGACY, "normalize": "none"}
 
 
 # The recipe every crop-based `small` baseline shares (docs/small-preset.md): images at most 256 px
