@@ -153,13 +153,13 @@ class SSLMethod(Plugin):
             self.draws = saved
 
     def extraction_noise(self, x: torch.Tensor) -> torch.Tensor:
-        """The noise image of an extraction of batch x, one for every window of the batch: from
-        the Config's `noise_seed`, or as `draws` says."""
-        shape = (1, *x.shape[1:])
+        """The noise of an extraction of batch x: one image for every window of the batch, from the
+        Config's `noise_seed` or the draws' shared seed; with fresh draws, one per window."""
         d = self.draws
         seed = int(self.cfg.noise_seed) if d is None else d.shared_seed
-        gen = torch.Generator().manual_seed(seed) if seed is not None else d.gen  # type: ignore[union-attr]
-        noise = torch.randn(shape, generator=gen)
+        if seed is None:  # fresh draws (the official test: each window on its own)
+            return torch.randn(x.shape, generator=d.gen).to(x.device, x.dtype)  # type: ignore[union-attr]
+        noise = torch.randn((1, *x.shape[1:]), generator=torch.Generator().manual_seed(seed))
         return noise.to(x.device, x.dtype).expand_as(x)
 
     @classmethod

@@ -217,3 +217,28 @@ def test_official_supervised_loop_stops_as_the_official_code() -> None:
     losses = [[loss] for loss in history["unet train"]["loss"]]  # batch 8 > 3 images: one step an epoch
     loop = train_loop("glas")
     assert len(losses) - 1 == reference_train_unet(losses + [[math.inf]] * 5, loop.start_iteration, loop.max_break)
+
+
+@torch.no_grad()
+def test_extraction_draws_shared_noise_fresh_masks_fresh_test_noise() -> None:
+    from bench.ssl import Draws
+
+    for method in ("mdm", "ddpm"):
+        plugin = registry.create(method, "tiny")
+        backbone = plugin.build_model().eval()
+        x = torch.rand(1, 3, 64, 64).expand(2, 3, 64, 64).contiguous()  # two identical windows
+
+        def read(draws: Draws | None) -> torch.Tensor:
+            with plugin.drawing(draws):  # type: ignore[attr-defined]
+                return plugin.extract(backbone, x, "medical")[0]  # type: ignore[attr-defined]
+
+        fixed = read(None)
+        assert torch.equal(fixed, read(None)) and torch.equal(fixed[0], fixed[1])  # the noise_seed draws
+        train = Draws(torch.Generator().manual_seed(0), shared_seed=5)
+        a, b = read(train), read(train)
+        if method == "mdm":  # a fresh patch mask at every extraction, per window
+            assert not torch.equal(a, b) and not torch.equal(a[0], a[1])
+        else:  # one shared noise for every training extraction
+            assert torch.equal(a, b) and torch.equal(a[0], a[1])
+        test = read(Draws(torch.Generator().manual_seed(0)))
+        assert not torch.equal(test[0], test[1])  # fresh noise (and masks) per window
