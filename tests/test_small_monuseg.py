@@ -1,7 +1,7 @@
 """The `small` preset, not re-tuned, end to end on MoNuSeg-format data, for every registered plugin.
 
-The small settings were chosen on GlaS (docs/small-preset.md); the issue's promise is that the
-same settings run on MoNuSeg as they are. There is no real MoNuSeg copy here, so the test writes
+The small settings were chosen on GlaS (docs/small-preset.md); the promise is that the same
+settings run on MoNuSeg as they are. There is no real MoNuSeg copy here, so the test writes
 its release format: 320 x 320 LZW TIFFs (resized to the preset's 256 px, as 1000 x 1000 ones
 are) with nuclei as Aperio XML polygons, `train/` in the training release's layout and `test/`
 flat. Each run is a smoke run (2 steps a stage, whole images, sliding windows, AJI on the
