@@ -20,9 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data import clear_cache, get_dataset
-from bench.data import registry as data_registry
-from bench.data import scale
+from bench.data import clear_cache, get_dataset, registry as data_registry, scale
 from bench.data.scale import SCALE_RULE, object_sizes, scale_floor, scale_record, working_size
 from bench.imaging import target_size
 from bench.table import working_side
