@@ -138,12 +138,14 @@ def round_trip_scores(instances: np.ndarray, size: tuple[int, int]) -> tuple[flo
     return aji(instances, instances_from_mask(back)), dice(back, (instances > 0).astype(np.int64))
 
 
-def report(dataset: str, root: str, cap: int = CAP) -> dict[str, Any]:
-    """The rule's choice for one data set, and the test ground truth's AJI at native, chosen and cap sizes."""
+def report(dataset: str, root: str, cap: int = CAP, sides: Sequence[int] = ()) -> dict[str, Any]:
+    """The rule's choice for one data set, and the test ground truth's AJI at native, chosen and cap
+    sizes (and at each long side of `sides`, with the median training instance's size there)."""
     sizes = object_sizes(dataset, root)
     floor = sizes.floor()
     test = get_dataset(dataset, root, "test")
     rows: dict[str, list[tuple[float, float]]] = {"native": [], "chosen": [], "cap": []}
+    rows.update({f"side{side}": [] for side in sides})
     chosen_sides: set[int] = set()
     for s in test:
         assert s.instances is not None
@@ -153,6 +155,8 @@ def report(dataset: str, root: str, cap: int = CAP) -> dict[str, Any]:
         rows["native"].append(round_trip_scores(s.instances, hw))
         rows["chosen"].append(round_trip_scores(s.instances, chosen))
         rows["cap"].append(round_trip_scores(s.instances, working_size(hw, cap)))
+        for side in sides:
+            rows[f"side{side}"].append(round_trip_scores(s.instances, working_size(hw, side)))
     return {"dataset": dataset, "root": root, "train_images": sizes.images, "train_instances": sizes.instances,
             "median_diameter_px": sizes.median_diameter_px, "min_diameter_px": SCALE_RULE.min_diameter_px,
             "floor": floor, "cap": cap, "chosen_long_sides": sorted(chosen_sides),
@@ -165,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--glas", help="a GlaS root (release layout)")
     ap.add_argument("--monuseg", help="a MoNuSeg root (release layout)")
     ap.add_argument("--make-monuseg", help="write MoNuSeg-format nucleus fields here first, then report them")
+    ap.add_argument("--sides", default="", help="also the AJI at these long sides, e.g. 512,640,768")
     ap.add_argument("--json", help="also write the reports here")
     args = ap.parse_args(argv)
     roots = [("glas", args.glas), ("monuseg", args.monuseg)]
     if args.make_monuseg:
         roots.append(("monuseg", str(write_monuseg(Path(args.make_monuseg)))))
-    reports = [report(name, root) for name, root in roots if root]
+    sides = [int(x) for x in args.sides.split(",") if x]
+    reports = [report(name, root, sides=sides) for name, root in roots if root]
     if not reports:
         ap.error("give --glas, --monuseg or --make-monuseg")
     print(f"rule: median training instance >= {SCALE_RULE.min_diameter_px:g} px; cap {CAP} px; "
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
               f"training instances -> floor {r['floor']:.3f}, long side {r['chosen_long_sides']} | AJI native "
               f"{r['aji_native']:.3f}, chosen {r['aji_chosen']:.3f}, cap {r['aji_cap']:.3f} | Dice chosen "
               f"{r['dice_chosen']:.3f}, cap {r['dice_cap']:.3f}")
+        for side in sides:  # the median instance there, for an image of the data set's largest side
+            print(f"  long side {side}: AJI {r[f'aji_side{side}']:.3f}, Dice {r[f'dice_side{side}']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"field": asdict(NucleusField()), "reports": reports}, indent=1))
     return 0
