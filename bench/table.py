@@ -256,7 +256,8 @@ def working_side(group: list[dict[str, Any]]) -> str:
     """The long side (px) the cell's runs resized the test images to, as their records'
     `extra.working_scale` states it: "256", a range "512-700", "+ objects" where the data set's
     objects raised it above the preset's cap (bench.data.scale), "fixed" for a fixed network input.
-    Records from before the scale was recorded show their config's cap ("<=256"); "" if none says."""
+    Records from before the scale was recorded show their config's cap ("<=256") or fixed input;
+    "" if none says."""
     texts = []
     for r in group:
         extra, config = r.get("extra"), r.get("config")
@@ -265,6 +266,8 @@ def working_side(group: list[dict[str, Any]]) -> str:
             lo, hi = scale["side"]
             text = f"{lo}" if lo == hi else f"{lo}-{hi}"
             text += " fixed" if scale.get("input_size") else " + objects" if scale.get("raised") else ""
+        elif isinstance(config, dict) and isinstance(config.get("input_size"), int) and config["input_size"]:
+            text = f"{config['input_size']} fixed"
         elif isinstance(config, dict) and isinstance(config.get("max_side"), int):
             text = f"<={config['max_side']}"
         else:

@@ -25,8 +25,9 @@ REFERENCE_NOTE = ("trivial (reference): a constant predictor, never trained, sco
                   "it learned nothing a constant could not.")
 REFERENCE_TEST = "reference: constant predictor, never trained"
 SIDE_NOTE = ("side (px): the long side the runs resized the test images to; + objects: above the preset's cap, "
-             f"so that the median training instance stays {SCALE_RULE.min_diameter_px:g} px across "
-             "(docs/working-scale.md); <=N: the cap of a record from before the side was recorded.")
+             f"so that the median training instance stays at least {SCALE_RULE.min_diameter_px:g} px across "
+             "(docs/working-scale.md); fixed: a network's fixed input; <=N: the cap of a record from before the "
+             "side was recorded.")
 
 
 def num(x: float, cfg: TableConfig = CFG) -> str:

@@ -204,4 +204,5 @@ def test_the_record_and_the_table_state_the_working_scale(monuseg_root: Path, gl
     assert working_side([{"extra": {"working_scale": nuclei}}]) == f"{side} + objects"
     assert working_side([{"extra": {"working_scale": glands}}]) == "256"
     assert working_side([{"config": {"max_side": 256}}]) == "<=256"  # a record from before
+    assert working_side([{"config": {"max_side": 256, "input_size": 128}}]) == "128 fixed"
     assert working_side([{"config": {}}]) == ""
