@@ -20,12 +20,14 @@ from torch import nn
 
 from bench.context import RunContext, RunOutput
 from bench.data import pretrain_pool
+from bench.data.scale import scale_floor, scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.official import probe_loop
 from bench.plugin import Plugin, Predictor
+from bench.pretrain import pool_floor
 from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.probe.official import predict_logits, train_official_probe
@@ -213,7 +215,8 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
-            with collect_histories() as history:  # the loss curves live in the artefact
+            # the pool at the working scale of the data set it comes from
+            with collect_histories() as history, pool_floor(scale_floor(source.spec.dataset, source.spec.root)):
                 state = self.pretrain(images, ctx)
             built.append(time.perf_counter() - start)
             return {"state": state, "seconds": built[0], "history": history}
@@ -285,7 +288,7 @@ class SSLMethod(Plugin):
         with torch.no_grad(), autocast(ctx.device):  # the depth, from fixed draws (no generator moves)
             dim = sum(int(m.shape[1]) for m in self.extract(backbone, torch.zeros(1, 3, w, w, device=ctx.device),
                                                              test.domain))
-        images = [self._working_copy(s) for s in train]
+        images = [self._working_copy(s, spec_floor(ctx.spec)) for s in train]
         start = time.perf_counter()
         with ctx.run_checkpoint("probe"):
             probe = train_official_probe(features, dim, [(x[0], y) for x, y in images], loop, w,
@@ -301,6 +304,8 @@ class SSLMethod(Plugin):
         timings: dict[str, float] = {}
         fit = self.fit_official if self.official_medical(test.domain) else self.fit_probe
         reader, probe, extra = fit(ctx, train, test, timings)
+        extra["working_scale"] = scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side,
+                                              [s.semantic.shape for s in test])
         start = time.perf_counter()
         predictions = [self.predict(reader, probe, s, test.split) for s in test]
         timings["predict_s"] = time.perf_counter() - start
@@ -318,7 +323,7 @@ class SSLMethod(Plugin):
         bank = FeatureBank()
         w = self.cfg.window
         for sample in train:
-            x, labels = self._working_copy(sample)
+            x, labels = self._working_copy(sample, reader.floor)
             if test.domain == "natural":
                 labels = _ignore_rare_classes(labels, self.cfg.rare_class_pixels, test.ignore_index)
             x = pad_to_window(x, w)
@@ -328,13 +333,13 @@ class SSLMethod(Plugin):
                 bank.add(maps, _crop_labels(labels, y, x0, w, test.ignore_index), scale)
         return bank
 
-    def _working_copy(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
-        size = target_size(sample.image.shape[:2], self.cfg.max_side)
+    def _working_copy(self, sample: Sample, floor: float) -> tuple[torch.Tensor, np.ndarray]:
+        size = target_size(sample.image.shape[:2], self.cfg.max_side, floor)
         return resize_image(to_tensor(sample.image), size), resize_labels(sample.semantic, size)
 
     @torch.no_grad()
     def predict(self, reader: "FeatureReader", probe: EnsembleMLP, sample: Sample, split: str) -> np.ndarray:
-        x, _ = self._working_copy(sample)
+        x, _ = self._working_copy(sample, reader.floor)
         w = self.cfg.window
 
         score = predict_logits if self.official_medical(reader.domain) else predict_votes
@@ -358,6 +363,7 @@ class FeatureReader:
         self.key = config_hash({"features": method.feature_identity(), "method": method.name,
                                 "dataset": spec.dataset, "root": spec.root, "domain": domain})
         self.normalise = domain == "medical" and method.cfg.l2_normalize_medical
+        self.floor = spec_floor(spec)  # the run's data set's scale floor (bench.data.scale)
         self.hits = self.misses = 0
 
     def rms_factor(self, maps: list[torch.Tensor]) -> float:

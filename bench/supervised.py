@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler
 
 from bench.context import RunContext, RunOutput
+from bench.data.scale import scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
@@ -111,7 +112,9 @@ class SupervisedMethod(Plugin):
         if on_trained is not None:
             on_trained(lambda sample, _key: self.predict(model, sample.image, test.num_classes, ctx))
         params = sum(p.numel() for p in model.parameters())
-        extra: dict[str, Any] = {"n_fit": len(fit), "n_val": len(val), "params": params}
+        scale = scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side,
+                             [s.semantic.shape for s in test], self.cfg.input_size)
+        extra: dict[str, Any] = {"n_fit": len(fit), "n_val": len(val), "params": params, "working_scale": scale}
         if official:
             extra["official_loop"] = dataclasses.asdict(train_loop(ctx.spec.dataset))
         return RunOutput(predictions, timings, extra)
@@ -120,11 +123,14 @@ class SupervisedMethod(Plugin):
         """A batch in [0, 1] as the network takes it (`normalize`)."""
         return imagenet_normalise(x) if self.cfg.normalize == "imagenet" else x
 
-    def _working(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
+    def working_size(self, hw: tuple[int, int], ctx: RunContext) -> tuple[int, int]:
+        """The size an image is trained on and predicted at (the fixed input, else the working size)."""
         if self.cfg.input_size:
-            size = (self.cfg.input_size, self.cfg.input_size)
-        else:
-            size = target_size(sample.image.shape[:2], self.cfg.max_side)
+            return self.cfg.input_size, self.cfg.input_size
+        return target_size(hw, self.cfg.max_side, spec_floor(ctx.spec))
+
+    def _working(self, sample: Sample, ctx: RunContext) -> tuple[torch.Tensor, np.ndarray]:
+        size = self.working_size(sample.image.shape[:2], ctx)
         return resize_image(to_tensor(sample.image), size)[0], np.array(resize_labels(sample.semantic, size))
 
     @retained_memory()  # each step's big temporaries reuse the blocks the step before freed
@@ -134,7 +140,7 @@ class SupervisedMethod(Plugin):
         gen = torch.Generator().manual_seed(ctx.spec.seed)
         torch.manual_seed(ctx.spec.seed)
         model = to_device(self.build_model(num_classes), ctx.device)
-        data = [self._working(s) for s in fit]
+        data = [self._working(s, ctx) for s in fit]
         loss_fn = build_loss(cfg.loss, num_classes, ignore)
         opt = build_optimizer(cfg, model.parameters())
         sched = build_scheduler(cfg, opt)
@@ -189,7 +195,7 @@ class SupervisedMethod(Plugin):
         gen = torch.Generator().manual_seed(ctx.spec.seed)
         torch.manual_seed(ctx.spec.seed)
         model = to_device(self.build_model(num_classes), ctx.device)
-        data = [self._working(s) for s in fit]
+        data = [self._working(s, ctx) for s in fit]
         loss_fn = build_loss(cfg.loss, num_classes, ignore)
         opt = build_optimizer(cfg, model.parameters())
         stop = LastBatchStop(loop.start_iteration, loop.max_break)
@@ -260,11 +266,10 @@ class SupervisedMethod(Plugin):
                 logits = model(self.network_input(prepare_batch(batch, ctx.device)))
             return scores_from_logits(logits.float(), num_classes).cpu()
 
+        x = resize_image(to_tensor(image), self.working_size(image.shape[:2], ctx))
         if self.cfg.input_size:
-            x = resize_image(to_tensor(image), (self.cfg.input_size, self.cfg.input_size))
             scores = forward(x)
         else:
-            x = resize_image(to_tensor(image), target_size(image.shape[:2], self.cfg.max_side))
             scores = sliding_window_predict(x, self.cfg.crop, self.cfg.overlap, self.cfg.batch, forward)
         return scores_to_labels(scores[0], image.shape[:2])
 
