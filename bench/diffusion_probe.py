@@ -7,14 +7,15 @@ stops right after the deepest block needed, so unused decoder blocks cost nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
+from bench.diffusion import SSIMKind
 from bench.nn.early_exit import capture
 from bench.nn.gd_unet import GDUNet, GDUNetConfig
-from bench.pretrain import PretrainSchedule
+from bench.pretrain import EMAStart, PretrainSchedule
 from bench.ssl import SSLConfig, SSLMethod
 
 # The read-out knobs: which decoder blocks, at which timesteps, under which noise draw.
@@ -39,11 +40,20 @@ class DiffusionConfig(SSLConfig):
     train_batch: int = 32
     lr: float = 1e-4
     ema_decay: float = 0.9999
+    ema_start: EMAStart = "first_step"  # the EMA's first value: the weights after step 1 | the initial weights
+    ema_warmup: bool = False           # the n-th average uses min(ema_decay, (1 + n) / (10 + n))
+    ssim: SSIMKind = "pytorch_msssim"  # which SSIM the SSIM losses compute (bench.diffusion.ssim_loss)
     blocks_medical: tuple[int, ...] = (8, 9, 10, 11, 12)
     blocks_natural: tuple[int, ...] = (5, 6, 7, 8, 12)
     timesteps_medical: tuple[int, ...] = (250,)
     timesteps_natural: tuple[int, ...] = (50, 150, 250)
     noise_seed: int = 0
+
+    # The official code (guided-diffusion's TrainLoop, MDM's torchgeometry loss; docs/official-protocol.md,
+    # "Method details"): the EMA starts from the initial weights at a constant decay, SSIM as
+    # torchgeometry computes it. The decay itself is the preset's (the paper's 0.9999 at paper size).
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(ema_start="initial", ema_warmup=False, ssim="torchgeometry")
+    LEGACY: ClassVar[dict[str, Any]] = dict(ema_start="first_step", ema_warmup=False, ssim="pytorch_msssim")
 
 
 # The `tiny` diffusion UNet (ddpm, mdm): 32 channels, three levels, decoder blocks 2-4 read out.
@@ -84,7 +94,8 @@ class DiffusionProbe(SSLMethod):
     def schedule(self) -> PretrainSchedule:
         c = self.cfg
         return PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window, lr=c.lr,
-                                ema_decay=c.ema_decay, max_side=c.max_side)
+                                ema_decay=c.ema_decay, ema_start=c.ema_start, ema_warmup=c.ema_warmup,
+                                max_side=c.max_side)
 
     def schedules(self) -> dict[str, PretrainSchedule]:
         return {f"{self.name} pretrain": self.schedule()}

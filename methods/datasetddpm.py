@@ -29,6 +29,7 @@ from bench.context import RunContext, RunOutput
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch
 from bench.diffusion_sampling import AncestralSampler, SamplerConfig
+from bench.errors import FieldError
 from bench.label_figure import save_inspection
 from bench.nn.smp_models import build_smp, check_arch
 from bench.plugin import Predictor
@@ -50,7 +51,7 @@ class DatasetDDPMConfig(DDPMConfig):
 
     n_samples: int = 10_000
     sample_steps: int = 1000           # < diffusion_steps: respaced ancestral sampling
-    sample_variance: str = "fixed_large"  # bench's DDPM trains only epsilon (sigma unlearned)
+    sample_variance: str = "fixed_large"  # fixed_large | fixed_small | learned (needs variance_loss "vlb")
     sample_batch: int = 32
     sample_shard: int = 256            # samples per resumable shard
     sample_seed: int = 0
@@ -66,8 +67,15 @@ class DatasetDDPMConfig(DDPMConfig):
     deeplab_patience: int = 20         # epochs without a better validation Dice
     inspect_samples: int = 16          # sampled images + labels saved under predictions/<run>/synthetic
 
+    # Protocol "official": ddpm-segmentation samples with the DDPM's learned variance.
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(sample_variance="learned")
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_arch(WHERE, self.deeplab_arch)
+        if self.sample_variance == "learned" and self.variance_loss != "vlb" and self.checkpoint is None:
+            raise FieldError("sample_variance", "'learned' samples with the trained variance: it needs "
+                                                "variance_loss = 'vlb' (or a checkpoint trained with it)")
 
 
 def _ddpm_fields(cfg: DatasetDDPMConfig) -> DDPMConfig:
@@ -92,7 +100,7 @@ def _preset(ddpm: DDPMConfig, extra: dict[str, Any]) -> DatasetDDPMConfig:
 
 def _presets() -> dict[str, DatasetDDPMConfig]:
     backbones = {name: DDPM.presets[name] for name in ("tiny", "small", "paper")}
-    extras = {"tiny": TINY_SAMPLING, "small": SMALL_SAMPLING, "paper": {}}
+    extras = {"tiny": TINY_SAMPLING, "small": SMALL_SAMPLING, "paper": {"sample_variance": "learned"}}
     return {name: _preset(backbone, extras[name]) for name, backbone in backbones.items()}
 
 

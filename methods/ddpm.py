@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -11,6 +11,8 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
 from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.diffusion_vlb import vlb_bits
+from bench.errors import FieldError
 from bench.pretrain import pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE
@@ -22,6 +24,18 @@ class DDPMConfig(DiffusionConfig):
     target: str = "eps"               # eps | x0 (Table 4)
     loss: str = "mse"                 # mse | ssim (x0 target only)
     fixed_t: int | None = None        # Table 3: train at one timestep (a denoising autoencoder)
+    # What trains the learned sigma (learn_sigma's second three output channels): none (they get
+    # no gradient) | vlb (guided-diffusion's hybrid loss: + the variational bound's term at t,
+    # bench.diffusion_vlb, with the mean's gradient stopped).
+    variance_loss: Literal["none", "vlb"] = "none"
+
+    # Protocol "official": guided-diffusion's learned-sigma DDPM and its hybrid loss (REFERENCE §4).
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(learn_sigma=True, variance_loss="vlb")
+    LEGACY: ClassVar[dict[str, Any]] = dict(variance_loss="none")
+
+    def __post_init__(self) -> None:
+        if self.variance_loss == "vlb" and not self.learn_sigma:
+            raise FieldError("variance_loss", "'vlb' trains the learned variance: it needs learn_sigma = true")
 
 
 @register("ddpm", "ssl")
@@ -32,7 +46,8 @@ class DDPM(DiffusionProbe):
     presets = {
         "tiny": DDPMConfig(**TINY_PROBE, **TINY_UNET, timesteps_natural=(50, 150)),
         "small": DDPMConfig(**SMALL_PROBE, **SMALL_UNET),
-        "paper": DDPMConfig(),
+        # guided-diffusion's hybrid loss; the EMA and SSIM as mdm's paper preset.
+        "paper": DDPMConfig(protocol="official", variance_loss="vlb", ema_warmup=True, ssim="torchgeometry"),
     }
 
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
@@ -42,10 +57,16 @@ class DDPM(DiffusionProbe):
         def step_loss(model: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             t = sample_timesteps(x0.shape[0], c.diffusion_steps, c.fixed_t, gen).to(x0.device)
             noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-            out = model(sched.q_sample(x0, t, noise), t)[:, :3]
+            x_t = sched.q_sample(x0, t, noise)
+            full = model(x_t, t)
+            out = full[:, :3]
             if c.target == "eps":
-                return reconstruction_loss("mse", out, noise)
-            return reconstruction_loss(c.loss, out, x0)
+                loss = reconstruction_loss("mse", out, noise)
+            else:
+                loss = reconstruction_loss(c.loss, out, x0, c.ssim)
+            if c.variance_loss == "vlb":
+                loss = loss + vlb_bits(sched, x0, x_t, t, out, full[:, 3:6], c.target).mean()
+            return loss
 
         return pretrain(self.build_model(), images, self.schedule(), step_loss, ctx.device,
                         c.pretrain_seed, ctx.progress, desc="ddpm pretrain")

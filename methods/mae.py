@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -14,11 +14,18 @@ from bench.distributed import unwrap
 from bench.errors import FieldError
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
-from bench.pretrain import PretrainSchedule, pretrain
+from bench.pretrain import LRSchedule, PretrainSchedule, pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
 
 LOSSES = ("norm_pix", "mse", "ssim")
+
+# MAE's own pre-training recipe (main_pretrain.py; docs/official-protocol.md, "Method details"):
+# RandomResizedCrop (scale 0.2-1, bicubic) and flip, a per-step linear warm-up then half-cycle
+# cosine to 0, no weight decay on biases and norms. The `paper` preset trains with it under
+# either protocol; protocol "official" pins it (with AdamW (0.9, 0.95) and weight decay 0.05).
+MAE_RECIPE: dict[str, Any] = dict(crop_scale=(0.2, 1.0), lr_schedule="warmup_cosine", warmup_fraction=0.02,
+                                  decay_exclusions=True)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,16 @@ class MAEConfig(SSLConfig):
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     feature_blocks: int = 12          # read out the outputs of the last N encoder blocks
+    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop's area range; None: plain random crops
+    lr_schedule: LRSchedule = "constant"  # constant | warmup_cosine: linear warm-up, then half-cycle cosine to 0
+    warmup_fraction: float = 0.02     # warmup_cosine: the warm-up's share of train_steps
+    decay_exclusions: bool = False    # no weight decay on biases and norm parameters (timm's rule)
+
+    # Protocol "official": MAE's recipe with its optimiser; the lr stays the preset's (the official
+    # GlaS run's is not published).
+    OFFICIAL: ClassVar[dict[str, Any]] = dict(**MAE_RECIPE, betas=(0.9, 0.95), weight_decay=0.05)
+    LEGACY: ClassVar[dict[str, Any]] = dict(
+        crop_scale=None, lr_schedule="constant", warmup_fraction=0.02, decay_exclusions=False)
 
     def __post_init__(self) -> None:
         """Fail at config time on settings the model cannot honour."""
@@ -51,6 +68,11 @@ class MAEConfig(SSLConfig):
             raise FieldError("mask_ratio", f"must be in [0, 1), got {self.mask_ratio}")
         if not 1 <= self.feature_blocks <= self.depth:
             raise FieldError("feature_blocks", f"must be in 1..{self.depth}, got {self.feature_blocks}")
+        if self.crop_scale is not None and not (
+                len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise FieldError("crop_scale", f"expected [low, high] with 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise FieldError("warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
 
 
 @register("mae", "ssl")
@@ -68,7 +90,7 @@ class MAE(SSLMethod):
             **SMALL_PROBE, embed_dim=192, depth=6, heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4,
             train_steps=1500, train_batch=16, lr=5e-4, feature_blocks=4,
         ),
-        "paper": MAEConfig(),
+        "paper": MAEConfig(protocol="official", **MAE_RECIPE),
     }
 
     def arch(self) -> MAEArch:
@@ -94,7 +116,10 @@ class MAE(SSLMethod):
         c = self.cfg
         return {"mae pretrain": PretrainSchedule(steps=c.train_steps, batch=c.train_batch, crop=c.window,
                                                  lr=c.lr, weight_decay=c.weight_decay, betas=c.betas,
-                                                 max_side=c.max_side)}
+                                                 max_side=c.max_side, crop_scale=c.crop_scale,
+                                                 lr_schedule=c.lr_schedule,
+                                                 warmup_steps=round(c.warmup_fraction * c.train_steps),
+                                                 decay_exclusions=c.decay_exclusions)}
 
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
         ((desc, sched),) = self.schedules().items()

@@ -111,7 +111,7 @@ class MaskDM(SSLMethod):
     presets = {
         "tiny": MaskDMConfig(**TINY_PROBE, **TINY_UVIT),
         "small": MaskDMConfig(**SMALL_PROBE, **SMALL_UVIT),
-        "paper": MaskDMConfig(),
+        "paper": MaskDMConfig(protocol="official"),
     }
 
     def arch(self) -> UViTArch:

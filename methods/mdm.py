@@ -38,7 +38,9 @@ class MDM(DiffusionProbe):
     presets = {
         "tiny": MDMConfig(**TINY_PROBE, **TINY_UNET),
         "small": MDMConfig(**SMALL_PROBE, **SMALL_UNET),
-        "paper": MDMConfig(),
+        # The paper's MDM: torchgeometry's SSIM; under protocol "converged" a warmed-up EMA
+        # (docs/official-protocol.md, "Method details"), under "official" guided-diffusion's.
+        "paper": MDMConfig(protocol="official", ssim="torchgeometry", ema_warmup=True),
     }
 
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
@@ -48,7 +50,7 @@ class MDM(DiffusionProbe):
             t = sample_timesteps(x0.shape[0], c.diffusion_steps, c.fixed_t, gen)
             masked = mask_patches(x0, t, c.diffusion_steps, c.patch, gen)
             restored = model(masked, t.to(x0.device))
-            return reconstruction_loss(c.loss, restored, x0)
+            return reconstruction_loss(c.loss, restored, x0, c.ssim)
 
         return pretrain(self.build_model(), images, self.schedule(), step_loss, ctx.device,
                         c.pretrain_seed, ctx.progress, desc="mdm pretrain")

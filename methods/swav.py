@@ -136,7 +136,7 @@ class SwAV(SSLMethod):
             local_crops=4, local_size=48, local_scale=(0.1, 0.3), queue_length=128, queue_start=300,
             freeze_prototypes_steps=100, train_steps=1000, train_batch=16, lr=1e-3,
         ),
-        "paper": SwAVConfig(),
+        "paper": SwAVConfig(protocol="official"),
     }
 
     def build_model(self, num_classes: int = 2) -> SwAVNet:

@@ -97,6 +97,29 @@ def test_bad_settings_fail_before_pretraining() -> None:
         dataclasses.replace(MAE.presets["tiny"], loss="l1")
 
 
+def test_bad_recipe_settings_fail_before_pretraining() -> None:
+    for field, value in (("crop_scale", (0.0, 1.0)), ("crop_scale", (0.8, 0.5)), ("warmup_fraction", 1.0)):
+        with pytest.raises(FieldError, match=field):
+            dataclasses.replace(MAE.presets["tiny"], **{field: value})
+
+
+def test_maes_recipe_is_the_paper_presets_and_the_official_protocols() -> None:
+    small = MAE.resolve_config("small", {})
+    assert (small.crop_scale, small.lr_schedule, small.decay_exclusions) == (None, "constant", False)  # the records'
+    for cfg in (MAE.resolve_config("small", {"protocol": "official"}), MAE.resolve_config("paper", {}),
+                MAE.resolve_config("paper", {"protocol": "converged"})):
+        assert cfg.crop_scale == (0.2, 1.0) and cfg.lr_schedule == "warmup_cosine" and cfg.decay_exclusions
+        assert cfg.betas == (0.9, 0.95) and cfg.weight_decay == 0.05
+        ((_, sched),) = MAE(cfg).schedules().items()
+        assert sched.crop_scale == (0.2, 1.0) and sched.decay_exclusions
+        assert sched.warmup_steps == round(0.02 * cfg.train_steps) and sched.lr == cfg.lr
+    assert MAE.resolve_config("paper", {}).protocol == "official"
+    with pytest.raises(FieldError, match="official"):
+        MAE.resolve_config("small", {"protocol": "official", "lr_schedule": "constant"})
+    plain = MAE(small).schedules()["mae pretrain"]  # the plain loop: nothing of the recipe reaches it
+    assert (plain.crop_scale, plain.lr_schedule, plain.decay_exclusions) == (None, "constant", False)
+
+
 def test_probe_only_fields_do_not_retrain() -> None:
     tiny = MAE.presets["tiny"]
     same = MAE(dataclasses.replace(tiny, feature_blocks=2, probe_ensemble=2)).pretrain_identity()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from skimage.metrics import structural_similarity
 
 from bench import registry
-from bench.diffusion import ssim_loss
+from bench.diffusion import reconstruction_loss, ssim_loss
 from bench.nn.gd_config import decoder_block_channels
 from bench.nn.masking import mask_patches, patch_keep_mask, visible_count
+from bench.ssim import gaussian_window, ssim_loss_torchgeometry, ssim_map
 
 GD_JSON = Path(__file__).resolve().parents[2] / "shared/reference/guided_diffusion_checkpoints.json"
 
@@ -65,6 +67,74 @@ def test_ssim_loss_agrees_with_scikit_image() -> None:
     ref = structural_similarity(a, b, win_size=5, gaussian_weights=True, sigma=1.5, data_range=1.0,
                                 use_sample_covariance=False)
     assert abs(ours - ref) < 5e-3
+
+
+def _torchgeometry_by_windows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchgeometry's SSIM(5) restated window by window in float64: for every pixel, the 5 x 5
+    neighbours weighted by a sigma-1.5 gaussian, a neighbour outside the image counting as 0
+    (zero padding 2); C1 = 0.01^2, C2 = 0.03^2 (max_val 1); per-pixel loss clamp(1 - SSIM, 0, 1) / 2."""
+    g = [math.exp(-((k - 2) ** 2) / (2 * 1.5**2)) for k in range(5)]
+    g = [v / sum(g) for v in g]
+    a, b = a.double(), b.double()
+    out = torch.zeros_like(a)
+    _, _, h, w = a.shape
+    for i in range(h):
+        for j in range(w):
+            mu_a = mu_b = e_aa = e_bb = e_ab = torch.zeros(a.shape[:2], dtype=torch.float64)
+            for di in range(5):
+                for dj in range(5):
+                    y, x = i + di - 2, j + dj - 2
+                    if not (0 <= y < h and 0 <= x < w):
+                        continue  # zero padding: the neighbour adds 0 to every sum
+                    wt = g[di] * g[dj]
+                    pa, pb = a[:, :, y, x], b[:, :, y, x]
+                    mu_a, mu_b = mu_a + wt * pa, mu_b + wt * pb
+                    e_aa, e_bb, e_ab = e_aa + wt * pa * pa, e_bb + wt * pb * pb, e_ab + wt * pa * pb
+            var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
+            c1, c2 = 0.01**2, 0.03**2
+            out[:, :, i, j] = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return out, (torch.clamp(1 - out, 0, 1) / 2).mean()
+
+
+@pytest.mark.parametrize("case", ["noisy", "anticorrelated", "offset"])
+def test_torchgeometry_ssim_equals_the_formula_window_by_window(case: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 7, 9, generator=gen) * 2 - 1  # images in [-1, 1], used as they are
+    b = {"noisy": (a + 0.3 * torch.randn(a.shape, generator=gen)).clamp(-1, 1),
+         "anticorrelated": -a,              # SSIM < 0 at many pixels: the clamp binds there
+         "offset": (a * 0.5 + 0.4)}[case]  # means differ: the luminance term and the padded borders matter
+    want_map, want_loss = _torchgeometry_by_windows(a, b)
+    got_map = ssim_map(a, b)
+    assert got_map.shape == a.shape  # zero padding: one value per pixel, borders included
+    assert torch.allclose(got_map.double(), want_map, atol=1e-5)
+    assert abs(ssim_loss_torchgeometry(a, b).item() - want_loss.item()) < 1e-6
+    assert abs(reconstruction_loss("ssim", a, b, "torchgeometry").item() - want_loss.item()) < 1e-6
+    if case == "anticorrelated":
+        assert (want_map < 0).any()
+        per_pixel = torch.clamp(1 - ssim_map(a, b), 0, 1) / 2
+        assert torch.all(per_pixel[want_map < 0] == 0.5)  # clamp(1 - s, 0, 1) / 2, not clamp((1 - s) / 2)
+
+
+def test_torchgeometry_window_is_its_published_kernel() -> None:
+    # torchgeometry 0.1.2's docstring: get_gaussian_kernel(5, 1.5) = [0.1201, 0.2339, 0.2921, 0.2339, 0.1201]
+    k = gaussian_window(5, 1.5)
+    assert torch.allclose(k.sum(1), torch.tensor([0.1201, 0.2339, 0.2921, 0.2339, 0.1201], dtype=torch.float64),
+                          atol=1e-4)
+    assert torch.allclose(k, torch.outer(k.sum(1), k.sum(0))) and abs(k.sum().item() - 1) < 1e-12
+    with pytest.raises(ValueError, match="odd"):
+        gaussian_window(4, 1.5)
+
+
+def test_the_two_ssims_differ_and_presets_choose_them() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1
+    b = (a + 0.5 * torch.randn(a.shape, generator=gen)).clamp(-1, 1)
+    assert abs(ssim_loss(a, b).item() - ssim_loss(a, b, kind="torchgeometry").item()) > 1e-3
+    cls = registry.get("mdm")
+    assert cls.resolve_config("small", {}).ssim == "pytorch_msssim"  # the committed records' loss
+    assert cls.resolve_config("small", {"protocol": "official"}).ssim == "torchgeometry"
+    assert cls.resolve_config("paper", {}).protocol == "official"
+    assert cls.resolve_config("paper", {"protocol": "converged"}).ssim == "torchgeometry"
 
 
 def test_paper_feature_dims_medical_and_natural() -> None:

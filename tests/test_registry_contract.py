@@ -22,6 +22,7 @@ from bench.config import PRESETS, load_config
 from bench.contract import ContractError, build_without_weights, check_plugin
 from bench.data import get_dataset
 from bench.metrics import dice
+from bench.protocol import legacy_values
 from bench.runner import RunSpec
 from bench.ssl import SSL_PRETRAIN_FIELDS, SSL_PROBE_ONLY_FIELDS, SSLConfig, SSLMethod
 from bench.supervised import SupervisedConfig, SupervisedMethod
@@ -58,11 +59,15 @@ _OLD_READOUT = {"blocks_medical", "blocks_natural", "timesteps_medical", "timest
 _OLD_EXTRA = {"ddpm": _OLD_READOUT, "mdm": _OLD_READOUT, "maskdm": _OLD_READOUT, "mae": {"feature_blocks"},
               "swav": {"read_every"}, "swavw2": {"read_every"}}
 _OLD_SSL_KEPT = {"swav": {"max_side", "pretrain_seed"}, "swavw2": {"max_side", "pretrain_seed"}}
+# Pre-training fields added after the records were made (each Config's LEGACY): absent from the old keys.
+_DIFFUSION_ADDED = {"ema_start", "ema_warmup", "ssim"}
+_ADDED_LATER = {"ddpm": _DIFFUSION_ADDED | {"variance_loss"}, "mdm": _DIFFUSION_ADDED,
+                "mae": {"crop_scale", "lr_schedule", "warmup_fraction", "decay_exclusions"}}
 
 
 def _old_identity(name: str, cfg: Any) -> dict[str, Any]:
     kept = _OLD_SSL_KEPT.get(name, {"max_side", "window", "pretrain_seed"})
-    drop = _OLD_EXTRA[name] | (set(SSLConfig.__dataclass_fields__) - kept)
+    drop = _OLD_EXTRA[name] | (set(SSLConfig.__dataclass_fields__) - kept) | _ADDED_LATER.get(name, set())
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
 
 
@@ -77,6 +82,8 @@ def test_artefact_keys_of_the_presets_are_unchanged(name: str, preset: str) -> N
     spec = _spec(name, preset)
     plugin = registry.create(name, preset, {})
     assert isinstance(plugin, SSLMethod)
+    legacy = legacy_values(type(plugin.cfg))
+    assert all(getattr(plugin.cfg, k) == legacy[k] for k in _ADDED_LATER.get(name, set()))
     assert plugin.pretrain_identity() == _old_identity(name, plugin.cfg)
     from bench.context import RunContext
 
