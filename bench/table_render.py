@@ -23,6 +23,10 @@ REFERENCE_NOTE = ("trivial (reference): a constant predictor, never trained, sco
                   "position in seed 0's labelled images (multi-class; config pixel-mode-s0); a method at or below "
                   "it learned nothing a constant could not.")
 REFERENCE_TEST = "reference: constant predictor, never trained"
+PAPER_NOTE = ("dice_paper, iou_paper: GlaS Dice and IoU as the paper's code computed them (an empty prediction "
+              "scores Dice 1; IoU = D / (2 - D) of the mean Dice); the published GlaS numbers stand beside them "
+              "where the records hold them, beside dice and iou in older records.")
+PAPER_METRICS = frozenset({"dice_paper", "iou_paper"})
 
 
 def num(x: float, cfg: TableConfig = CFG) -> str:
@@ -155,6 +159,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     notes = [REFERENCE_NOTE] if any(r.reference for r in rows) else []
     if any(not r.reference and s.n == 1 for r in rows for s in r.cells.values()):
         notes.append(STD_NOTE)
+    if PAPER_METRICS & set(with_paper):
+        notes.append(PAPER_NOTE)
     return Grid(head, body, notes=notes, right=len(head))
 
 
