@@ -102,8 +102,7 @@ class DiffusionProbe(SSLMethod):
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         blocks, timesteps = self.blocks_and_timesteps(domain)
         x = x * 2 - 1
-        gen = torch.Generator().manual_seed(self.cfg.noise_seed)
-        noise = torch.randn((1, *x.shape[1:]), generator=gen).to(x.device).expand_as(x)
+        noise = self.extraction_noise(x)
         maps: list[torch.Tensor] = []
         for t in timesteps:
             maps.extend(self._read_blocks(backbone, self.model_input(x, t, noise), t, blocks))

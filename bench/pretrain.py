@@ -9,6 +9,8 @@ artefact (`collect_histories`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -41,9 +43,25 @@ class PretrainSchedule:
     hflip: bool = True
 
 
-def working_pool(images: list[np.ndarray], max_side: int | None) -> list[torch.Tensor]:
+# The scale floor (bench.data.scale) of the data set being pre-trained on. A plugin's `pretrain`
+# hands this loop only images and a schedule, so the SSL pipeline sets it around that call
+# (`pool_floor`); unset, the pool is at the schedule's cap alone.
+_POOL_FLOOR: ContextVar[float] = ContextVar("pool_floor", default=0.0)
+
+
+@contextmanager
+def pool_floor(floor: float) -> Iterator[None]:
+    """Pre-training loops started inside resize their pool with this scale floor."""
+    token = _POOL_FLOOR.set(floor)
+    try:
+        yield
+    finally:
+        _POOL_FLOOR.reset(token)
+
+
+def working_pool(images: list[np.ndarray], max_side: int | None, floor: float = 0.0) -> list[torch.Tensor]:
     """The unlabelled pool as 3 x H x W tensors in [-1, 1] at the preset's working size."""
-    return [resize_image(to_tensor(im), target_size(im.shape[:2], max_side))[0] * 2 - 1 for im in images]
+    return [resize_image(to_tensor(im), target_size(im.shape[:2], max_side, floor))[0] * 2 - 1 for im in images]
 
 
 def crop_batch(pool: list[torch.Tensor], size: int, batch: int, hflip: bool, gen: torch.Generator,
@@ -92,7 +110,7 @@ def pretrain(model: nn.Module, images: list[np.ndarray], sched: PretrainSchedule
     """Train `model` with `step_loss`; return the (EMA) state dict on the CPU."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    pool = working_pool(images, sched.max_side)
+    pool = working_pool(images, sched.max_side, _POOL_FLOOR.get())
     model = to_device(model, device).train()
     shards = distributed.step_shards(sched.batch)
     trained = distributed.wrap(model, device, getattr(step_loss, "unused_parameters", False))

@@ -6,25 +6,31 @@ the batched MLP ensemble, sliding-window prediction) is done here once for every
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.context import RunContext, RunOutput
 from bench.data import pretrain_pool
+from bench.data.scale import scale_floor, scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
+from bench.official import probe_loop
 from bench.plugin import Plugin, Predictor
+from bench.pretrain import pool_floor
 from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
 from bench.probe.feature_cache import CACHE as FEATURES, Entry
+from bench.probe.official import predict_logits, train_official_probe
 from bench.progress import add_histories, collect_histories
 from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule, identity
 from bench.provenance import config_hash
@@ -100,10 +106,22 @@ SSL_PROBE_ONLY_FIELDS = (
 )
 
 
+@dataclass
+class Draws:
+    """Where an extraction's random inputs come from under protocol "official" (outside it, every
+    extraction takes the fixed draws of the Config's `noise_seed`): one noise image from
+    `shared_seed` for every extraction (the official training's `share_noise`), or with None a
+    fresh one from `gen` each time (its test); masks (MDM's) always fresh from `gen`."""
+
+    gen: torch.Generator
+    shared_seed: int | None = None
+
+
 class SSLMethod(Plugin):
     """A self-supervised backbone read out by the shared pixel probe."""
 
     kind = "ssl"
+    draws: Draws | None = None  # set by `drawing` for the extractions of the official protocol
     # A plugin's own Config fields that only change how features are read out (blocks, timesteps,
     # the extraction noise seed): changing them reuses the pre-trained backbone.
     probe_only_fields: ClassVar[tuple[str, ...]] = ()
@@ -126,6 +144,25 @@ class SSLMethod(Plugin):
     def pretrain_batches(self) -> tuple[int, ...]:
         """The global batch of each pre-training loop (what data-parallel processes must divide)."""
         return (self.cfg.train_batch,) if hasattr(self.cfg, "train_batch") else ()
+
+    @contextlib.contextmanager
+    def drawing(self, draws: Draws | None) -> Iterator[None]:
+        """Extractions inside take their random inputs from `draws` (see Draws)."""
+        saved, self.draws = self.draws, draws
+        try:
+            yield
+        finally:
+            self.draws = saved
+
+    def extraction_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """The noise of an extraction of batch x: one image for every window of the batch, from the
+        Config's `noise_seed` or the draws' shared seed; with fresh draws, one per window."""
+        d = self.draws
+        seed = int(self.cfg.noise_seed) if d is None else d.shared_seed
+        if seed is None:  # fresh draws (the official test: each window on its own)
+            return torch.randn(x.shape, generator=d.gen).to(x.device, x.dtype)  # type: ignore[union-attr]
+        noise = torch.randn((1, *x.shape[1:]), generator=torch.Generator().manual_seed(seed))
+        return noise.to(x.device, x.dtype).expand_as(x)
 
     @classmethod
     def probe_only(cls) -> frozenset[str]:
@@ -178,7 +215,8 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
-            with collect_histories() as history:  # the loss curves live in the artefact
+            # the pool at the working scale of the data set it comes from
+            with collect_histories() as history, pool_floor(scale_floor(source.spec.dataset, source.spec.root)):
                 state = self.pretrain(images, ctx)
             built.append(time.perf_counter() - start)
             return {"state": state, "seconds": built[0], "history": history}
@@ -224,10 +262,50 @@ class SSLMethod(Plugin):
         timings["probe_train_s"] = time.perf_counter() - start
         return reader, probe, {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes}
 
+    def official_medical(self, domain: str) -> bool:
+        """Whether this run reads out with the official single-classifier medical loop."""
+        return self.cfg.protocol == "official" and domain == "medical"
+
+    def fit_official(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
+                     timings: dict[str, float]) -> tuple["FeatureReader", EnsembleMLP, dict[str, Any]]:
+        """The official medical probe (bench.probe.official): one classifier on fresh crops whose
+        features are extracted in each step; the reader it returns extracts every test window
+        afresh (new noise and masks per window, as the official test), bypassing the cache."""
+        start = time.perf_counter()
+        backbone, timings["pretrain_s"], cached = self.backbone(ctx)
+        timings["load_s"] = time.perf_counter() - start
+        loop, w, seed = probe_loop(ctx.spec.dataset), self.cfg.window, ctx.spec.seed
+        normalise = self.cfg.l2_normalize_medical
+        train_draws = Draws(torch.Generator().manual_seed(seed), shared_seed=seed)
+
+        def features(crops: torch.Tensor) -> torch.Tensor:
+            with autocast(ctx.device), self.drawing(train_draws):
+                maps = self.extract(backbone, prepare_batch(crops, ctx.device), test.domain)
+            up = torch.cat([F.interpolate(m.float(), size=(w, w), mode="bilinear", align_corners=False)
+                            for m in maps], dim=1)
+            return up / up.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) if normalise else up
+
+        with torch.no_grad(), autocast(ctx.device):  # the depth, from fixed draws (no generator moves)
+            dim = sum(int(m.shape[1]) for m in self.extract(backbone, torch.zeros(1, 3, w, w, device=ctx.device),
+                                                             test.domain))
+        images = [self._working_copy(s, spec_floor(ctx.spec)) for s in train]
+        start = time.perf_counter()
+        with ctx.run_checkpoint("probe"):
+            probe = train_official_probe(features, dim, [(x[0], y) for x, y in images], loop, w,
+                                         test.num_classes, self.probe_config(test.domain), seed,
+                                         test.ignore_index, ctx.device, ctx.progress)
+        timings["probe_train_s"] = time.perf_counter() - start
+        reader = FeatureReader(self, backbone, test.domain, ctx,
+                               draws=Draws(torch.Generator().manual_seed(seed + 1)))
+        return reader, probe, {"pretrain_cached": cached, "feature_dim": dim, "official_loop": asdict(loop)}
+
     def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
             on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         timings: dict[str, float] = {}
-        reader, probe, extra = self.fit_probe(ctx, train, test, timings)
+        fit = self.fit_official if self.official_medical(test.domain) else self.fit_probe
+        reader, probe, extra = fit(ctx, train, test, timings)
+        extra["working_scale"] = scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side,
+                                              [s.semantic.shape for s in test])
         start = time.perf_counter()
         predictions = [self.predict(reader, probe, s, test.split) for s in test]
         timings["predict_s"] = time.perf_counter() - start
@@ -245,7 +323,7 @@ class SSLMethod(Plugin):
         bank = FeatureBank()
         w = self.cfg.window
         for sample in train:
-            x, labels = self._working_copy(sample)
+            x, labels = self._working_copy(sample, reader.floor)
             if test.domain == "natural":
                 labels = _ignore_rare_classes(labels, self.cfg.rare_class_pixels, test.ignore_index)
             x = pad_to_window(x, w)
@@ -255,18 +333,20 @@ class SSLMethod(Plugin):
                 bank.add(maps, _crop_labels(labels, y, x0, w, test.ignore_index), scale)
         return bank
 
-    def _working_copy(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
-        size = target_size(sample.image.shape[:2], self.cfg.max_side)
+    def _working_copy(self, sample: Sample, floor: float) -> tuple[torch.Tensor, np.ndarray]:
+        size = target_size(sample.image.shape[:2], self.cfg.max_side, floor)
         return resize_image(to_tensor(sample.image), size), resize_labels(sample.semantic, size)
 
     @torch.no_grad()
     def predict(self, reader: "FeatureReader", probe: EnsembleMLP, sample: Sample, split: str) -> np.ndarray:
-        x, _ = self._working_copy(sample)
+        x, _ = self._working_copy(sample, reader.floor)
         w = self.cfg.window
+
+        score = predict_logits if self.official_medical(reader.domain) else predict_votes
 
         def windows(crops: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
             read = reader.read(crops, f"{split}/{sample.name}", positions)
-            return torch.stack([predict_votes(probe, maps, (w, w), scale=scale) for maps, scale in read])
+            return torch.stack([score(probe, maps, (w, w), scale=scale) for maps, scale in read])
 
         scores = sliding_window_predict(x, w, self.cfg.overlap, self.cfg.window_batch, windows)
         return scores_to_labels(scores[0], sample.image.shape[:2])
@@ -275,12 +355,15 @@ class SSLMethod(Plugin):
 class FeatureReader:
     """Extracts (or recalls from the process-wide cache) each window's maps and L2 scale."""
 
-    def __init__(self, method: SSLMethod, backbone: nn.Module, domain: str, ctx: RunContext) -> None:
-        self.method, self.backbone, self.domain, self.ctx = method, backbone, domain, ctx
+    def __init__(self, method: SSLMethod, backbone: nn.Module, domain: str, ctx: RunContext,
+                 draws: Draws | None = None) -> None:
+        """`draws`: every window is extracted afresh with these draws, never cached."""
+        self.method, self.backbone, self.domain, self.ctx, self.draws = method, backbone, domain, ctx, draws
         spec = ctx.spec
         self.key = config_hash({"features": method.feature_identity(), "method": method.name,
                                 "dataset": spec.dataset, "root": spec.root, "domain": domain})
         self.normalise = domain == "medical" and method.cfg.l2_normalize_medical
+        self.floor = spec_floor(spec)  # the run's data set's scale floor (bench.data.scale)
         self.hits = self.misses = 0
 
     def rms_factor(self, maps: list[torch.Tensor]) -> float:
@@ -300,20 +383,21 @@ class FeatureReader:
     @torch.no_grad()
     def read(self, crops: torch.Tensor, image_key: str, positions: list[tuple[int, int]]) -> list[Entry]:
         keys = [(self.key, image_key, y, x) for y, x in positions]
-        out: list[Entry | None] = [FEATURES.get(k) for k in keys]
+        out: list[Entry | None] = [None if self.draws else FEATURES.get(k) for k in keys]
         missing = [i for i, entry in enumerate(out) if entry is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         w = self.method.cfg.window
         for start in range(0, len(missing), self.method.cfg.window_batch):
             idx = missing[start : start + self.method.cfg.window_batch]
-            with autocast(self.ctx.device):
+            with autocast(self.ctx.device), self.method.drawing(self.draws):
                 maps = self.method.extract(self.backbone, prepare_batch(crops[idx], self.ctx.device), self.domain)
             for j, i in enumerate(idx):
                 own = [m[j].float().cpu() for m in maps]
                 scale = global_l2_scale(own, (w, w)) * self.rms_factor(own) if self.normalise else 1.0
                 entry = ([m.half() for m in own], scale)
-                FEATURES.put(keys[i], entry, group=self.key)
+                if self.draws is None:
+                    FEATURES.put(keys[i], entry, group=self.key)
                 out[i] = entry
         return out  # type: ignore[return-value]
 

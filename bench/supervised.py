@@ -7,6 +7,7 @@ size) and maps predictions back to each image's original resolution.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler
 
 from bench.context import RunContext, RunOutput
+from bench.data.scale import scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.losses import build_loss, scores_from_logits
+from bench.nn.imagenet import imagenet_normalise
+from bench.official import LastBatchStop, train_loop
 from bench.plugin import Plugin, Predictor
 from bench.progress import SETTINGS, History, StageLog
 from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule
@@ -99,9 +103,13 @@ class SupervisedMethod(Plugin):
             on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        fit, val = split_validation(list(train), self.cfg.val_fraction, ctx.spec.seed)
+        official = self.cfg.protocol == "official"
+        fit, val = (list(train), []) if official else split_validation(list(train), self.cfg.val_fraction, ctx.spec.seed)
         with ctx.run_checkpoint("train"):  # a requeued job continues training where it stopped
-            model = self.train(fit, val, test.num_classes, test.ignore_index, ctx)
+            if official:
+                model = self.train_official(fit, test.num_classes, test.ignore_index, ctx)
+            else:
+                model = self.train(fit, val, test.num_classes, test.ignore_index, ctx)
         timings["train_s"] = time.perf_counter() - start
         start = time.perf_counter()
         predictions = [self.predict(model, s.image, test.num_classes, ctx) for s in test]
@@ -109,13 +117,25 @@ class SupervisedMethod(Plugin):
         if on_trained is not None:
             on_trained(lambda sample, _key: self.predict(model, sample.image, test.num_classes, ctx))
         params = sum(p.numel() for p in model.parameters())
-        return RunOutput(predictions, timings, {"n_fit": len(fit), "n_val": len(val), "params": params})
+        scale = scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side,
+                             [s.semantic.shape for s in test], self.cfg.input_size)
+        extra: dict[str, Any] = {"n_fit": len(fit), "n_val": len(val), "params": params, "working_scale": scale}
+        if official:
+            extra["official_loop"] = dataclasses.asdict(train_loop(ctx.spec.dataset))
+        return RunOutput(predictions, timings, extra)
 
-    def _working(self, sample: Sample) -> tuple[torch.Tensor, np.ndarray]:
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in [0, 1] as the network takes it (`normalize`)."""
+        return imagenet_normalise(x) if self.cfg.normalize == "imagenet" else x
+
+    def working_size(self, hw: tuple[int, int], ctx: RunContext) -> tuple[int, int]:
+        """The size an image is trained on and predicted at (the fixed input, else the working size)."""
         if self.cfg.input_size:
-            size = (self.cfg.input_size, self.cfg.input_size)
-        else:
-            size = target_size(sample.image.shape[:2], self.cfg.max_side)
+            return self.cfg.input_size, self.cfg.input_size
+        return target_size(hw, self.cfg.max_side, spec_floor(ctx.spec))
+
+    def _working(self, sample: Sample, ctx: RunContext) -> tuple[torch.Tensor, np.ndarray]:
+        size = self.working_size(sample.image.shape[:2], ctx)
         return resize_image(to_tensor(sample.image), size)[0], np.array(resize_labels(sample.semantic, size))
 
     @retained_memory()  # each step's big temporaries reuse the blocks the step before freed
@@ -125,7 +145,7 @@ class SupervisedMethod(Plugin):
         gen = torch.Generator().manual_seed(ctx.spec.seed)
         torch.manual_seed(ctx.spec.seed)
         model = to_device(self.build_model(num_classes), ctx.device)
-        data = [self._working(s) for s in fit]
+        data = [self._working(s, ctx) for s in fit]
         loss_fn = build_loss(cfg.loss, num_classes, ignore)
         opt = build_optimizer(cfg, model.parameters())
         sched = build_scheduler(cfg, opt)
@@ -144,7 +164,7 @@ class SupervisedMethod(Plugin):
             for indices in epoch_batches(cfg, len(data), gen, self.drop_last):
                 x, y = self._batch(data, gen, indices)
                 with autocast(ctx.device):
-                    logits = model(prepare_batch(x, ctx.device))
+                    logits = model(self.network_input(prepare_batch(x, ctx.device)))
                 loss = loss_fn(logits.float(), y.to(ctx.device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -167,6 +187,50 @@ class SupervisedMethod(Plugin):
             resume.step_done(epoch + 1)
         stage.close()
         model.load_state_dict(kept.state)
+        return model.eval()
+
+    @retained_memory()
+    def train_official(self, fit: list[Sample], num_classes: int, ignore: int, ctx: RunContext) -> nn.Module:
+        """The official loop (zx-pan/mdm train_unet.py, REFERENCE §8): one shuffled pass of
+        random crops an epoch, no validation; at each epoch's last batch, once the iterations
+        exceed the data set's start (bench.official), that batch's loss drives the stop. The
+        network at the stop is kept."""
+        cfg, loop = self.cfg, train_loop(ctx.spec.dataset)
+        batch_cfg = dataclasses.replace(cfg, batch=loop.batch or cfg.batch)
+        gen = torch.Generator().manual_seed(ctx.spec.seed)
+        torch.manual_seed(ctx.spec.seed)
+        model = to_device(self.build_model(num_classes), ctx.device)
+        data = [self._working(s, ctx) for s in fit]
+        loss_fn = build_loss(cfg.loss, num_classes, ignore)
+        opt = build_optimizer(cfg, model.parameters())
+        stop = LastBatchStop(loop.start_iteration, loop.max_break)
+        history = History(SETTINGS.max_points)
+        resume = loop_state({"model": model, "opt": opt, "stop": stop, "history": history}, gen, loop.max_epochs)
+        stage = StageLog(f"{self.name} train", loop.max_epochs, ctx.progress, unit="epoch", initial=resume.start,
+                         history=history)
+        iterations = resume.start * len(epoch_batches(batch_cfg, len(data), torch.Generator(), self.drop_last))
+        for epoch in range(resume.start, loop.max_epochs):
+            if stop.stopped:  # the checkpoint ends with the stop
+                break
+            model.train()
+            last = torch.zeros(())
+            STEPS.start("train")
+            for indices in epoch_batches(batch_cfg, len(data), gen, self.drop_last):
+                x, y = self._batch(data, gen, indices)
+                with autocast(ctx.device):
+                    logits = model(self.network_input(prepare_batch(x, ctx.device)))
+                loss = loss_fn(logits.float(), y.to(ctx.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                iterations += 1
+                last = loss.detach()
+                STEPS.tick("train")
+            value = float(last)  # the epoch's one host sync
+            stage.update(epoch + 1, loss=value)
+            stop.check(iterations, value)
+            resume.step_done(epoch + 1)
+        stage.close()
         return model.eval()
 
     def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator,
@@ -204,14 +268,13 @@ class SupervisedMethod(Plugin):
 
         def forward(batch: torch.Tensor, _positions: object = None) -> torch.Tensor:
             with autocast(ctx.device):
-                logits = model(prepare_batch(batch, ctx.device))
+                logits = model(self.network_input(prepare_batch(batch, ctx.device)))
             return scores_from_logits(logits.float(), num_classes).cpu()
 
+        x = resize_image(to_tensor(image), self.working_size(image.shape[:2], ctx))
         if self.cfg.input_size:
-            x = resize_image(to_tensor(image), (self.cfg.input_size, self.cfg.input_size))
             scores = forward(x)
         else:
-            x = resize_image(to_tensor(image), target_size(image.shape[:2], self.cfg.max_side))
             scores = sliding_window_predict(x, self.cfg.crop, self.cfg.overlap, self.cfg.batch, forward)
         return scores_to_labels(scores[0], image.shape[:2])
 

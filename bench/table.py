@@ -196,6 +196,7 @@ class RecordRow:
     reference: bool
     cells: dict[str, CellStats]
     wall_s: float | None = None  # the records' summed total_s: the cell's cost, its pre-training included once
+    working_side: str = ""       # the long side the runs worked at (`working_side`)
 
 
 def config_id(record: dict[str, Any]) -> str:
@@ -233,7 +234,8 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
             if have:
                 cells[m] = cell_stats([PERCENT * r["metrics"][m] for r in have], [r["seed"] for r in have],
                                       published_beside(dataset, fraction, method, m, names))
-        rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group)))
+        rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group),
+                              working_side(group)))
     for ref in references:
         cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items()}
         rows.append(RecordRow(ref["dataset"], ref["fraction"], ref["method"], REFERENCE_PRESET, ref["rule"],
@@ -250,6 +252,31 @@ def _wall(group: list[dict[str, Any]]) -> float | None:
     the total of the run that built it, so a method's cells sum to what it cost."""
     walls = [t["total_s"] for r in group if isinstance(t := r.get("timings"), dict) and _number(t.get("total_s"))]
     return sum(walls) if walls else None
+
+
+def working_side(group: list[dict[str, Any]]) -> str:
+    """The long side (px) the cell's runs resized the test images to, as their records'
+    `extra.working_scale` states it: "256", a range "512-700", "+ objects" where the data set's
+    objects raised it above the preset's cap (bench.data.scale), "fixed" for a fixed network input.
+    Records from before the scale was recorded show their config's cap ("<=256") or fixed input;
+    "" if none says."""
+    texts = []
+    for r in group:
+        extra, config = r.get("extra"), r.get("config")
+        scale = extra.get("working_scale") if isinstance(extra, dict) else None
+        if isinstance(scale, dict) and isinstance(scale.get("side"), list) and len(scale["side"]) == 2:
+            lo, hi = scale["side"]
+            text = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            text += " fixed" if scale.get("input_size") else " + objects" if scale.get("raised") else ""
+        elif isinstance(config, dict) and isinstance(config.get("input_size"), int) and config["input_size"]:
+            text = f"{config['input_size']} fixed"
+        elif isinstance(config, dict) and isinstance(config.get("max_side"), int):
+            text = f"<={config['max_side']}"
+        else:
+            continue
+        if text not in texts:
+            texts.append(text)
+    return ", ".join(texts)
 
 
 def metric_order(names: Iterable[str]) -> list[str]:

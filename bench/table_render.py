@@ -12,6 +12,7 @@ import csv
 import io
 import math
 
+from bench.data.scale import SCALE_RULE
 from bench.table import CFG, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
 from bench.table_formats import Grid, Head, Text, html_table, latex, markdown
 
@@ -23,6 +24,10 @@ REFERENCE_NOTE = ("trivial (reference): a constant predictor, never trained, sco
                   "position in seed 0's labelled images (multi-class; config pixel-mode-s0); a method at or below "
                   "it learned nothing a constant could not.")
 REFERENCE_TEST = "reference: constant predictor, never trained"
+SIDE_NOTE = ("side (px): the long side the runs resized the test images to; + objects: above the preset's cap, "
+             f"so that the median training instance stays at least {SCALE_RULE.min_diameter_px:g} px across "
+             "(docs/working-scale.md); fixed: a network's fixed input; <=N: the cap of a record from before the "
+             "side was recorded.")
 PAPER_NOTE = ("dice_paper, iou_paper: GlaS Dice and IoU as the paper's code computed them (an empty prediction "
               "scores Dice 1; IoU = D / (2 - D) of the mean Dice); the published GlaS numbers stand beside them "
               "where the records hold them, beside dice and iou in older records.")
@@ -139,7 +144,7 @@ def _g(x: float | None) -> str:  # the experiments' CSVs: every significant digi
 def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     """The key, n, then per metric mean ± std and, where the paper has numbers, the published one."""
     with_paper = [m for m in metrics if any(m in r.cells and r.cells[m].published for r in rows)]
-    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n", "wall (s)")]
+    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n", "wall (s)", "side (px)")]
     for m in metrics:
         head.append(Head(m))
         if m in with_paper:
@@ -148,7 +153,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     for r in rows:
         method = f"{r.method} (reference)" if r.reference else r.method
         cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference), Text(r.preset),
-                 Text(r.config), Text(str(r.n)), Text("" if r.wall_s is None else f"{r.wall_s:.0f}")]
+                 Text(r.config), Text(str(r.n)), Text("" if r.wall_s is None else f"{r.wall_s:.0f}"),
+                 Text(r.working_side)]
         for m in metrics:
             s = r.cells.get(m)
             cells.append(Text("") if s is None or s.mean is None else
@@ -159,6 +165,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     notes = [REFERENCE_NOTE] if any(r.reference for r in rows) else []
     if any(not r.reference and s.n == 1 for r in rows for s in r.cells.values()):
         notes.append(STD_NOTE)
+    if any(r.working_side for r in rows):
+        notes.append(SIDE_NOTE)
     if PAPER_METRICS & set(with_paper):
         notes.append(PAPER_NOTE)
     return Grid(head, body, notes=notes, right=len(head))
@@ -177,14 +185,15 @@ def records_csv(rows: list[RecordRow], metrics: list[str]) -> str:
     """Every number: `<metric>_mean`, `_std` (empty for one record), `_published_mean`, `_published_std`
     (empty where the paper printed none), and `reference` (True for the trivial rows)."""
     with_paper = {m for m in metrics if any(m in r.cells for r in rows if not r.reference)}
-    fields = ["dataset", "fraction", "method", "preset", "config", "n", "wall_s", "reference"]
+    fields = ["dataset", "fraction", "method", "preset", "config", "n", "wall_s", "working_side", "reference"]
     for m in metrics:
         fields += [f"{m}_mean", f"{m}_std"] + ([f"{m}_published_mean", f"{m}_published_std"] if m in with_paper else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields)
     for r in rows:
-        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, _f(r.wall_s), r.reference]
+        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, _f(r.wall_s), r.working_side,
+                r.reference]
         for m in metrics:
             s = r.cells.get(m)
             line += [_f(s.mean if s else None), _f(s.std if s else None)]

@@ -7,11 +7,11 @@ prediction, feature extraction and the rest of each run (`total_s` less those an
 `load_s`, the time a run spent building or waiting for a backbone). Each run stage is summed two
 ways: as recorded, and as "quiet", each cell's median times its runs, so a few runs that shared
 the CPU with other work do not set the estimate. "CPU share" is the runs' CPU seconds over their
-wall x threads (records from 2026-12-07 on carry `cpu_s`; "-" for older ones): single-threaded
+wall x threads (for records that carry `cpu_s`; "-" for older ones): single-threaded
 stages keep it under 1 even alone, so a share well under the same method's on a quiet machine
 says its runs shared the machine. With `--budget-h` the last lines say how far the quiet block
-is from the budget and which stages alone exceed it (issue 13's floor: the GlaS block of table1
-in 3 h):
+is from the budget and which stages alone exceed it (the small preset's floor: the GlaS block of
+table1 in 3 h, docs/small-preset.md):
 
     python benchmarks/block_time.py --config results/glas-small/bench.toml [--budget-h 3]
 """

@@ -54,7 +54,7 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     # first step (200 scratch steps: the loss leaves ln 30 = 3.40 and falls to ~3.0-3.3)
     ("swav", "30 protos + queue 512", {"prototypes": 30, "queue_length": 512, "queue_start": 0,
                                        "freeze_prototypes_steps": 50}),
-    # (2026-12-07) the loss sits at ln K because the scores flatten across prototypes (their
+    # sixth pass: the loss sits at ln K because the scores flatten across prototypes (their
     # spread falls from 0.11 to 0.007 in 125 steps, codes and predictions both near uniform); of
     # the settings tried for 200 steps only a milder view distortion kept the spread (0.08) and
     # the loss under ln K: half the colour jitter, global crops of at least half the region
@@ -66,7 +66,7 @@ STUDY: list[tuple[str, str, dict[str, Any]]] = [
     ("maskdm", "preset", {}),
     ("maskdm", "untrained", {"stage1_steps": 0, "stage2_steps": 0}),
     ("unetpp", "preset", {}),
-    # (2026-12-07) the 3-hour floor's trade-off on the costliest baseline (5.28 of the block's
+    # the 3-hour floor's trade-off on the costliest baseline (5.28 of the block's
     # 23.5 quiet hours): UNet's cheapest recipe, measured on validation, and a quarter of it
     ("unetpp", "30 epochs patience 8 10 steps", {"max_epochs": 30, "patience": 8, "steps_per_epoch": 10}),
     ("unetpp", "10 epochs patience 8 10 steps", {"max_epochs": 10, "patience": 8, "steps_per_epoch": 10}),

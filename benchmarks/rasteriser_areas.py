@@ -1,4 +1,4 @@
-"""How much the MoNuSeg rasteriser's boundary rule moves nucleus areas (README, "MoNuSeg").
+"""How much the MoNuSeg rasteriser's boundary rule moves nucleus areas (docs/data.md, "MoNuSeg polygons").
 
 bench rasterises annotation polygons with MATLAB poly2mask's rule, as the organisers did
 (bench/data/monuseg_xml.py); `skimage.draw.polygon` instead keeps every pixel whose centre is on

@@ -59,7 +59,7 @@ class DatasetDDPMConfig(DDPMConfig):
     skip_certain: int = 30             # train_deeplab.py's order[30:-n+30]: 30 of those dropped are the most certain
     deeplab_arch: str = "DeepLabV3"
     deeplab_encoder: str = "resnet101"
-    deeplab_encoder_checkpoint: str | None = None  # a local ImageNet encoder state dict (see README)
+    deeplab_encoder_checkpoint: str | None = None  # a local ImageNet encoder state dict (docs/methods.md)
     deeplab_lr: float = 1e-3
     deeplab_batch: int = 8
     deeplab_epochs: int = 20           # passes over the kept images (drop_last, as the reference); the best on the real images wins

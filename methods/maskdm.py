@@ -183,19 +183,12 @@ class MaskDM(SSLMethod):
         blocks, timesteps = self.blocks_and_timesteps(domain)
         sched = Schedule(self.cfg.schedule, self.cfg.diffusion_steps)
         x = x * 2 - 1
-        noise = shared_noise(x, self.cfg.noise_seed)
+        noise = self.extraction_noise(x)
         maps: list[torch.Tensor] = []
         for step in timesteps:
             t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
             maps.extend(cast(UViT, backbone).features(sched.q_sample(x, t, noise), t, blocks))
         return maps
-
-
-def shared_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """One noise image from `seed`, the same for every window of the batch (and every batch)."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn((1, *x.shape[1:]), generator=gen).to(x.device, x.dtype).expand_as(x)
-
 
 
 def _stage_name(stage: int) -> str:

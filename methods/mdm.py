@@ -54,8 +54,11 @@ class MDM(DiffusionProbe):
                         c.pretrain_seed, ctx.progress, desc="mdm pretrain")
 
     def model_input(self, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
-        """The training corruption at t, with one mask from the fixed extraction seed for every window."""
+        """The training corruption at t: one mask from the fixed extraction seed for every window,
+        or under the official protocol's draws a fresh mask per window (drawn anew each time)."""
         c = self.cfg
-        gen = torch.Generator().manual_seed(c.noise_seed)
-        keep = patch_keep_mask(1, (x.shape[-2], x.shape[-1]), c.patch, torch.tensor([t / c.diffusion_steps]), gen)
+        fresh = self.draws is not None
+        gen = self.draws.gen if self.draws is not None else torch.Generator().manual_seed(c.noise_seed)
+        n = x.shape[0] if fresh else 1
+        keep = patch_keep_mask(n, (x.shape[-2], x.shape[-1]), c.patch, torch.full((n,), t / c.diffusion_steps), gen)
         return x * keep.to(x.device, x.dtype)

@@ -17,7 +17,7 @@ from bench.nn.smp_models import build_smp
 from bench.runner import expand
 from tests.conftest import make_sweep, sweep_toml, write_sweep
 
-# The tiny preset, made shorter still so each test takes seconds (the README's numbers are plain tiny).
+# The tiny preset, made shorter still so each test takes seconds (docs/methods.md's timings are plain tiny).
 FAST = {"train_steps": 10, "n_samples": 5, "sample_steps": 4, "sample_shard": 3, "probe_max_epochs": 2,
         "probe_pixels_per_epoch": 4096, "deeplab_epochs": 1, "drop_uncertain": 0.2}
 

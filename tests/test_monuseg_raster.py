@@ -70,7 +70,7 @@ def test_polygon_past_the_image_edges_is_clipped() -> None:
 
 def test_areas_against_skimage_on_nucleus_xml(tmp_path: Path) -> None:
     """On ~20 px nuclei, integer vertices (the test release): poly2mask keeps the polygon's area,
-    skimage.draw.polygon adds a boundary ring (README: +7.4%); with float vertices both agree."""
+    skimage.draw.polygon adds a boundary ring (docs/data.md: +7.4%); with float vertices both agree."""
     pytest.importorskip("skimage")
     shape = NucleusShape()
     integer = compare(nuclei(200, shape, True, 0), shape.canvas)

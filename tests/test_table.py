@@ -204,7 +204,7 @@ def test_one_record_has_an_undefined_std_in_every_format() -> None:
                "metrics": {"dice": 0.5}}
     rows = aggregate([record], [trivial])
     md = render_records(rows, "markdown")
-    assert "| 1 |  | 80.00 ± n/a |" in md and "| 1 |  | 50.00 |" in md and STD_NOTE in md and "± 0.00" not in md
+    assert "| 1 |  |  | 80.00 ± n/a |" in md and "| 1 |  |  | 50.00 |" in md and STD_NOTE in md and "± 0.00" not in md
     assert r"80.00 $\pm$ n/a" in render_records(rows, "latex")
     assert "<td>80.00 ± n/a</td>" in render_records(rows, "html")
     table = pd.read_csv(io.StringIO(render_records(rows, "csv")))

@@ -23,6 +23,7 @@ from scipy.cluster.vq import kmeans2
 from bench import registry
 from bench.context import RunContext
 from bench.data import get_dataset
+from bench.data.scale import scale_floor
 from bench.data.types import Sample
 from bench.device import autocast, pick_device, prepare_batch
 from bench.diffusion_probe import DiffusionProbe
@@ -58,13 +59,13 @@ PRESETS: dict[str, Fig6Config] = {"tiny": Fig6Config(images=2), "small": Fig6Con
                                    "paper": Fig6Config(images=3)}
 
 
-def window_crop(sample: Sample, max_side: int | None, window: int) -> torch.Tensor:
+def window_crop(sample: Sample, max_side: int | None, window: int, floor: float = 0.0) -> torch.Tensor:
     """1 x 3 x w x w in [0, 1]: the centre window of the probe's working copy of the image.
 
     The backbone was trained on, and is read out through, window-sized crops of that copy; the
     centre window is what one probe window of the image looks like, without resizing artefacts.
     """
-    x = resize_image(to_tensor(sample.image), target_size(sample.image.shape[:2], max_side))
+    x = resize_image(to_tensor(sample.image), target_size(sample.image.shape[:2], max_side, floor))
     x = pad_to_window(x, window)
     top, left = (x.shape[-2] - window) // 2, (x.shape[-1] - window) // 2
     return x[..., top : top + window, left : left + window]
@@ -146,7 +147,8 @@ class Fig6(Experiment):
         maps: dict[str, np.ndarray] = {}
         for spec in specs:
             pcfg = spec.resolved_config()
-            crops = torch.cat([window_crop(s, pcfg.max_side, pcfg.window) for s in samples])
+            floor = scale_floor(spec.dataset, spec.root)
+            crops = torch.cat([window_crop(s, pcfg.max_side, pcfg.window, floor) for s in samples])
             blocks, t, feats = block_features(spec, crops, test.domain, cfg.blocks)
             score = _probe_score(ctx, spec)
             for j, sample in enumerate(samples):
