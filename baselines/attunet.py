@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bench.registry import register
-from bench.supervised import PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,10 @@ class AttentionUNetBaseline(SupervisedMethod):
         "tiny": AttentionUNetConfig(max_side=192, crop=64, batch=8, max_epochs=4, steps_per_epoch=8, patience=3,
                                     channels=(8, 16, 32, 64), strides=(2, 2, 2)),
         "small": AttentionUNetConfig(**SMALL_RECIPE, channels=(16, 32, 64, 128), strides=(2, 2, 2)),
-        "paper": AttentionUNetConfig(**PAPER_RECIPE),
+        # The official script's network (31,740,402 parameters). It passes five strides for five
+        # widths; MONAI reads the first len(channels) - 1 of them, so the fifth changes nothing.
+        "paper": AttentionUNetConfig(**PAPER_RECIPE, protocol=PAPER_PROTOCOL, channels=(64, 128, 256, 512, 1024),
+                                     strides=(2, 2, 2, 2, 2)),
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

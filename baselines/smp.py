@@ -7,7 +7,7 @@ from torch import nn
 
 from bench.nn.smp_models import build_smp, check_arch
 from bench.registry import register
-from bench.supervised import PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 WHERE = "[params.smp]"
 
@@ -32,7 +32,7 @@ class SMPBaseline(SupervisedMethod):
         "tiny": SMPConfig(max_side=192, crop=64, batch=8, max_epochs=6, steps_per_epoch=10, patience=3,
                           encoder="resnet18"),
         "small": SMPConfig(**SMALL_RECIPE),
-        "paper": SMPConfig(**PAPER_RECIPE),
+        "paper": SMPConfig(**PAPER_RECIPE, protocol=PAPER_PROTOCOL),
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

@@ -12,7 +12,7 @@ from torch import nn
 
 from bench.errors import FieldError
 from bench.registry import register
-from bench.supervised import PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 SIDE_MULTIPLE = 32
 
@@ -43,7 +43,7 @@ class SwinUNETRBaseline(SupervisedMethod):
         "tiny": SwinUNETRConfig(max_side=192, crop=64, batch=4, max_epochs=4, steps_per_epoch=8, patience=3,
                                 feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 4), window_size=4),
         "small": SwinUNETRConfig(**SMALL_RECIPE, feature_size=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4),
-        "paper": SwinUNETRConfig(**PAPER_RECIPE),
+        "paper": SwinUNETRConfig(**PAPER_RECIPE, protocol=PAPER_PROTOCOL),
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

@@ -1,7 +1,9 @@
 """UCTransNet (Wang et al., AAAI 2022) with its published recipe (REFERENCE §8).
 
 The network is the faithful port in bench.nn.uctransnet; its position embeddings fix the input
-size, so whole images are resized to `input_size` (224) and predictions mapped back.
+size. With `input_size` set (the published recipe: 224) whole images are resized to it and
+predictions mapped back; with none (protocol "official", as the MDM paper's script ran it) the
+network is built at the training crop, trained on random crops and predicted by sliding windows.
 """
 from __future__ import annotations
 
@@ -9,10 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.errors import FieldError
 from bench.nn.uctransnet import UCTransNet, UCTransNetConfig as NetConfig
 from bench.registry import register
-from bench.supervised import SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,12 @@ class UCTransNetConfig(SupervisedConfig):
     patch_sizes: tuple[int, ...] = (16, 8, 4, 2)
 
     def __post_init__(self) -> None:
-        if self.input_size is None:
-            raise FieldError("input_size", "required: the position embeddings fix the input size")
         self.network(1)  # the port checks sizes, patches and widths: fail when the config is resolved
 
     def network(self, n_classes: int) -> NetConfig:
-        assert self.input_size is not None
+        """The port's config: built at `input_size`, else (whole images not resized) at the crop."""
         return NetConfig(
-            n_channels=3, n_classes=n_classes, img_size=self.input_size, base_channel=self.base_channel,
+            n_channels=3, n_classes=n_classes, img_size=self.input_size or self.crop, base_channel=self.base_channel,
             kv_size=15 * self.base_channel, num_heads=self.num_heads, num_layers=self.num_layers,
             expand_ratio=self.expand_ratio, patch_sizes=tuple(self.patch_sizes),  # type: ignore[arg-type]
         )
@@ -52,7 +51,7 @@ class UCTransNetConfig(SupervisedConfig):
 
 @register("uctransnet", "supervised")
 class UCTransNetBaseline(SupervisedMethod):
-    """UCTransNet: U-Net whose skips pass a channel transformer; weighted BCE + Dice, images at 224."""
+    """UCTransNet: U-Net whose skips pass a channel transformer; built at input_size (224), else at the crop."""
 
     Config = UCTransNetConfig
     presets = {
@@ -60,7 +59,7 @@ class UCTransNetBaseline(SupervisedMethod):
         "tiny": UCTransNetConfig(input_size=64, lr=1e-2, min_lr=1e-3, max_epochs=12, patience=8, base_channel=8,
                                  num_heads=2, num_layers=1, expand_ratio=2),
         "small": UCTransNetConfig(max_side=256, input_size=128, max_epochs=80, patience=15, base_channel=16),
-        "paper": UCTransNetConfig(),
+        "paper": UCTransNetConfig(protocol=PAPER_PROTOCOL),  # official: CE on 256 crops, built at 256
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

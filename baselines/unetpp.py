@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from bench.registry import register
-from bench.supervised import PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class UNetPlusPlusBaseline(SupervisedMethod):
         "tiny": UNetPlusPlusConfig(max_side=192, crop=64, batch=8, max_epochs=4, steps_per_epoch=8, patience=3,
                                    features=(4, 4, 8, 16, 32, 4)),
         "small": UNetPlusPlusConfig(**SMALL_RECIPE, features=(16, 16, 32, 64, 128, 16)),
-        "paper": UNetPlusPlusConfig(**PAPER_RECIPE),
+        "paper": UNetPlusPlusConfig(**PAPER_RECIPE, protocol=PAPER_PROTOCOL),
     }
 
     def build_model(self, num_classes: int = 2) -> nn.Module:

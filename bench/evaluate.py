@@ -1,4 +1,8 @@
-"""Scores a run's predictions on the test split with the data set's metrics (REFERENCE §2)."""
+"""Scores a run's predictions on the test split with the data set's metrics (REFERENCE §2).
+
+Binary data sets: every per-image score averaged over the test images, and `iou_paper`, the paper's
+IoU, from the mean `dice_paper` (bench.metrics). Multi-class data sets: mIoU pooled over the images.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.data.types import Dataset
-from bench.metrics import binary_scores, miou
+from bench.metrics import binary_scores, iou_paper, miou
 
 
 def evaluate(test: Dataset, predictions: Sequence[np.ndarray]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -19,6 +23,7 @@ def evaluate(test: Dataset, predictions: Sequence[np.ndarray]) -> tuple[dict[str
             per_image[sample.name] = binary_scores(pred, sample.semantic, sample.instances)
         keys = next(iter(per_image.values())).keys()
         metrics = {k: float(np.mean([m[k] for m in per_image.values()])) for k in keys}
+        metrics["iou_paper"] = iou_paper(metrics["dice_paper"])
         return metrics, per_image
     for sample, pred in zip(test, predictions):
         per_image[sample.name] = {"miou": miou([pred], [sample.semantic], test.num_classes, test.ignore_index)}

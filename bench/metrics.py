@@ -4,6 +4,13 @@ Binary metrics treat any nonzero pixel as foreground. When prediction and ground
 empty there is nothing to get wrong, so Dice, IoU, AJI and AJI+ return 1.0 (a perfect score)
 rather than 0/0; an empty ground truth with a non-empty prediction scores 0.0.
 
+The `_paper` metrics restate what the official MDM code computed under the published names, to be
+compared with the published numbers only (REFERENCE §6, Scores):
+- GlaS "Dice" (`dice_paper`): per-image Dice, except that an empty prediction scores 1;
+- GlaS "IoU" (`iou_paper`): D / (2 - D) of the data set's mean `dice_paper`, a data-set score;
+- MoNuSeg "AJI" (`aji_paper`): per-image foreground IoU. MoNuSeg "Dice" is the mean per-image
+  foreground Dice, which is `dice` (the official returns NaN where both maps are empty, `dice` 1).
+
 The instance metrics work on a sparse contingency table of (ground-truth id, predicted id)
 overlap counts, so their cost is one pass over the pixels plus work proportional to the number
 of overlapping pairs, never a full-image loop per instance.
@@ -47,6 +54,24 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     inter, n_p, n_g = _fg_counts(pred, gt)
     union = n_p + n_g - inter
     return 1.0 if union == 0 else inter / union
+
+
+def dice_paper(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The paper's per-image GlaS Dice: foreground Dice, but 1.0 for an EMPTY prediction whatever
+    the ground truth.
+
+    The official score is an object Dice (`ObjDiceLoss`) run on binary maps, where it reduces to
+    foreground Dice; its both-empty test `numS == 0 & numG == 0` parses in Python as
+    `numS == (0 & numG) == 0`, i.e. `numS == 0`, so a prediction with no foreground scores 1.
+    """
+    inter, n_p, n_g = _fg_counts(pred, gt)
+    return 1.0 if n_p == 0 else 2.0 * inter / (n_p + n_g)
+
+
+def iou_paper(mean_dice_paper: float) -> float:
+    """The paper's GlaS IoU: D / (2 - D) of the data set's mean `dice_paper` D (the IoU a single
+    image of Dice D would have), not a mean of per-image IoU."""
+    return mean_dice_paper / (2.0 - mean_dice_paper)
 
 
 def aji_paper(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -257,7 +282,8 @@ def binary_scores(
     gt_semantic: np.ndarray,
     gt_instances: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Per-image scores of a 2-class medical prediction, as the harness records them.
+    """Per-image scores of a 2-class medical prediction, as the harness records them (the data
+    set's are their means, and `iou_paper` of the mean `dice_paper`: bench.evaluate).
 
     The prediction has no instance ids, so its instances are the connected components of its
     foreground (4-connectivity) when the instance-level AJI and AJI+ are asked for.
@@ -265,6 +291,7 @@ def binary_scores(
     scores = {
         "dice": dice(pred_semantic, gt_semantic),
         "iou": iou(pred_semantic, gt_semantic),
+        "dice_paper": dice_paper(pred_semantic, gt_semantic),
         "aji_paper": aji_paper(pred_semantic, gt_semantic),
     }
     if gt_instances is not None:

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from bench.provenance import SHORT_HASH
-from bench.published import published as published_score
+from bench.published import published_beside
 
 Cell = tuple[str, str]  # (row, column)
 PERCENT = 100.0         # records hold fractions, tables show percent
 CELL = ["dataset", "fraction", "method"]
 CONFIG = ["preset", "config"]   # besides the cell, what determines a result
 KEY = CELL + CONFIG
-METRIC_ORDER = ["dice", "iou", "aji", "aji_plus", "aji_paper", "miou"]
+METRIC_ORDER = ["dice", "dice_paper", "iou", "iou_paper", "aji", "aji_plus", "aji_paper", "miou"]
 REFERENCE_PRESET = "reference"  # the preset column of a trivial row
 UNKNOWN = "unknown"
 JSON_KIND = "bench.ResultTable"  # marks a table's data file (`write_tables`' stem.json)
@@ -219,7 +219,8 @@ def tabulable(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 
 def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, Any]] = ()) -> list[RecordRow]:
     """One row per cell and configuration, sorted by data set, fraction (largest first), then the
-    methods before their cell's reference rows; the published value where the paper has one."""
+    methods before their cell's reference rows; the published value where the paper has one, beside
+    the metric that restates the paper's computation where the records hold it (bench.published)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in records:
         key = (r["dataset"], r["fraction"], r["method"], str(r.get("preset", UNKNOWN)), config_id(r))
@@ -227,11 +228,12 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
     rows = []
     for (dataset, fraction, method, preset, config), group in sorted(groups.items()):
         cells = {}
-        for m in metric_order(k for r in group for k in r["metrics"]):
+        names = metric_order(k for r in group for k in r["metrics"])
+        for m in names:
             have = [r for r in group if _number(r["metrics"].get(m))]
             if have:
                 cells[m] = cell_stats([PERCENT * r["metrics"][m] for r in have], [r["seed"] for r in have],
-                                      published_score(dataset, fraction, method, m))
+                                      published_beside(dataset, fraction, method, m, names))
         rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group),
                               working_side(group)))
     for ref in references:

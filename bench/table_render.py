@@ -28,6 +28,10 @@ SIDE_NOTE = ("side (px): the long side the runs resized the test images to; + ob
              f"so that the median training instance stays at least {SCALE_RULE.min_diameter_px:g} px across "
              "(docs/working-scale.md); fixed: a network's fixed input; <=N: the cap of a record from before the "
              "side was recorded.")
+PAPER_NOTE = ("dice_paper, iou_paper: GlaS Dice and IoU as the paper's code computed them (an empty prediction "
+              "scores Dice 1; IoU = D / (2 - D) of the mean Dice); the published GlaS numbers stand beside them "
+              "where the records hold them, beside dice and iou in older records.")
+PAPER_METRICS = frozenset({"dice_paper", "iou_paper"})
 
 
 def num(x: float, cfg: TableConfig = CFG) -> str:
@@ -163,6 +167,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
         notes.append(STD_NOTE)
     if any(r.working_side for r in rows):
         notes.append(SIDE_NOTE)
+    if PAPER_METRICS & set(with_paper):
+        notes.append(PAPER_NOTE)
     return Grid(head, body, notes=notes, right=len(head))
 
 

@@ -12,6 +12,7 @@ import torch
 from bench import registry
 from bench.cli import main
 from bench.errors import FieldError
+from bench.protocol import official_pins
 from bench.supervised import (
     SupervisedMethod,
     build_optimizer,
@@ -23,12 +24,17 @@ from bench.supervised import (
 
 BASELINES = {"unet", "unetpp", "swin_unetr", "attunet", "uctransnet", "medt"}
 SUPERVISED = [n for n in registry.names() if registry.get(n).kind == "supervised"]
-PAPER_PARAMS = {"uctransnet": 66_430_657, "medt": 1_560_140}
+# The `paper` networks as the official script builds them (REFERENCE §8): the classic UNet, the
+# AttentionUnet of widths 64..1024, MONAI's default UNet++ and SwinUNETR, and UCTransNet (2 classes:
+# its official loss is CE) and MedT at the 256 crop; the last two as counted on the official code.
+PAPER_PARAMS = {"unet": 31_037_698, "attunet": 31_740_402, "unetpp": 2_410_888, "swin_unetr": 6_302_900,
+                "uctransnet": 66_488_322, "medt": 1_564_236}
 
 
-def _plugin(name: str, preset: str) -> SupervisedMethod:
+def _plugin(name: str, preset: str, **overrides: object) -> SupervisedMethod:
+    """The plugin as a run gets it: the preset resolved, the official pins applied under protocol official."""
     cls = registry.get(name)
-    return cls(cls.presets[preset])
+    return cls(cls.resolve_config(preset, overrides))
 
 
 def _side(plugin: SupervisedMethod) -> int:
@@ -60,8 +66,44 @@ def test_model_maps_a_batch_to_logits_of_its_size(name: str, preset: str, one_th
 
 
 def test_only_the_bce_dice_recipe_has_one_output_channel() -> None:
-    channels = {name: _plugin(name, "paper").out_channels(2) for name in BASELINES}
+    channels = {name: _plugin(name, "paper", protocol="converged").out_channels(2) for name in BASELINES}
     assert channels == {name: 1 if name == "uctransnet" else 2 for name in BASELINES}
+    assert {_plugin(name, "paper").out_channels(2) for name in BASELINES} == {2}  # official: CE on 2 classes
+
+
+@pytest.mark.parametrize("name", SUPERVISED)
+def test_paper_presets_run_the_official_protocol(name: str) -> None:
+    cls = registry.get(name)
+    assert cls.presets["paper"].protocol == "official"
+    cfg = cls.resolve_config("paper")
+    pins = official_pins(type(cfg))
+    assert {k: getattr(cfg, k) for k in pins} == pins
+    assert cfg.input_size is None and cfg.val_fraction == 0 and cfg.loss == "ce" and cfg.crop == 256
+    assert cfg.batch == (4 if name == "medt" else 8)  # the official script's batch sizes
+    assert cls.resolve_config("paper", {"protocol": "converged"}) == dataclasses.replace(
+        cls.presets["paper"], protocol="converged")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("name", SUPERVISED)
+def test_official_pins_pass_every_presets_own_checks(name: str, preset: str) -> None:
+    cfg = registry.get(name).resolve_config(preset, {"protocol": "official"})
+    assert cfg.protocol == "official" and cfg.input_size is None
+
+
+@pytest.mark.parametrize("name", ["uctransnet", "medt"])
+@pytest.mark.parametrize("crop", [256, 128])
+@torch.no_grad()
+def test_fixed_size_networks_are_built_at_the_crop_without_an_input_size(name: str, crop: int,
+                                                                          one_thread: None) -> None:
+    plugin = _plugin(name, "paper", crop=crop)
+    assert plugin.cfg.input_size is None and plugin.cfg.network(2).img_size == crop
+    device = "cpu" if name == "medt" and crop == 128 else "meta"  # MedT at 256 runs in the test above
+    with torch.device(device):
+        model = plugin.build_model(2).eval()
+        assert model(torch.rand(1, 3, crop, crop)).shape == (1, 2, crop, crop)
+        with pytest.raises(ValueError, match="expects input of shape"):
+            model(torch.rand(1, 3, crop + 32, crop + 32))
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(PAPER_PARAMS.items()))
@@ -78,7 +120,7 @@ def test_bench_list_reports_the_baselines_parameter_counts(capsys: pytest.Captur
 
 
 def test_uctransnet_lr_follows_cosine_warm_restarts_per_epoch() -> None:
-    cfg = _plugin("uctransnet", "paper").cfg
+    cfg = _plugin("uctransnet", "paper", protocol="converged").cfg
     opt = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
     sched = build_scheduler(cfg, opt)
     assert sched is not None
@@ -94,15 +136,16 @@ def test_uctransnet_lr_follows_cosine_warm_restarts_per_epoch() -> None:
 
 
 def test_medt_optimizer_is_adam_with_weight_decay() -> None:
-    opt = build_optimizer(_plugin("medt", "paper").cfg, [torch.nn.Parameter(torch.zeros(1))])
+    cfg = _plugin("medt", "paper", protocol="converged").cfg
+    opt = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
     assert type(opt) is torch.optim.Adam
     assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["weight_decay"] == 1e-5
-    assert build_scheduler(_plugin("medt", "paper").cfg, opt) is None
+    assert build_scheduler(cfg, opt) is None
 
 
 @pytest.mark.parametrize("name", ["uctransnet", "medt"])
 def test_an_epoch_of_the_published_recipes_is_one_pass_over_the_images(name: str) -> None:
-    cfg = _plugin(name, "paper").cfg
+    cfg = _plugin(name, "paper", protocol="converged").cfg
     gen = torch.Generator().manual_seed(0)
     first, second = epoch_batches(cfg, 13, gen), epoch_batches(cfg, 13, gen)
     for batches in (first, second):
@@ -112,7 +155,7 @@ def test_an_epoch_of_the_published_recipes_is_one_pass_over_the_images(name: str
 
 
 def test_steps_epochs_draw_steps_per_epoch_random_batches() -> None:
-    cfg = _plugin("unet", "paper").cfg
+    cfg = _plugin("unet", "paper", protocol="converged").cfg
     assert epoch_batches(cfg, 13, torch.Generator()) == [None] * cfg.steps_per_epoch
     with pytest.raises(ValueError, match="epoch_mode"):
         epoch_batches(dataclasses.replace(cfg, epoch_mode="twice"), 13, torch.Generator())

@@ -26,9 +26,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
 
 def test_overrides_apply_before_validation(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, TINY_SWEEP)
-    sweep = load_config(path, ["preset=paper", "seeds=[3, 4]", "params.unet.batch=2", "output=out"])
+    sweep = load_config(path, ["preset=paper", "seeds=[3, 4]", "params.unet.crop=128", "output=out"])  # crop: not pinned by the paper preset's protocol
     assert sweep.preset == "paper" and sweep.seeds == (3, 4)
-    assert sweep.params == {"unet": {"batch": 2}}
+    assert sweep.params == {"unet": {"crop": 128}}
     assert Path(sweep.output) == tmp_path / "out"
 
 

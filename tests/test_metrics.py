@@ -14,8 +14,10 @@ from bench.metrics import (
     aji_plus,
     binary_scores,
     dice,
+    dice_paper,
     instances_from_mask,
     iou,
+    iou_paper,
     miou,
     per_class_iou,
 )
@@ -163,7 +165,7 @@ def test_binary_edge_cases() -> None:
     assert dice(full * 4, full > 0) == 1.0  # any nonzero value is foreground
 
 
-@pytest.mark.parametrize("fn", [dice, iou, aji_paper, aji, aji_plus])
+@pytest.mark.parametrize("fn", [dice, iou, dice_paper, aji_paper, aji, aji_plus])
 def test_shape_mismatch_names_both_shapes(fn) -> None:
     with pytest.raises(ValueError, match=r"\(4, 5\).*\(5, 4\)|\(5, 4\).*\(4, 5\)"):
         fn(np.zeros((4, 5), np.int64), np.zeros((5, 4), np.int64))
@@ -289,7 +291,7 @@ def test_miou_rejects_bad_input() -> None:
 
 
 def test_binary_scores_with_and_without_instances() -> None:
-    assert set(binary_scores(PRED_A > 0, GT_A > 0)) == {"dice", "iou", "aji_paper"}
+    assert set(binary_scores(PRED_A > 0, GT_A > 0)) == {"dice", "iou", "dice_paper", "aji_paper"}
     scores = binary_scores((PRED_A > 0).astype(np.uint8), (GT_A > 0).astype(np.uint8), GT_A)
     assert scores["dice"] == pytest.approx(0.5) and scores["aji_paper"] == pytest.approx(1 / 3)
     # Prediction components are exactly P1 and P2 of case A, so the instance metrics match it.
@@ -306,3 +308,62 @@ def test_binary_scores_splits_touching_glands_only_by_gt() -> None:
     # Both G pick the merged P (16 px each): I = 16+16, U = 32+32 -> 0.5; AJI+: I 16, U 32+16.
     assert scores["aji"] == pytest.approx(0.5)
     assert scores["aji_plus"] == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------- the paper's own scores
+
+
+def _official_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The paper's GlaS score restated: its `numS == 0 & numG == 0` is `numS == 0` (Python binds `&`
+    before `==` and chains the comparisons), so an empty prediction scores 1; else, on binary maps,
+    2|P∩G| / (|P| + |G|)."""
+    n_s, n_g = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
+    if n_s == (0 & n_g) == 0:
+        return 1.0
+    return 2 * int(np.count_nonzero((pred != 0) & (gt != 0))) / (n_s + n_g)
+
+
+EMPTY, FULL = np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8)
+HALF = np.zeros((4, 4), np.uint8)
+HALF[:2] = 1
+
+
+@pytest.mark.parametrize(("pred", "gt", "expected"), [
+    (EMPTY, FULL, 1.0),    # empty prediction, glands in the ground truth: 1 (the quirk)
+    (EMPTY, EMPTY, 1.0),
+    (FULL, EMPTY, 0.0),    # a prediction where nothing is: 0
+    (HALF, FULL, 2 * 8 / (8 + 16)),
+    (FULL, HALF, 2 * 8 / (16 + 8)),
+    (HALF, 1 - HALF, 0.0),
+])
+def test_dice_paper_scores_an_empty_prediction_one(pred: np.ndarray, gt: np.ndarray, expected: float) -> None:
+    assert dice_paper(pred, gt) == pytest.approx(expected) == _official_dice(pred, gt)
+    assert dice_paper(pred, gt) == (1.0 if not pred.any() else dice(pred, gt))
+
+
+def test_dice_paper_matches_the_restated_formula_on_random_maps() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        pred = (rng.random((9, 7)) < rng.choice([0.0, 0.05, 0.5])).astype(np.uint8)
+        gt = (rng.random((9, 7)) < rng.choice([0.0, 0.3])) * rng.integers(1, 4)  # instance ids count as foreground
+        assert dice_paper(pred, gt) == pytest.approx(_official_dice(pred, gt))
+
+
+def test_evaluate_reports_the_papers_scores_beside_the_plain_ones() -> None:
+    from bench.data.types import Dataset, Sample
+    from bench.evaluate import evaluate
+
+    gts = [FULL, HALF, FULL]
+    preds = [EMPTY, HALF, HALF]
+    samples = [Sample(name=f"im{i}", image=np.zeros((4, 4, 3), np.uint8), semantic=g.astype(np.int64))
+               for i, g in enumerate(gts)]
+    test = Dataset(name="toy", split="test", samples=samples, num_classes=2, domain="medical")
+    scores, per_image = evaluate(test, preds)
+    d = [1.0, 1.0, 2 * 8 / (8 + 16)]  # the empty prediction scores 1 here, 0 by plain Dice
+    assert [per_image[f"im{i}"]["dice_paper"] for i in range(3)] == pytest.approx(d)
+    assert scores["dice_paper"] == pytest.approx(np.mean(d))
+    assert scores["iou_paper"] == pytest.approx(np.mean(d) / (2 - np.mean(d)))  # of the mean Dice
+    assert scores["iou_paper"] != pytest.approx(np.mean([x / (2 - x) for x in d]))  # not a mean of IoUs
+    assert scores["dice"] == pytest.approx(np.mean([0.0, 1.0, 2 * 8 / 24]))
+    assert scores["aji_paper"] == pytest.approx(np.mean([0.0, 1.0, 0.5]))  # MoNuSeg's: per-image foreground IoU
+    assert iou_paper(1.0) == 1.0 and iou_paper(0.0) == 0.0

@@ -1,4 +1,5 @@
-"""The ported UCTransNet and MedT match the official architectures and train as the harness needs.
+"""The ported UCTransNet and MedT and the classic UNet match the official architectures and train as
+the harness needs.
 
 Exact parameter counts are the fingerprint of a faithful port (they change with any missing norm,
 bias or layer); native-size forward/backward checks the real models; the dtype/layout checks use
@@ -13,12 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
+from bench.nn.classic_unet import ClassicUNet
 from bench.nn.medt import MedT, MedTConfig
 from bench.nn.uctransnet import UCTransNet, UCTransNetConfig
 from tests.conftest import torch_threads
 
 UCT_PARAMS = 66_430_657
 MEDT_PARAMS = 1_560_140
+UNET_PARAMS = 31_037_698  # zx-pan/mdm's src/models/unet, 3 -> 2 channels (REFERENCE §8)
+MEDT_256_PARAMS = 1_564_236  # the official MedT at img_size 256 (longer relative position tables)
 # MedT's fixed gates (4 per gated attention, 6 attentions), the local blocks' unused conv1 and the
 # unused adjust_p are frozen in the official code or never reached by its forward.
 MEDT_FROZEN = 4 * 6 + 35_536 + 34
@@ -164,3 +168,83 @@ def test_invalid_config_is_rejected(build: Callable[[], object], key: str) -> No
     with pytest.raises(ConfigError) as err:
         build()
     assert err.value.key == key
+
+
+def test_medt_parameter_count_at_256_matches_official() -> None:
+    with torch.device("meta"):
+        assert n_params(MedT(MedTConfig(img_size=256, local_patch=32))) == MEDT_256_PARAMS
+        assert n_params(MedT(MedTConfig(img_size=256))) == MEDT_256_PARAMS  # the local branch has no positions
+
+
+def test_medt_with_fixed_patches_is_the_tiled_model_where_they_cover_the_input() -> None:
+    torch.manual_seed(0)
+    tiled = small_medt().eval()
+    fixed = small_medt(local_patch=32).eval()  # 64 = grid 2 x 32
+    fixed.load_state_dict(tiled.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), tiled(x))
+
+
+def test_medt_with_fixed_patches_on_a_larger_input_fuses_as_the_official_forward() -> None:
+    """The official slices 32-px patches whatever its size: the local map is the global one outside
+    the top-left grid x 32 block (so the fused map there is twice the global features)."""
+    torch.manual_seed(0)
+    model = MedT(MedTConfig(img_size=128, grid=2, local_patch=32, layers=(1, 1, 1, 1), width_factor=0.0625,
+                            groups=4, stem_mid_channels=16)).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        features = model.global_branch(x)
+        local = features.clone()
+        for i in range(2):
+            for j in range(2):
+                cell = x[:, :, 32 * i : 32 * (i + 1), 32 * j : 32 * (j + 1)]
+                local[:, :, 32 * i : 32 * (i + 1), 32 * j : 32 * (j + 1)] = model.local_branch(cell)
+        expected = model.adjust(torch.relu(model.decoderf(features + local)))
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kw", "key"), [({"local_patch": 48}, "local_patch"),
+                                         ({"img_size": 96, "local_patch": 32}, "img_size")])
+def test_medt_fixed_patches_must_halve_five_times_and_fit(kw: dict[str, int], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        MedTConfig(**kw)  # type: ignore[arg-type]
+    assert err.value.key == key
+
+
+def classic_unet_params(widths: tuple[int, ...], in_ch: int, classes: int) -> int:
+    """The classic UNet's parameters from its description: per level two bias-free 3x3 convs with
+    BatchNorm (weight and bias), a stride-2 transposed 2x2 conv (with bias) up to each skip's width,
+    a double conv on the concatenation, and a 1x1 output conv with bias."""
+    def double(a: int, b: int) -> int:
+        return 9 * a * b + 2 * b + 9 * b * b + 2 * b
+
+    total = double(in_ch, widths[0]) + sum(double(a, b) for a, b in zip(widths, widths[1:]))
+    total += sum(4 * b * a + a + double(2 * a, a) for a, b in zip(widths, widths[1:]))
+    return total + widths[0] * classes + classes
+
+
+@pytest.mark.parametrize(("widths", "in_ch", "classes"), [((64, 128, 256, 512, 1024), 3, 2), ((8, 16, 32), 1, 5)])
+def test_classic_unet_parameter_count_follows_its_description(widths: tuple[int, ...], in_ch: int,
+                                                              classes: int) -> None:
+    with torch.device("meta"):
+        model = ClassicUNet(in_ch, classes, widths)
+    assert n_params(model) == classic_unet_params(widths, in_ch, classes)
+    if widths[0] == 64:
+        assert n_params(model) == UNET_PARAMS
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 4 * len(widths) - 2 and not any(c.bias is not None for c in convs)
+    ups = [m for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(u.in_channels, u.out_channels, u.stride) for u in ups] == [
+        (b, a, (2, 2)) for a, b in reversed(list(zip(widths, widths[1:])))]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 45, 38)])
+def test_classic_unet_maps_any_size_to_logits_of_that_size_and_trains(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = ClassicUNet(3, 2, (8, 16, 32, 64)).train()
+    out = model(torch.randn(shape))
+    assert out.shape == (shape[0], 2, *shape[2:]) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert_all_grads_finite(model)
+

@@ -115,6 +115,40 @@ def test_published_values_land_in_their_own_columns() -> None:
     assert "dice (published)" in render_records(rows, "markdown")
 
 
+def test_published_glas_numbers_stand_beside_the_paper_variants_where_recorded() -> None:
+    from bench.published import published
+    from bench.table import aggregate
+    from bench.table_render import PAPER_NOTE, render_records
+
+    def rec(dataset: str, seed: int, metrics: dict[str, float], config: str = "0123456789") -> dict:
+        return {"dataset": dataset, "fraction": 0.1, "method": "unet", "seed": seed, "preset": "paper",
+                "run_id": f"{dataset}-f0.1-unet-s{seed}-{config}", "metrics": metrics}
+
+    new = {"dice": 0.5, "dice_paper": 0.6, "iou": 0.4, "iou_paper": 0.45, "aji_paper": 0.4}
+    old = {"dice": 0.5, "iou": 0.4, "aji_paper": 0.4}
+    rows = aggregate([rec("glas", 0, new), rec("glas", 1, new), rec("glas", 0, old, "9876543210"),
+                      rec("monuseg", 0, new)])
+    by = {(r.dataset, r.config): r.cells for r in rows}
+    fresh, older, monuseg = by[("glas", "0123456789")], by[("glas", "9876543210")], by[("monuseg", "0123456789")]
+    assert fresh["dice_paper"].published == published("glas", 0.1, "unet", "dice") == (53.46, 11.09)
+    assert fresh["iou_paper"].published == published("glas", 0.1, "unet", "iou")
+    assert fresh["dice"].published is None and fresh["iou"].published is None
+    assert fresh["dice_paper"].diff == pytest.approx(60.0 - 53.46)
+    assert older["dice"].published == (53.46, 11.09) and older["iou"].published is not None  # as before
+    # MoNuSeg's published Dice is the plain mean per-image Dice: it stays beside dice.
+    assert monuseg["dice"].published == published("monuseg", 0.1, "unet", "dice") and not monuseg["dice_paper"].published
+    assert monuseg["aji_paper"].published == published("monuseg", 0.1, "unet", "aji_paper")
+    text = render_records(rows, "markdown")
+    assert "dice_paper (published)" in text and "iou_paper (published)" in text and PAPER_NOTE in text
+    assert PAPER_NOTE not in render_records(aggregate([rec("glas", 0, old)]), "markdown")
+    table = pd.read_csv(io.StringIO(render_records(rows, "csv")), dtype={"config": str})
+    cols = list(table.columns)
+    assert cols[cols.index("dice_mean"):][:4] == ["dice_mean", "dice_std", "dice_published_mean", "dice_published_std"]
+    assert cols.index("dice_paper_mean") < cols.index("iou_mean")  # each variant next to its plain metric
+    row = table[(table["dataset"] == "glas") & (table["config"] == "0123456789")].iloc[0]
+    assert row["dice_paper_published_mean"] == 53.46 and np.isnan(row["dice_published_mean"])
+
+
 def test_wall_column_sums_the_cells_run_times_pretraining_once() -> None:
     """A method's cost is the sum of its cells': the run that built the backbone carries it."""
     from bench.table import aggregate

@@ -123,6 +123,7 @@ METHOD_LABELS = {"unet": "UNet", "unetpp": "UNet++", "swin_unetr": "Swin UNETR",
 DATASET_LABELS = {"glas": "GlaS", "monuseg": "MoNuSeg", "ffhq34": "FFHQ-34", "celeba19": "CelebA-19",
                   "synthetic-glands": "synthetic-glands"}
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "aji": "AJI", "aji_plus": "AJI+",
+                 "dice_paper": "Dice (paper-compatible)", "iou_paper": "IoU (paper-compatible)",
                  "aji_paper": "AJI (paper-compatible)", "miou": "mIoU"}
 
 

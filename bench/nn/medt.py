@@ -13,6 +13,10 @@ Faithfulness notes, kept on purpose so counts and behaviour match the official c
 - the gates of the gated attention are fixed, non-trainable parameters there (see medt_axial);
 - the local stem is wider than the global one (see `MedT.__init__`), an accident of the official
   constructor that is part of its published parameter count;
+- the official forward slices fixed 32-px patches (`local_patch=32`): a 4x4 grid of them covers
+  its native 128-px input, but at any other size only the top-left 128 x 128 block, the local map
+  elsewhere being a copy of the global one (so the fused map there is twice the global features).
+  `local_patch=None` (the default) tiles the whole input instead; the two agree at 128;
 - the local patches are run one by one, so BatchNorm statistics are per patch in training.
   `batch_local_patches=True` stacks them into one batch instead (much faster on a GPU, same
   outputs in eval mode, slightly different BatchNorm statistics in training).
@@ -44,6 +48,7 @@ class MedTConfig:
     grid: int = 4  # the local branch sees a grid x grid tiling of the image
     stem_mid_channels: int = 128  # fixed (not scaled by s) in the official stem
     batch_local_patches: bool = False
+    local_patch: int | None = None  # None: img_size / grid; a side: grid x grid such patches from the top-left
 
     def __post_init__(self) -> None:
         for key in ("n_channels", "n_classes", "img_size", "groups", "grid", "stem_mid_channels"):
@@ -51,12 +56,21 @@ class MedTConfig:
                 raise ConfigError(_WHERE, key, f"must be >= 1, got {getattr(self, key)}")
         if len(self.layers) != 4 or min(self.layers) < 1:
             raise ConfigError(_WHERE, "layers", f"needs four stage depths >= 1, got {self.layers}")
-        if self.img_size % (self.grid * 32):
+        if self.local_patch is None and self.img_size % (self.grid * 32):
             raise ConfigError(
                 _WHERE, "img_size",
                 f"must be divisible by grid*32 = {self.grid * 32} (each local patch is halved 5 times), "
                 f"got {self.img_size}",
             )
+        if self.local_patch is not None:
+            if self.local_patch < 32 or self.local_patch % 32:
+                raise ConfigError(_WHERE, "local_patch", f"must be a multiple of 32 (halved 5 times), got {self.local_patch}")
+            if self.img_size % 4 or self.img_size < self.grid * self.local_patch:
+                raise ConfigError(
+                    _WHERE, "img_size",
+                    f"must be a multiple of 4 and at least grid*local_patch = {self.grid * self.local_patch}, "
+                    f"got {self.img_size}",
+                )
         if any(p % (2 * self.groups) for p in self.planes):
             raise ConfigError(_WHERE, "width_factor", f"stage widths {self.planes} must split into {self.groups} even groups")
 
@@ -68,7 +82,7 @@ class MedTConfig:
 
     @property
     def patch_size(self) -> int:
-        return self.img_size // self.grid
+        return self.img_size // self.grid if self.local_patch is None else self.local_patch
 
 
 class Stem(nn.Module):
@@ -162,7 +176,7 @@ class MedT(nn.Module):
             )
 
     def local_features(self, x: Tensor) -> Tensor:
-        """Runs the local branch on each grid cell and tiles the results back together."""
+        """Runs the local branch on each cell of x (grid x grid patches) and tiles the results back."""
         g, p = self.cfg.grid, self.cfg.patch_size
         b, c = x.shape[:2]
         # (B, C, g*p, g*p) -> (g*g*B, C, p, p), cells in row-major order, batch innermost.
@@ -176,5 +190,12 @@ class MedT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        fused = self.global_branch(x) + self.local_features(x)
+        features = self.global_branch(x)
+        n = self.cfg.grid * self.cfg.patch_size
+        if n == self.cfg.img_size:
+            local = self.local_features(x)
+        else:  # the official at other sizes: local features in the top-left block, global ones elsewhere
+            local = features.clone()
+            local[..., :n, :n] = self.local_features(x[..., :n, :n])
+        fused = features + local
         return self.adjust(F.relu(self.decoderf(fused)))
