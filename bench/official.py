@@ -8,9 +8,11 @@ nearest official relative. Everything else the protocol fixes is a Config pin (b
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
-from typing import Any
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,43 @@ TRAIN_LOOPS: dict[str, TrainLoop] = {
 FALLBACK = "glas"
 
 
+# A smoke run's caps on the official loops' counts (epochs, images a step): their counts live here,
+# not in a Config field a smoke override could cap. None outside `capped`.
+_CAPS: ContextVar[tuple[int, int | None] | None] = ContextVar("bench_official_caps", default=None)
+
+
+@contextlib.contextmanager
+def capped(epochs: int, batch: int | None) -> Iterator[None]:
+    """Official loops made inside run at most `epochs` epochs of at most `batch` images a step
+    (`bench run --smoke`: a few measured steps, never a record of a real run)."""
+    token = _CAPS.set((epochs, batch))
+    try:
+        yield
+    finally:
+        _CAPS.reset(token)
+
+
 def probe_loop(dataset: str) -> ProbeLoop:
-    return PROBE_LOOPS.get(dataset, PROBE_LOOPS[FALLBACK])
+    loop = PROBE_LOOPS.get(dataset, PROBE_LOOPS[FALLBACK])
+    caps = _CAPS.get()
+    if caps is None:
+        return loop
+    epochs, batch = caps
+    return replace(loop, max_epochs=min(loop.max_epochs, epochs),
+                   crops_per_step=min(loop.crops_per_step, batch or loop.crops_per_step))
 
 
-def train_loop(dataset: str) -> TrainLoop:
-    return TRAIN_LOOPS.get(dataset, TRAIN_LOOPS[FALLBACK])
+def train_loop(dataset: str, network_batch: int | None = None) -> TrainLoop:
+    """The data set's loop; with `network_batch` (the network's own), `batch` is the one it runs."""
+    loop = TRAIN_LOOPS.get(dataset, TRAIN_LOOPS[FALLBACK])
+    if network_batch is not None:
+        loop = replace(loop, batch=loop.batch or network_batch)
+    caps = _CAPS.get()
+    if caps is None:
+        return loop
+    epochs, batch = caps
+    capped_batch = min(loop.batch, batch) if loop.batch is not None and batch is not None else loop.batch
+    return replace(loop, max_epochs=min(loop.max_epochs, epochs), batch=capped_batch)
 
 
 class LastBatchStop:

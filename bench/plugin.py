@@ -65,7 +65,7 @@ class Plugin:
         error = error or fail
         values = cls.check_overrides(overrides or {}, error)
         try:
-            return apply_protocol(dataclasses.replace(cls.presets[preset], **values), values, error)
+            return apply_protocol(dataclasses.replace(cls.presets[preset], **values), values)
         except FieldError as exc:
             raise error(exc.field, exc.message) from None
         except ConfigError as exc:  # a nested network config (e.g. a port's) rejects a derived value

@@ -16,7 +16,9 @@ A Config declares, as class attributes (merged along its bases, the subclass win
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+
+from bench.errors import FieldError
 
 ProtocolName = Literal["official", "converged"]
 SubsetRule = Literal["sorted", "random"]
@@ -43,15 +45,15 @@ def legacy_values(config_cls: type) -> dict[str, Any]:
     return _merged(config_cls, "LEGACY")
 
 
-def apply_protocol(cfg: Any, explicit: dict[str, Any], error: Callable[[str, str], Exception]) -> Any:
+def apply_protocol(cfg: Any, explicit: dict[str, Any]) -> Any:
     """`cfg` with the official pins applied when its protocol is "official"; an explicit override
-    (`explicit`: bench.toml's `[params.NAME]`) that contradicts a pin is `error(key, message)`."""
+    (`explicit`: bench.toml's `[params.NAME]`) that contradicts a pin is a FieldError."""
     if getattr(cfg, "protocol", "converged") != "official":
         return cfg
     pins = official_pins(type(cfg))
     for key, value in explicit.items():
         if key in pins and value != pins[key]:
-            raise error(key, f"fixed at {pins[key]!r} by protocol 'official' (the official code's value); "
+            raise FieldError(key, f"fixed at {pins[key]!r} by protocol 'official' (the official code's value); "
                              "set protocol = 'converged' to choose it")
     changes = {k: v for k, v in pins.items() if getattr(cfg, k) != v}
     return dataclasses.replace(cfg, **changes) if changes else cfg

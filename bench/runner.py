@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench import registry
+from bench import official, registry
 from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
@@ -186,7 +186,8 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
         labelled, test = smoke.labelled, smoke.test
     ctx = RunContext(spec=spec, device=device, progress=progress, checkpoint_every_s=checkpoint_every_s)
     trained: list[Predictor] = []
-    with collect_histories() as history:  # every stage's learning curve, pre-training included
+    caps = nullcontext() if smoke is None else official.capped(spec.smoke.settings.epochs, spec.smoke.settings.batch)
+    with collect_histories() as history, caps:  # every stage's learning curve, pre-training included
         if spec.robustness is None:
             output = plugin.run(ctx, labelled, test)
         else:

@@ -22,6 +22,7 @@ import torch
 
 from bench import registry
 from bench.data.types import Dataset, Sample
+from bench.protocol import official_pins
 from bench.smoke_config import FOLDER, SmokeConfig
 from bench.steptime import STEPS, peak_memory, reset_peak_memory
 
@@ -52,6 +53,8 @@ class SmokeRun:
 def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:
     """The Config overrides that make `cfg` a smoke run: counts capped, shapes kept."""
     names = {f.name for f in dataclasses.fields(cfg)}
+    if getattr(cfg, "protocol", None) == "official":  # its pinned counts are capped by bench.official.capped
+        names -= set(official_pins(type(cfg)))
     out: dict[str, Any] = {}
     for key in STEP_FIELDS:
         if key in names and getattr(cfg, key) > smoke.steps:

@@ -121,7 +121,7 @@ class SupervisedMethod(Plugin):
                              [s.semantic.shape for s in test], self.cfg.input_size)
         extra: dict[str, Any] = {"n_fit": len(fit), "n_val": len(val), "params": params, "working_scale": scale}
         if official:
-            extra["official_loop"] = dataclasses.asdict(train_loop(ctx.spec.dataset))
+            extra["official_loop"] = dataclasses.asdict(train_loop(ctx.spec.dataset, self.cfg.batch))
         return RunOutput(predictions, timings, extra)
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +195,7 @@ class SupervisedMethod(Plugin):
         random crops an epoch, no validation; at each epoch's last batch, once the iterations
         exceed the data set's start (bench.official), that batch's loss drives the stop. The
         network at the stop is kept."""
-        cfg, loop = self.cfg, train_loop(ctx.spec.dataset)
+        cfg, loop = self.cfg, train_loop(ctx.spec.dataset, self.cfg.batch)
         batch_cfg = dataclasses.replace(cfg, batch=loop.batch or cfg.batch)
         gen = torch.Generator().manual_seed(ctx.spec.seed)
         torch.manual_seed(ctx.spec.seed)

@@ -187,7 +187,7 @@ def test_top_level_protocol_sets_every_method_unless_its_params_do(tmp_path: Pat
 
 @dataclass
 class _Spec:
-    dataset: str = "glas"
+    dataset: str = "synthetic-glands"
     root: str | None = None
     fraction: float = 1.0
     method: str = "unet"
