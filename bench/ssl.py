@@ -18,6 +18,7 @@ from torch import nn
 
 from bench.context import RunContext, RunOutput
 from bench.data import pretrain_pool
+from bench.data.fingerprint import data_identity
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
@@ -268,7 +269,8 @@ class FeatureReader:
         self.method, self.backbone, self.domain, self.ctx = method, backbone, domain, ctx
         spec = ctx.spec
         self.key = config_hash({"features": method.feature_identity(), "method": method.name,
-                                "dataset": spec.dataset, "root": spec.root, "domain": domain})
+                                "dataset": spec.dataset, **data_identity(spec.dataset, spec.data),
+                                "domain": domain})
         self.normalise = domain == "medical" and method.cfg.l2_normalize_medical
         self.hits = self.misses = 0
 

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 
-from bench.table import CFG, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
+from bench.table import CFG, OWN, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
 from bench.table_formats import Grid, Head, Text, html_table, latex, markdown
 
 DASH = "—"   # no value
@@ -23,6 +23,8 @@ REFERENCE_NOTE = ("trivial (reference): a constant predictor, never trained, sco
                   "position in seed 0's labelled images (multi-class; config pixel-mode-s0); a method at or below "
                   "it learned nothing a constant could not.")
 REFERENCE_TEST = "reference: constant predictor, never trained"
+SOURCE_NOTE = (f"source: where a row's records were read: {OWN} (this sweep's output folder) or a --reference "
+               "folder (read only); a reference row holds only records of this sweep's configuration.")
 
 
 def num(x: float, cfg: TableConfig = CFG) -> str:
@@ -135,7 +137,9 @@ def _g(x: float | None) -> str:  # the experiments' CSVs: every significant digi
 def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     """The key, n, then per metric mean ± std and, where the paper has numbers, the published one."""
     with_paper = [m for m in metrics if any(m in r.cells and r.cells[m].published for r in rows)]
-    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n", "wall (s)")]
+    sourced = any(r.source for r in rows)
+    head = [Head(k) for k in ("dataset", "fraction", "method", *(("source",) if sourced else ()), "preset",
+                              "config", "n", "wall (s)")]
     for m in metrics:
         head.append(Head(m))
         if m in with_paper:
@@ -143,7 +147,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     body = []
     for r in rows:
         method = f"{r.method} (reference)" if r.reference else r.method
-        cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference), Text(r.preset),
+        cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference),
+                 *([Text(_source(r))] if sourced else []), Text(r.preset),
                  Text(r.config), Text(str(r.n)), Text("" if r.wall_s is None else f"{r.wall_s:.0f}")]
         for m in metrics:
             s = r.cells.get(m)
@@ -155,7 +160,13 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     notes = [REFERENCE_NOTE] if any(r.reference for r in rows) else []
     if any(not r.reference and s.n == 1 for r in rows for s in r.cells.values()):
         notes.append(STD_NOTE)
+    if sourced:
+        notes.append(SOURCE_NOTE)
     return Grid(head, body, notes=notes, right=len(head))
+
+
+def _source(row: RecordRow) -> str:
+    return "" if row.reference else row.source or OWN
 
 
 def render_records(rows: list[RecordRow], fmt: str) -> str:
@@ -171,14 +182,17 @@ def records_csv(rows: list[RecordRow], metrics: list[str]) -> str:
     """Every number: `<metric>_mean`, `_std` (empty for one record), `_published_mean`, `_published_std`
     (empty where the paper printed none), and `reference` (True for the trivial rows)."""
     with_paper = {m for m in metrics if any(m in r.cells for r in rows if not r.reference)}
-    fields = ["dataset", "fraction", "method", "preset", "config", "n", "wall_s", "reference"]
+    sourced = any(r.source for r in rows)
+    fields = ["dataset", "fraction", "method", *(["source"] if sourced else []), "preset", "config", "n", "wall_s",
+              "reference"]
     for m in metrics:
         fields += [f"{m}_mean", f"{m}_std"] + ([f"{m}_published_mean", f"{m}_published_std"] if m in with_paper else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields)
     for r in rows:
-        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, _f(r.wall_s), r.reference]
+        line = [r.dataset, _f(r.fraction), r.method, *([_source(r)] if sourced else []), r.preset, r.config, r.n,
+                _f(r.wall_s), r.reference]
         for m in metrics:
             s = r.cells.get(m)
             line += [_f(s.mean if s else None), _f(s.std if s else None)]
