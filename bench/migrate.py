@@ -66,6 +66,9 @@ def plan(folder: str | Path, roots: dict[str, str] | None = None) -> Migration:
         if record is None:
             out.left.append(f"{path.name}: unreadable")
             continue
+        if isinstance(record.get("data"), str) and record.get("run_id") == path.stem:
+            out.current += 1  # written since ids hold the fingerprint (which it names)
+            continue
         prov: dict[str, Any] = record["provenance"] if isinstance(record.get("provenance"), dict) else {}
         carried = prov.get("config_hash")
         fields = identity_fields(record)
@@ -73,11 +76,6 @@ def plan(folder: str | Path, roots: dict[str, str] | None = None) -> Migration:
             out.left.append(f"{path.name}: its id cannot be rebuilt from its fields")
             continue
         new_fields = {k: v for k, v in fields.items() if k != "root"}
-        if isinstance(record.get("data"), str):
-            current = config_hash({**new_fields, **data_identity(fields["dataset"], record["data"])})
-            if current == carried and record.get("run_id") == path.stem == run_id(fields, record["seed"], current):
-                out.current += 1
-                continue
         if config_hash(fields) != carried or record.get("run_id") != path.stem \
                 or path.stem != run_id(fields, record["seed"], carried):
             out.left.append(f"{path.name}: its config hash does not follow from its fields")

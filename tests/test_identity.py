@@ -246,10 +246,17 @@ def test_migrate_finds_moved_data_with_root_and_fails_whole_without_it(sweep: Pa
 
 @pytest.mark.parametrize("folder", ["results/glas-small", "results/calibration"])
 def test_the_committed_records_are_current(folder: str) -> None:
+    """Each names the fingerprint of the GlaS files it was run on, and its id follows from its fields."""
     from bench import migrate
 
+    paths = sorted((REPO / folder / "records").glob("*.json"))
     plan = migrate.plan(REPO / folder)
-    assert plan.moves == [] and plan.left == [] and plan.current == len(list((REPO / folder / "records").glob("*.json")))
+    assert plan.moves == [] and plan.left == [] and plan.current == len(paths) > 0
+    for path in paths:
+        r = json.loads(path.read_text())
+        fields = {k: r[k] for k in ("dataset", "fraction", "method", "preset", "config")}
+        rebuilt = config_hash({**fields, "data": r["data"]})
+        assert rebuilt == r["provenance"]["config_hash"] and path.stem == migrate.run_id(fields, r["seed"], rebuilt)
 
 
 def test_the_committed_sweep_finds_every_committed_record(tmp_path: Path, monkeypatch) -> None:
