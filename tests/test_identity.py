@@ -268,3 +268,22 @@ def test_the_committed_sweep_finds_every_committed_record(tmp_path: Path, monkey
     monkeypatch.setattr(bench.runner, "fingerprint", lambda dataset, root: data)
     sweep = load_config(REPO / "results/glas-small/bench.toml", [f"datasets.0.root={tmp_path}"])
     assert {s.run_id for s in expand(sweep)} == {r["run_id"] for r in records}
+
+
+def test_a_command_reads_the_sweep_once_and_builds_each_config_once(sweep: Path, monkeypatch, capsys) -> None:
+    """`bench run` of a 2-run sweep: one resolve per method (the loader's check) and one per run."""
+    import bench.config
+    from bench.plugin import Plugin
+
+    calls: list[str] = []
+    resolve, load = Plugin.resolve_config.__func__, bench.config.load_config  # type: ignore[attr-defined]
+    monkeypatch.setattr(Plugin, "resolve_config",
+                        classmethod(lambda cls, *a, **k: calls.append("resolve") or resolve(cls, *a, **k)))
+    monkeypatch.setattr(bench.config, "load_config", lambda *a, **k: calls.append("load") or load(*a, **k))
+    assert main(["run", "--config", str(sweep), "--dry-run"]) == 0
+    assert calls == ["load", "resolve", "resolve", "resolve"]
+    for spec in expand(load_config(sweep)):
+        write_record(spec, 0.8)
+    calls.clear()
+    assert main(["run", "--config", str(sweep)]) == 0  # all done: then its table, from what it built
+    assert calls == ["load", "resolve", "resolve", "resolve"] and "| glas | 1.0 | unet |" in capsys.readouterr().out
