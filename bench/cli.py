@@ -17,6 +17,7 @@ import bench
 from bench.errors import BenchError, ConfigError
 
 DEFAULT_CONFIG = "bench.toml"
+RANK_METRIC = "dice"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true",
                      help="every run at its real shapes for a few steps into OUTPUT/smoke/; prints memory, "
                           "step times and estimated full wall times (with slurm --dry-run: suggested limits)")
+    _reference_args(run)
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="done / running / pending / failed runs per cell")
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(table)
     table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     table.add_argument("--all", action="store_true", help="every record in the output folder, not just this sweep's")
+    _reference_args(table)
     table.set_defaults(func=cmd_table)
     exp = sub.add_parser("experiment", help="run a table or figure of the paper (`--list` names them)")
     exp.add_argument("name", nargs="?", help="e.g. table1, fig8; see --list")
@@ -101,8 +104,29 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="one static HTML page of every table and figure written so far")
     _config_args(report)
+    _reference_args(report)
     report.set_defaults(func=cmd_report)
+
+    records = sub.add_parser("records", help="maintain an output folder's records")
+    records_sub = records.add_subparsers(dest="records_command", required=True)
+    migrate = records_sub.add_parser("migrate", help="rename records whose ids hold their data's root path to ids "
+                                                     "that hold the data's content fingerprint")
+    migrate.add_argument("folders", nargs="+", metavar="FOLDER", help="an output folder (holding records/)")
+    migrate.add_argument("--root", action="append", default=[], metavar="DATASET=PATH",
+                         help="where the records' data is now, if not at the root they name (repeatable)")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would move; write nothing")
+    migrate.set_defaults(func=cmd_records_migrate)
     return parser
+
+
+def _reference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", action="append", default=[], metavar="DIR",
+                        help="a read-only output folder of records (e.g. results/glas-small) shown beside the "
+                             "sweep's own, where of its configuration (repeatable)")
+    parser.add_argument("--rank", action="append", default=[], metavar="METHOD",
+                        help="rank METHOD against every other method of each cell, paired by seed (repeatable; "
+                             "with --format csv only the ranking is printed)")
+    parser.add_argument("--metric", default=RANK_METRIC, help=f"the metric --rank compares (default {RANK_METRIC})")
 
 
 def _progress_args(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep = _load(args)
     _check_environment()
     runs = expand(sweep)
+    _check_references(args)
     if args.smoke:
         from bench.smoke_launch import run_smoke
 
@@ -158,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   dry_run=args.dry_run)
     if args.dry_run or (sweep.executor == "slurm" and not args.wait):
         return code
-    _print_table(args)
+    _table(args, sweep, runs)  # the sweep and runs of this command, not read and built again
     return code
 
 
@@ -169,8 +194,19 @@ def _check_environment() -> None:
     budget_from_env()
 
 
-def _print_table(args: argparse.Namespace) -> int:
-    return cmd_table(argparse.Namespace(config=args.config, set=args.set, format="markdown", all=False))
+def _check_references(args: argparse.Namespace) -> None:
+    """A --reference folder without records, or --rank with --all, fails before anything runs."""
+    for folder in args.reference:
+        if not (Path(folder).expanduser() / "records").is_dir():
+            raise BenchError(f"--reference {folder}: no records/ folder there (a reference is an output folder "
+                             "of finished runs, e.g. results/glas-small)")
+    if args.rank and getattr(args, "all", False):
+        raise BenchError("--rank compares the records of this sweep's configuration; leave out --all")
+    if args.rank:
+        from bench import registry
+
+        for method in args.rank:
+            registry.get(method)  # an unknown method is one line, with the known ones
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -199,20 +235,36 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     """Without --all: the records of bench.toml's configuration (its run ids); with it: every
     record, one row per cell and configuration. Both add the trivial reference rows."""
+    _check_references(args)
+    return _table(args, _load(args))
+
+
+def _table(args: argparse.Namespace, sweep, runs=None) -> int:
     from bench.sweep_table import sweep_rows
     from bench.table_render import render_records
 
-    sweep = _load(args)
-    selected = sweep_rows(sweep, every=args.all)
+    fmt, every = getattr(args, "format", "markdown"), getattr(args, "all", False)
+    selected = sweep_rows(sweep, every=every, runs=runs, references=args.reference)
     if selected.skipped:
         print(f"bench: warning: {selected.skipped} record(s) without dataset, fraction, method, seed left out",
               file=sys.stderr)
     if not selected.records:
         folder = Path(sweep.output) / "records"
-        print(f"bench: no records {'' if args.all else 'of this configuration '}in {folder}; run `bench run` "
-              f"first{'' if args.all else ' (`bench table --all` shows every record there)'}", file=sys.stderr)
+        print(f"bench: no records {'' if every else 'of this configuration '}in {folder}; run `bench run` "
+              f"first{'' if every else ' (`bench table --all` shows every record there)'}", file=sys.stderr)
         return 1
-    print(render_records(selected.rows, args.format), end="")
+    if not (args.rank and fmt == "csv"):  # one CSV on stdout: with --rank, the ranking's
+        print(render_records(selected.rows, fmt), end="")
+    if args.rank:
+        from bench.rank import rank, render_ranking
+
+        for method in args.rank:
+            rankings = rank(selected.selected, method, args.metric)
+            if not rankings:
+                print(f"bench: --rank {method}: no records of {method} with {args.metric} in this table",
+                      file=sys.stderr)
+                return 1
+            print(("" if fmt == "csv" else "\n") + render_ranking(rankings, fmt), end="")
     return 0
 
 
@@ -241,7 +293,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    print(write_report(_load(args)))
+    _check_references(args)
+    print(write_report(_load(args), references=args.reference, rank=args.rank, metric=args.metric))
+    return 0
+
+
+def cmd_records_migrate(args: argparse.Namespace) -> int:
+    from bench.migrate import migrate
+
+    roots = {}
+    for item in args.root:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise BenchError(f"records migrate: --root {item}: expected DATASET=PATH, e.g. glas=/data/GlaS")
+        roots[name.strip()] = str(Path(path.strip()).expanduser().resolve())
+    for folder in args.folders:
+        migrate(folder, roots, dry_run=args.dry_run)
     return 0
 
 

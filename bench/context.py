@@ -9,6 +9,7 @@ from typing import Any, ContextManager, Protocol
 import numpy as np
 import torch
 
+from bench.data.fingerprint import data_identity
 from bench.provenance import config_hash
 from bench.resume import resumable
 
@@ -43,6 +44,11 @@ class SpecView(Protocol):
     @property
     def run_id(self) -> str: ...
 
+    @property
+    def data(self) -> str:
+        """The content fingerprint of the run's data (bench.data.fingerprint), which ids hold, not the root."""
+        ...
+
     def checkpoint_path(self, artefact: Path) -> Path: ...
 
     def on_data(self, dataset: str, root: str | None) -> SpecView:
@@ -74,9 +80,10 @@ class RunContext:
         return resumable(path, self.checkpoint_every_s)
 
     def artefact_key(self, method: str, identity: dict[str, Any]) -> str:
-        """Pre-training depends on the method's pre-training config and the data, not on seed or fraction."""
+        """Pre-training depends on the method's pre-training config and the data (its content, not
+        where it lies), not on seed or fraction."""
         return config_hash({"method": method, "identity": identity, "dataset": self.spec.dataset,
-                            "root": self.spec.root})[:16]
+                            **data_identity(self.spec.dataset, self.spec.data)})[:16]
 
     def artefact_path(self, method: str, key: str) -> Path:
         return self.output / "artefacts" / method / f"{self.spec.dataset}-{key}.pt"

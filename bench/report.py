@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from bench.config import PRESETS, SweepConfig
 from bench.errors import ConfigError
@@ -68,8 +68,13 @@ img { max-width: %dpx; height: auto; } details { margin: 0.5em 0 1.5em; }
 </style>""" % CFG.figure_max_width_px
 
 
-def write_report(sweep: SweepConfig) -> Path:
-    """Gather results/*/ and results/records into results/report.html (atomically); return its path."""
+def write_report(sweep: SweepConfig, references: Sequence[str] = (), rank: Sequence[str] = (),
+                 metric: str = "dice") -> Path:
+    """Gather results/*/ and results/records into results/report.html (atomically); return its path.
+
+    `references` (`--reference DIR`) add their records of this sweep's configuration to the
+    aggregate table, marked with their folder, and each method of `rank` (`--rank`; by default,
+    with references, the sweep's own methods) is ranked against the others (bench.rank)."""
     out = Path(sweep.output)
     if not out.is_dir():
         raise ConfigError(sweep.source, "output",
@@ -86,6 +91,8 @@ def write_report(sweep: SweepConfig) -> Path:
     body += [section for _, _, section in sections]
     if records:
         body.append(_aggregate_section(records, sweep))
+    if references or rank:
+        body.append(_ranking_section(sweep, references, rank or sweep.methods, metric))
     page = ("<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
             f"<title>{_e(CFG.title)}</title>\n{_STYLE}\n</head>\n<body>\n"
             + "\n".join(body) + f"\n{_ONLOAD}\n</body>\n</html>\n")
@@ -254,6 +261,22 @@ def _aggregate_section(records: list[dict[str, Any]], sweep: SweepConfig) -> str
     return "\n".join(['<section id="all-records">', "<h2>All records (<code>bench table --all</code>)</h2>",
                       render_records(table, "html"), note,
                       "<h3>Provenance</h3>", provenance_html(records), "</section>"])
+
+
+def _ranking_section(sweep: SweepConfig, references: Sequence[str], methods: Sequence[str], metric: str) -> str:
+    """The sweep's records beside the references' of its configuration, and the paired rankings."""
+    from bench.rank import rank, render_ranking
+    from bench.sweep_table import sweep_rows
+
+    selected = sweep_rows(sweep, references=references)
+    parts = ['<section id="ranking">', "<h2>Against the reference records</h2>",
+             f"<p class=note>references: {_e(', '.join(references) or 'none')}</p>",
+             render_records(selected.rows, "html")]
+    for method in methods:
+        rankings = rank(selected.selected, method, metric)
+        parts.append(render_ranking(rankings, "html") if rankings else
+                     f"<p class=note>{_e(method)}: no records with {_e(metric)} of this configuration</p>")
+    return "\n".join(parts + ["</section>"])
 
 
 def _contents(sections: list[tuple[str, str]], has_records: bool) -> str:

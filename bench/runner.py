@@ -1,7 +1,9 @@
 """The runner: a sweep becomes self-contained runs; each run writes exactly one record.
 
-A `RunSpec` holds only plain values and paths, so it pickles (Slurm ships it as is) and a worker
-needs nothing but the spec to do its job. The record, written atomically as the run's very last
+A `RunSpec` holds plain values and paths, and, built once on first use, the method's frozen
+Config and the data's content fingerprint (bench.data.fingerprint): its run id follows from
+them. It pickles with both (Slurm ships it as is), so a worker needs nothing but the spec to do
+its job and never builds the Config again. The record, written atomically as the run's very last
 act, is the commit point: a run with a record is done, a run without one is redone, and a kill
 at any moment can neither lose a finished run nor leave half a record behind. A run is done under
 its claim (a flock on `locks/<run_id>.lock`, released by the OS if the worker dies), so two
@@ -17,6 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -29,11 +32,12 @@ from bench.config import SweepConfig
 from bench.context import RunContext
 from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
+from bench.data.fingerprint import data_identity, fingerprint
 from bench.device import pick_device, seed_everything
 from bench.distributed import main_says, sharding
 from bench.errors import BenchError
 from bench.evaluate import evaluate
-from bench.plugin import Predictor
+from bench.plugin import Plugin, Predictor
 from bench.progress import collect_histories
 from bench.protocol import identity, subset_rule
 from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
@@ -60,14 +64,30 @@ class RunSpec:
     shards: int | None = None  # `[pretrain] shards`: how pre-training cuts its batch (not in run_id)
     smoke: Any = None  # a bench.smoke.SmokeRun: a few steps on a few images, measured (bench run --smoke)
 
-    def resolved_config(self) -> Any:
+    # Built on first use and then carried (pickled with the spec); `dataclasses.replace` makes a
+    # new spec, which builds its own, so a changed field never meets a stale Config or id.
+    @cached_property
+    def config(self) -> Any:
+        """The method's Config at `preset` with `params` applied (frozen): the one this run uses."""
         return registry.get(self.method).resolve_config(self.preset, self.params)
 
-    @property
+    def resolved_config(self) -> Any:
+        return self.config
+
+    def plugin(self) -> Plugin:
+        """A fresh plugin of this run's method, made from its Config."""
+        return registry.get(self.method)(self.config)
+
+    @cached_property
+    def data(self) -> str:
+        """The content fingerprint of the run's data (`generated:NAME` for a generated set)."""
+        return fingerprint(self.dataset, self.root)
+
+    @cached_property
     def config_hash(self) -> str:
         """What determines the result apart from the seed (records of one cell share it)."""
-        cfg = identity(self.resolved_config())
-        fields = {"dataset": self.dataset, "root": self.root, "fraction": self.fraction,
+        cfg = identity(self.config)
+        fields = {"dataset": self.dataset, **data_identity(self.dataset, self.data), "fraction": self.fraction,
                   "method": self.method, "preset": self.preset, "config": cfg}
         if self.robustness is not None:  # only when set, so every other run keeps its id
             fields["robustness"] = self.robustness.identity()
@@ -75,7 +95,7 @@ class RunSpec:
             fields.update(self.smoke.identity())
         return config_hash(fields)
 
-    @property
+    @cached_property
     def run_id(self) -> str:
         return f"{self.dataset}-f{self.fraction:g}-{self.method}-s{self.seed}-{self.config_hash[:SHORT_HASH]}"
 
@@ -115,11 +135,9 @@ class RunSpec:
         `SSLMethod.backbone` caches to, from the same key functions) and any stage a method
         builds on it (datasetddpm's sampled images), so a scheduler can build each in a job
         of its own before the runs that need them."""
-        plugin_cls = registry.get(self.method)
-        if plugin_cls.kind != "ssl":
+        if registry.get(self.method).kind != "ssl":
             return []
-        plugin = registry.create(self.method, self.preset, self.params)
-        return plugin.stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
+        return self.plugin().stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
 
     def on_data(self, dataset: str, root: str | None) -> RunSpec:
         return dataclasses.replace(self, dataset=dataset, root=root)
@@ -145,7 +163,7 @@ class RunSpec:
         if artefact is None or main_says(artefact.exists()):
             return artefact
         seed_everything(self.seed)
-        plugin = registry.create(self.method, self.preset, self.params)
+        plugin = self.plugin()
         device = pick_device()
         with self._resumable(artefact, checkpoint_every_s), sharding(self.shards):
             if self.smoke is None:
@@ -161,12 +179,16 @@ class RunSpec:
 def expand(sweep: SweepConfig) -> list[RunSpec]:
     """datasets x fractions x methods x seeds, in an order that reuses pre-trained artefacts.
     Every method's config is checked where the sweep is made (bench.config.load_config and
-    with_preset), so a rejected override never gets this far."""
-    return [
+    with_preset), so a rejected override never gets this far. Each spec builds its Config and
+    run id here, once, and carries them."""
+    runs = [
         RunSpec(dataset=d.name, root=d.root, fraction=f, method=m, seed=s, preset=sweep.preset,
                 output=sweep.output, params=sweep.params.get(m, {}), shards=sweep.pretrain.shards)
         for d in sweep.datasets for m in sweep.methods for f in d.label_fractions for s in sweep.seeds
     ]
+    for spec in runs:
+        _ = spec.run_id  # built here, so an unreadable data file fails before anything runs
+    return runs
 
 
 def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | None = None) -> Path:
@@ -174,7 +196,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
     device = pick_device()
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
-    plugin = registry.create(spec.method, spec.preset, spec.params)
+    plugin = spec.plugin()
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed, subset_rule(plugin.cfg), train.names)]
@@ -205,7 +227,8 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
     # how much of the machine the run had
     timings = {**output.timings, "total_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
     record = {
-        "run_id": spec.run_id, "dataset": spec.dataset, "root": spec.root, "fraction": spec.fraction,
+        "run_id": spec.run_id, "dataset": spec.dataset, "root": spec.root, "data": spec.data,
+        "fraction": spec.fraction,
         "method": spec.method, "kind": plugin_cls.kind, "seed": spec.seed, "preset": spec.preset,
         "config": dataclasses.asdict(plugin.cfg), "params": spec.params,
         "labelled": [s.name for s in labelled], "n_test": len(test),
@@ -238,10 +261,9 @@ def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
             get_dataset(entry[0], entry[1], split)
     checked: set[tuple[str, str]] = set()
     for spec in runs:
-        cfg = spec.resolved_config()
-        path = getattr(cfg, "checkpoint", None)
+        path = getattr(spec.config, "checkpoint", None)
         if path and (spec.method, path) not in checked:
-            registry.get(spec.method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
+            spec.plugin().load_checkpoint(Path(path))  # fails with one clear line
             checked.add((spec.method, path))
 
 

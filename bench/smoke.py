@@ -83,8 +83,7 @@ def smoke_specs(runs: list[Any], smoke: SmokeConfig, domain_of: Any) -> list[Any
         if key in seen:
             continue
         seen.add(key)
-        cfg = registry.get(spec.method).resolve_config(spec.preset, spec.params)
-        overrides = smoke_overrides(cfg, domain_of(spec.dataset), smoke)
+        overrides = smoke_overrides(spec.config, domain_of(spec.dataset), smoke)
         out.append(dataclasses.replace(
             spec, output=str(Path(spec.output) / FOLDER), params={**spec.params, **overrides},
             smoke=SmokeRun(smoke, dict(spec.params))))

@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.context import RunContext, RunOutput
 from bench.data import pretrain_pool
+from bench.data.fingerprint import data_identity
 from bench.data.scale import scale_floor, scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory
@@ -361,7 +362,8 @@ class FeatureReader:
         self.method, self.backbone, self.domain, self.ctx, self.draws = method, backbone, domain, ctx, draws
         spec = ctx.spec
         self.key = config_hash({"features": method.feature_identity(), "method": method.name,
-                                "dataset": spec.dataset, "root": spec.root, "domain": domain})
+                                "dataset": spec.dataset, **data_identity(spec.dataset, spec.data),
+                                "domain": domain})
         self.normalise = domain == "medical" and method.cfg.l2_normalize_medical
         self.floor = spec_floor(spec)  # the run's data set's scale floor (bench.data.scale)
         self.hits = self.misses = 0

@@ -30,6 +30,8 @@ CONFIG = ["preset", "config"]   # besides the cell, what determines a result
 KEY = CELL + CONFIG
 METRIC_ORDER = ["dice", "dice_paper", "iou", "iou_paper", "aji", "aji_plus", "aji_paper", "miou"]
 REFERENCE_PRESET = "reference"  # the preset column of a trivial row
+SOURCE = "source"  # the key a record read from a `--reference` folder is tagged with: that folder
+OWN = "sweep"      # the source of the sweep's own records
 UNKNOWN = "unknown"
 JSON_KIND = "bench.ResultTable"  # marks a table's data file (`write_tables`' stem.json)
 
@@ -197,6 +199,7 @@ class RecordRow:
     cells: dict[str, CellStats]
     wall_s: float | None = None  # the records' summed total_s: the cell's cost, its pre-training included once
     working_side: str = ""       # the long side the runs worked at (`working_side`)
+    source: str = ""  # the --reference folder its records were read from ("": the sweep's own)
 
 
 def config_id(record: dict[str, Any]) -> str:
@@ -223,10 +226,11 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
     the metric that restates the paper's computation where the records hold it (bench.published)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in records:
-        key = (r["dataset"], r["fraction"], r["method"], str(r.get("preset", UNKNOWN)), config_id(r))
+        key = (r["dataset"], r["fraction"], r["method"], str(r.get("preset", UNKNOWN)), config_id(r),
+               str(r.get(SOURCE, "")))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (dataset, fraction, method, preset, config), group in sorted(groups.items()):
+    for (dataset, fraction, method, preset, config, source), group in sorted(groups.items()):
         cells = {}
         names = metric_order(k for r in group for k in r["metrics"])
         for m in names:
@@ -235,12 +239,12 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
                 cells[m] = cell_stats([PERCENT * r["metrics"][m] for r in have], [r["seed"] for r in have],
                                       published_beside(dataset, fraction, method, m, names))
         rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group),
-                              working_side(group)))
+                              working_side(group), source))
     for ref in references:
         cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items()}
         rows.append(RecordRow(ref["dataset"], ref["fraction"], ref["method"], REFERENCE_PRESET, ref["rule"],
                               1, True, cells))
-    return sorted(rows, key=lambda r: (r.dataset, -r.fraction, r.reference, r.method, r.preset, r.config))
+    return sorted(rows, key=lambda r: (r.dataset, -r.fraction, r.reference, r.method, r.preset, r.config, r.source))
 
 
 def _number(value: Any) -> bool:

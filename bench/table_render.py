@@ -13,7 +13,7 @@ import io
 import math
 
 from bench.data.scale import SCALE_RULE
-from bench.table import CFG, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
+from bench.table import CFG, OWN, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
 from bench.table_formats import Grid, Head, Text, html_table, latex, markdown
 
 DASH = "—"   # no value
@@ -32,6 +32,8 @@ PAPER_NOTE = ("dice_paper, iou_paper: GlaS Dice and IoU as the paper's code comp
               "scores Dice 1; IoU = D / (2 - D) of the mean Dice); the published GlaS numbers stand beside them "
               "where the records hold them, beside dice and iou in older records.")
 PAPER_METRICS = frozenset({"dice_paper", "iou_paper"})
+SOURCE_NOTE = (f"source: where a row's records were read: {OWN} (this sweep's output folder) or a --reference "
+               "folder (read only); a reference row holds only records of this sweep's configuration.")
 
 
 def num(x: float, cfg: TableConfig = CFG) -> str:
@@ -144,7 +146,9 @@ def _g(x: float | None) -> str:  # the experiments' CSVs: every significant digi
 def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     """The key, n, then per metric mean ± std and, where the paper has numbers, the published one."""
     with_paper = [m for m in metrics if any(m in r.cells and r.cells[m].published for r in rows)]
-    head = [Head(k) for k in ("dataset", "fraction", "method", "preset", "config", "n", "wall (s)", "side (px)")]
+    sourced = any(r.source for r in rows)
+    head = [Head(k) for k in ("dataset", "fraction", "method", *(("source",) if sourced else ()), "preset",
+                              "config", "n", "wall (s)", "side (px)")]
     for m in metrics:
         head.append(Head(m))
         if m in with_paper:
@@ -152,7 +156,8 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
     body = []
     for r in rows:
         method = f"{r.method} (reference)" if r.reference else r.method
-        cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference), Text(r.preset),
+        cells = [Text(r.dataset), Text(str(r.fraction)), Text(method, reference=r.reference),
+                 *([Text(_source(r))] if sourced else []), Text(r.preset),
                  Text(r.config), Text(str(r.n)), Text("" if r.wall_s is None else f"{r.wall_s:.0f}"),
                  Text(r.working_side)]
         for m in metrics:
@@ -169,7 +174,13 @@ def records_grid(rows: list[RecordRow], metrics: list[str]) -> Grid:
         notes.append(SIDE_NOTE)
     if PAPER_METRICS & set(with_paper):
         notes.append(PAPER_NOTE)
+    if sourced:
+        notes.append(SOURCE_NOTE)
     return Grid(head, body, notes=notes, right=len(head))
+
+
+def _source(row: RecordRow) -> str:
+    return "" if row.reference else row.source or OWN
 
 
 def render_records(rows: list[RecordRow], fmt: str) -> str:
@@ -185,15 +196,17 @@ def records_csv(rows: list[RecordRow], metrics: list[str]) -> str:
     """Every number: `<metric>_mean`, `_std` (empty for one record), `_published_mean`, `_published_std`
     (empty where the paper printed none), and `reference` (True for the trivial rows)."""
     with_paper = {m for m in metrics if any(m in r.cells for r in rows if not r.reference)}
-    fields = ["dataset", "fraction", "method", "preset", "config", "n", "wall_s", "working_side", "reference"]
+    sourced = any(r.source for r in rows)
+    fields = ["dataset", "fraction", "method", *(["source"] if sourced else []), "preset", "config", "n", "wall_s",
+              "working_side", "reference"]
     for m in metrics:
         fields += [f"{m}_mean", f"{m}_std"] + ([f"{m}_published_mean", f"{m}_published_std"] if m in with_paper else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields)
     for r in rows:
-        line = [r.dataset, _f(r.fraction), r.method, r.preset, r.config, r.n, _f(r.wall_s), r.working_side,
-                r.reference]
+        line = [r.dataset, _f(r.fraction), r.method, *([_source(r)] if sourced else []), r.preset, r.config, r.n,
+                _f(r.wall_s), r.working_side, r.reference]
         for m in metrics:
             s = r.cells.get(m)
             line += [_f(s.mean if s else None), _f(s.std if s else None)]

@@ -11,14 +11,13 @@ prints it beside the methods of each (data set, label fraction) cell:
 
 The scores come from the real test split and the real metrics (bench.evaluate), so they are
 exactly what a method predicting that constant would be recorded with. They are cached in
-`output/reference/trivial.json`, keyed by data set, root and fraction and checked against a
-fingerprint of the data files (name, size, mtime), so a `bench table` call stays fast.
+`output/reference/trivial.json`, keyed by data set, the content fingerprint of its files
+(bench.data.fingerprint: a copy elsewhere hits, a changed file recomputes) and fraction, so a
+`bench table` call stays fast.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bench.data import get_dataset, label_subset
+from bench.data.fingerprint import fingerprint
 from bench.data.types import Dataset, Sample
 from bench.errors import BenchError
 from bench.evaluate import evaluate
@@ -94,25 +94,16 @@ def scores(dataset: str, root: str | None, fraction: float, cfg: TrivialConfig =
     return {"metrics": metrics, "rule": rule_name(test.num_classes, cfg), "n_test": len(test)}
 
 
-def fingerprint(root: str | None) -> str:
-    """Names, sizes and mtimes of the files under root: a changed copy of the data recomputes."""
-    if root is None:
-        return "generated"
-    digest = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            with_path = os.path.join(folder, name)
-            try:
-                st = os.stat(with_path)
-            except OSError:
-                continue
-            digest.update(f"{os.path.relpath(with_path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+def data_print(dataset: str, root: str | None) -> str | None:
+    """The content fingerprint of the cell's data; None where it cannot be read (moved, deleted)."""
+    try:
+        return fingerprint(dataset, root)
+    except (BenchError, ValueError, OSError):
+        return None
 
 
-def cache_key(dataset: str, root: str | None, fraction: float, cfg: TrivialConfig = CFG) -> str:
-    return f"{dataset}|{root or '-'}|{fraction:g}|v{cfg.version}"
+def cache_key(dataset: str, data: str, fraction: float, cfg: TrivialConfig = CFG) -> str:
+    return f"{dataset}|{data}|{fraction:g}|v{cfg.version}"
 
 
 def cached_scores(output: str | Path, cells: Iterable[Cell], cfg: TrivialConfig = CFG) -> dict[Cell, dict[str, Any]]:
@@ -125,22 +116,27 @@ def cached_scores(output: str | Path, cells: Iterable[Cell], cfg: TrivialConfig 
     wanted = list(dict.fromkeys(cells))
     out: dict[Cell, dict[str, Any]] = {}
     cache = _read(path)
-    prints = {root: fingerprint(root) for root in {c[1] for c in wanted}}
-    missing = [c for c in wanted if cache.get(cache_key(*c, cfg), {}).get("fingerprint") != prints[c[1]]]
+    prints = {(c[0], c[1]): data_print(c[0], c[1]) for c in wanted}
+    keys = {c: cache_key(c[0], p, c[2], cfg) for c in wanted if (p := prints[(c[0], c[1])]) is not None}
     for cell in wanted:
+        if cell not in keys:
+            print(f"bench: warning: no trivial row for {cell[0]} {cell[2]:g}: its data at {cell[1]} cannot be read",
+                  file=sys.stderr)
+    missing = [c for c in keys if not isinstance(cache.get(keys[c]), dict)]
+    for cell in keys:
         if cell not in missing:
-            out[cell] = cache[cache_key(*cell, cfg)]
+            out[cell] = cache[keys[cell]]
     if not missing:
         return out
     with file_lock(path.with_name(path.name + ".lock")):
         cache = _read(path)  # another process may have added cells meanwhile
         for cell in missing:
             try:
-                entry = {**scores(*cell, cfg=cfg), "fingerprint": prints[cell[1]]}
+                entry = {**scores(*cell, cfg=cfg), "fingerprint": prints[(cell[0], cell[1])]}
             except (BenchError, ValueError, OSError) as exc:
                 print(f"bench: warning: no trivial row for {cell[0]} {cell[2]:g}: {exc}", file=sys.stderr)
                 continue
-            cache[cache_key(*cell, cfg)] = out[cell] = json.loads(json.dumps(entry))
+            cache[keys[cell]] = out[cell] = json.loads(json.dumps(entry))
         atomic_write_json(path, cache)
     return out
 
@@ -154,9 +150,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def cells_of(records: Iterable[dict[str, Any]], sweep: "SweepConfig") -> list[Cell]:
-    """The (data set, root, fraction) cells of the records, in order. A record names its root
-    (records before that field take the sweep's root for their data set); a cell whose root is
-    unknown gets no trivial row."""
+    """The (data set, root, fraction) cells of the records, in order. A record whose data's
+    fingerprint (`data`) is that of a sweep root's files takes that root (its own may have moved);
+    else it names its root (records before that field take the sweep's root for their data set);
+    a cell whose root is unknown gets no trivial row."""
     from bench.data import DATASETS
 
     roots: dict[str, set[str | None]] = {}
@@ -164,7 +161,11 @@ def cells_of(records: Iterable[dict[str, Any]], sweep: "SweepConfig") -> list[Ce
         roots.setdefault(entry.name, set()).add(entry.root)
     cells = []
     for r in records:
-        if "root" in r:
+        same = [root for root in sorted(roots.get(r["dataset"], ()), key=str)
+                if isinstance(r.get("data"), str) and data_print(r["dataset"], root) == r["data"]]
+        if same:
+            root = same[0]
+        elif "root" in r:
             root = r["root"]
         elif len(roots.get(r["dataset"], ())) == 1:
             root = next(iter(roots[r["dataset"]]))

@@ -21,7 +21,6 @@ under a key of the training data (`_data_key`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from bench.data.fingerprint import fingerprint
 from bench.data.registry import dataset_info, get_dataset
 from bench.data.synthetic import cache_base
 from bench.data.types import Sample
@@ -109,17 +109,9 @@ def measure(samples: Iterable[Sample]) -> ObjectSizes:
 
 
 def _data_key(dataset: str, root: str | Path | None) -> str | None:
-    """What the cached measurement of `dataset` at `root` is valid for: the names, sizes and
-    modification times of the files under the root (None: no root, nothing cached on disk).
-
-    A stand-in for a content fingerprint of the data; only the file list is stat-ed, no file read.
-    """
-    if root is None:
-        return None
-    base = Path(root).expanduser().resolve()
-    files = sorted((str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in base.rglob("*") if p.is_file())
-    return hashlib.sha256(json.dumps([dataset, files]).encode()).hexdigest()[:16]
+    """What the cached measurement of `dataset` at `root` is valid for: the content fingerprint of
+    its files (bench.data.fingerprint; None: no root, nothing cached on disk)."""
+    return None if root is None else fingerprint(dataset, root)
 
 
 def _cache_path(dataset: str, key: str, rule: ScaleRule) -> Path:

@@ -95,8 +95,7 @@ def check_layout(todo: list[RunSpec], processes: int, shards: int | None, source
     for spec in todo:
         if spec.artefact() is None:
             continue
-        plugin = registry.create(spec.method, spec.preset, spec.params)
-        for batch in plugin.pretrain_batches():
+        for batch in spec.plugin().pretrain_batches():
             if batch % total:
                 key = "pretrain.shards" if shards else where
                 raise ConfigError(source, key, f"{spec.method}'s pre-training batch of {batch} does not "

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 
-from bench import registry
 from bench.context import RunContext
 from bench.data import get_dataset
 from bench.data.scale import scale_floor
@@ -101,7 +100,7 @@ def block_features(spec: RunSpec, crops: torch.Tensor, domain: str,
     The plugin is rebuilt with its read-out set to the wanted blocks at its first feature
     timestep, so the corruption, noise seed and hooks are exactly the probe's.
     """
-    plugin = registry.create(spec.method, spec.preset, spec.params)
+    plugin = spec.plugin()
     if not isinstance(plugin, DiffusionProbe):
         raise BenchError(f"{spec.method}: fig6 needs a guided-diffusion UNet backbone (output_blocks)")
     device = pick_device()
