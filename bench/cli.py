@@ -192,7 +192,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['params']:>12,}  {r['summary']}")
+        if r["params"] is None:  # a broken plugin: its one line, and the listing goes on
+            print(f"{r['name']:<{width}}  {r['kind']:<10}  {'broken':>12}  {r['error']}")
+        else:
+            print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['params']:>12,}  {r['summary']}")
     return 0
 
 

@@ -19,9 +19,10 @@ from torch import nn
 from bench import registry
 from bench.cli import main
 from bench.config import PRESETS, load_config
-from bench.contract import ContractError, build_without_weights, check_plugin
+from bench.contract import ContractError, build_without_weights, check_plugin, contract_problems
 from bench.data import get_dataset
 from bench.metrics import dice
+from bench.pretrain import PretrainSchedule, pretrain
 from bench.runner import RunSpec
 from bench.ssl import SSL_PRETRAIN_FIELDS, SSL_PROBE_ONLY_FIELDS, SSLConfig, SSLMethod
 from bench.supervised import SupervisedConfig, SupervisedMethod
@@ -195,6 +196,9 @@ class _BadSSL(SSLMethod):
     def build_model(self, num_classes: int = 2) -> nn.Module:
         return nn.Conv2d(3, self.cfg.width, 1)
 
+    def pretrain(self, images: list[np.ndarray], ctx: Any) -> dict[str, Any]:
+        return self.build_model().state_dict()
+
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return [backbone(x)[0]]  # drops the batch dimension
 
@@ -213,6 +217,102 @@ def test_broken_toy_plugins_fail_the_contract() -> None:
     assert "probe_only_fields names no Config field: no_such_field" in message
     assert "probe-only field 'probe_lr' changes the artefact key" in message
     assert "extract('medical') maps must be 2 x C x h x w for a batch of 2, got [(4, 32, 32)]" in message
+    assert info.value.problems and all("\n" not in p for p in info.value.problems)
+
+
+# --- the contract fails at definition, in one line ---------------------------------------------
+class _Unfinished(SSLMethod):  # pretrain and extract left out: what a plugin written from prose forgets
+    Config = _ToySSLConfig
+    presets = {p: _ToySSLConfig(window=32) for p in PRESETS}
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        return nn.Conv2d(3, 4, 1)
+
+
+def test_a_plugin_missing_a_method_fails_when_defined(scratch_registry: None) -> None:
+    with pytest.raises(registry.PluginError) as info:
+        registry.register("toy_unfinished", "ssl")(_Unfinished)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("plugin 'toy_unfinished' (")
+    assert message.endswith("_Unfinished): does not implement extract, pretrain")
+    assert "toy_unfinished" not in registry._PLUGINS
+
+
+def test_a_malformed_declaration_fails_when_defined(scratch_registry: None) -> None:
+    @dataclasses.dataclass  # not frozen (so no subclass of the frozen SupervisedConfig either)
+    class Loose:
+        width: int = 4
+
+    class Toy(_NoSmall):
+        Config = Loose
+        presets = {"tiny": Loose(), "paper": _ToyConfig()}
+
+    with pytest.raises(registry.PluginError, match=r"^plugin 'toy_loose' \(.*Toy\): Config Loose is not frozen: "
+                       r"declare it @dataclass\(frozen=True\); no 'small' preset: every plugin needs tiny, small, "
+                       r"paper; presets\['paper'\] is a _ToyConfig, not a Loose; Config Loose does not subclass "
+                       r"bench.supervised.SupervisedConfig$"):
+        registry.register("toy_loose", "supervised")(Toy)
+    with pytest.raises(registry.PluginError, match="registered as 'ssl' but its base class is a 'supervised' method"):
+        registry.register("toy_kind", "ssl")(_WrongLogits)
+
+
+def test_a_crashing_check_is_one_problem_of_the_list() -> None:
+    class Crashing(_WrongLogits):
+        name = "toy_crashing"
+
+        def build_model(self, num_classes: int = 2) -> nn.Module:
+            raise RuntimeError("forgot the\nweights")
+
+    problems = contract_problems(Crashing)
+    assert problems and all("\n" not in p for p in problems)
+    assert "presets['paper']: build_model() on the meta device failed: RuntimeError: forgot the weights" in problems
+
+
+class _Misnamed(_BadSSL):
+    """A pre-training stage whose schedules() key is not the desc its loop gets."""
+
+    name = "toy_misnamed"
+    probe_only_fields = ("read_at",)
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        return SSLMethod.pretrain_identity(self)
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        return {"toy pretrain": PretrainSchedule(steps=2, batch=4, crop=self.cfg.window, lr=1e-3)}
+
+    def pretrain(self, images: list[np.ndarray], ctx: Any) -> dict[str, Any]:
+        def step_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            return model(x).square().mean()
+
+        sched = self.schedules()["toy pretrain"]
+        return pretrain(self.build_model(), images, sched, step_loss, ctx.device, 0, desc="toy_misnamed pretrain")
+
+    def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
+        return [backbone(x)]
+
+
+def test_schedules_keys_are_checked_against_the_stages_that_ran() -> None:
+    problems = contract_problems(_Misnamed)
+    assert problems == [
+        "pre-training ran stage(s) 'toy_misnamed pretrain' that schedules() does not name (it names 'toy pretrain'): "
+        "a stage's schedules() key must be the desc its bench.pretrain.pretrain loop gets, or `bench run --smoke` "
+        "cannot estimate it",
+        "schedules() names stage(s) 'toy pretrain' that the tiny pre-training did not run",
+    ]
+    assert _Misnamed(_Misnamed.presets["tiny"]).pretrain_batches() == (4,)  # declared by schedules()
+
+
+def test_bench_list_prints_a_broken_plugin_as_one_line(scratch_registry: None,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(_WrongLogits):
+        def build_model(self, num_classes: int = 2) -> nn.Module:
+            raise RuntimeError("no such layer")
+
+    registry.register("aaa_broken", "supervised")(Broken)
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["aaa_broken", "supervised", "broken", "RuntimeError:", "no", "such", "layer"]
+    assert [line.split()[0] for line in lines] == ["aaa_broken", *NAMES]
 
 
 # --- the README's "Adding a method" example, as written ---------------------------------------
