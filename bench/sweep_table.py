@@ -20,18 +20,20 @@ class SweepRows:
     skipped: int            # records without dataset, fraction, method or seed: left out
 
 
-def sweep_records(sweep: SweepConfig, every: bool = False) -> tuple[list[dict[str, Any]], int]:
+def sweep_records(sweep: SweepConfig, every: bool = False,
+                  loaded: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], int]:
     """The tabulable records and how many were skipped. Without `every`, only the records whose
-    run ids the sweep expands to (its configuration); with it, every record in its output folder."""
-    records, skipped = tabulable(load_records(sweep.output))
+    run ids the sweep expands to (its configuration); with it, every record in its output folder.
+    `loaded`: that folder's records, where the caller has read them already."""
+    records, skipped = tabulable(load_records(sweep.output) if loaded is None else loaded)
     if not every:
         wanted = {r.run_id for r in expand(sweep)}
         records = [r for r in records if r["run_id"] in wanted]
     return records, skipped
 
 
-def sweep_rows(sweep: SweepConfig, every: bool = False) -> SweepRows:
+def sweep_rows(sweep: SweepConfig, every: bool = False, loaded: list[dict[str, Any]] | None = None) -> SweepRows:
     """The rows of `sweep_records`: one per cell (and configuration, with `every`)."""
-    records, skipped = sweep_records(sweep, every)
+    records, skipped = sweep_records(sweep, every, loaded)
     references = reference_rows(sweep.output, cells_of(records, sweep)) if records else []
     return SweepRows(aggregate(records, references), len(records), skipped)

@@ -17,6 +17,8 @@ import pytest
 from bench.cli import main
 from tests.conftest import TINY_SWEEP, write_sweep
 
+pytestmark = pytest.mark.slow
+
 KILLS = 3
 
 
