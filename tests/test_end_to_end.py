@@ -87,6 +87,20 @@ def test_records_carry_provenance(sweep: Path) -> None:
     assert all(len(prov[k]) == 3 and min(prov[k]) >= 0 for k in ("load_start", "load_end"))
 
 
+def test_the_sweep_draws_its_figures_and_its_records_keep_thumbnails(sweep: Path) -> None:
+    """What `bench report` shows of a sweep is drawn by `bench run` (the report only reads), and
+    every record keeps its predictions' thumbnails on the panel's test images."""
+    folder = sweep.parent / "results" / "sweep"
+    assert {p.name for p in folder.iterdir()} >= {f"{s}.{e}" for s in ("scores", "curves", "qualitative")
+                                                    for e in ("png", "pdf", "json")}
+    records = sweep.parent / "results" / "records"
+    runs = json.loads((folder / "qualitative.json").read_text())["runs"]
+    assert {json.loads((records / f"{r}.json").read_text())["method"] for r in runs} == {"ddpm", "unet"}
+    for path in records.iterdir():
+        thumbs = json.loads(path.read_text())["thumbnails"]
+        assert thumbs["images"] and sum(len(v) for v in thumbs["images"].values()) < 8000
+
+
 def test_rerun_does_no_work(sweep: Path) -> None:
     """A finished sweep's rerun says so and writes nothing: no record, artefact or checkpoint in
     the output folder changes. (Its speed is not asserted: a wall-clock bound in a test fails on a
