@@ -268,10 +268,10 @@ def test_thumbnails_are_small_and_keep_the_classes() -> None:
     kept = thumbnails([f"img{i}" for i in range(80)], [pred] * 80)
     assert list(kept["images"]) == [f"img{i}" for i in panel_indices(80)] == ["img0", "img26", "img40", "img53",
                                                                             "img79"]
-    assert all(len(v) < 16_000 for v in kept["images"].values())
+    assert all(len(v) < 2_500 for v in kept["images"].values())  # 1 bit a pixel: 128 x 85 noise
     smooth = np.zeros((522, 775), np.int64)
     smooth[100:300, 200:500] = 1
-    assert len(encode(smooth, THUMBNAILS.max_side)) < 600  # a real prediction: a few hundred bytes
+    assert len(encode(smooth, THUMBNAILS.max_side)) < 300  # a real prediction: a few hundred bytes at most
     back = thumbnail({"thumbnails": thumbnails(["a"], [smooth])}, "a", smooth.shape)
     assert back is not None and back.shape == smooth.shape and set(np.unique(back)) == {0, 1}
     assert (back == smooth).mean() > 0.98
@@ -322,3 +322,13 @@ def test_every_file_an_experiment_writes_names_the_runs_it_read(tmp_path: Path) 
     assert json.loads(table.read_text())["runs"] == [specs["mdm"].run_id]
     assert json.loads(figure.read_text()) == {"kind": "bench-figure", "runs": [specs["mdm"].run_id],
                                               "notes": ["a note"]}
+
+
+def test_records_keep_thumbnails_of_every_image_a_panel_shows() -> None:
+    from bench.experiments import sweep
+    from bench.thumbnails import THUMBNAILS, panel_indices
+
+    counts = {cfg.images for cfg in qualitative.PRESETS.values()} | {sweep.QUALITATIVE.images}
+    assert counts <= set(THUMBNAILS.panel_images)
+    for n in (1, 2, 16, 80):
+        assert all(set(spread_indices(n, k)) <= set(panel_indices(n)) for k in counts)
