@@ -168,7 +168,7 @@ def _load(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.launch import launch
-    from bench.runner import expand
+    from bench.runner import expand, pending
 
     sweep = _load(args)
     _check_environment()
@@ -179,12 +179,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_smoke(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                          dry_run=args.dry_run)
+    todo = len(pending(runs))
     code = launch(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                   dry_run=args.dry_run)
     if args.dry_run or (sweep.executor == "slurm" and not args.wait):
         return code
+    if todo:  # new records: the sweep's pictures again (a finished sweep's rerun writes nothing)
+        _write_sweep_figures(sweep)
     _table(args, sweep, runs)  # the sweep and runs of this command, not read and built again
     return code
+
+
+def _write_sweep_figures(sweep) -> None:
+    """The `sweep` experiment's figures (per-seed scores, learning curves, predictions) from the
+    records there are, under OUTPUT/sweep/ for `bench report`; a failure is a warning, not a
+    failed sweep (the runs are done)."""
+    from bench.errors import one_line
+    from bench.experiments.base import run_experiment
+
+    try:
+        run_experiment("sweep", sweep, quiet=True, run_missing=False)
+    except Exception as exc:
+        print(f"bench: warning: the sweep's figures were not written: {one_line(exc)}", file=sys.stderr)
 
 
 def _check_environment() -> None:
@@ -228,7 +244,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['params']:>12,}  {r['summary']}")
+        if r["params"] is None:  # a broken plugin: its one line, and the listing goes on
+            print(f"{r['name']:<{width}}  {r['kind']:<10}  {'broken':>12}  {r['error']}")
+        else:
+            print(f"{r['name']:<{width}}  {r['kind']:<10}  {r['params']:>12,}  {r['summary']}")
     return 0
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.presets import PRESETS
 from bench.protocol import PROTOCOLS
 from bench.slurm_config import SlurmConfig, parse_slurm
 from bench.smoke_config import SmokeConfig, parse_smoke
 
-PRESETS = ("tiny", "small", "paper")
 EXECUTORS = ("local", "debug", "slurm")
 DEFAULT_SEEDS = tuple(range(10))
 DEFAULT_FRACTIONS = (1.0, 0.1)

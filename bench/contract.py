@@ -5,42 +5,57 @@ a new plugin is tested by registering it) and what a plugin author can run on a 
 
     python -c "from bench import registry, contract; contract.check_plugin(registry.get('mynet'))"
 
-It builds the model of every preset on the meta device (no paper-size weights are allocated),
-runs one forward / feature extraction of the tiny model on the CPU, and for an SSL method checks
-that its probe-only fields never change the artefact key. Every problem is reported at once.
+It first asks the class what `bench.registry.register` asked when it was defined
+(`Plugin.definition_problems`), then builds the model of every preset on the meta device (no
+paper-size weights are allocated), runs one forward / feature extraction of the tiny model on the
+CPU, and for an SSL method checks that its probe-only fields never change the artefact key and
+that one step of its tiny pre-training runs exactly the stages `schedules()` names. Every problem
+is reported at once (`ContractError.problems`); a check that crashes is one of them.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-from typing import Any, Iterator
+import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
-from bench.config import PRESETS
+from bench.context import RunContext
 from bench.errors import BenchError, one_line
 from bench.plugin import Plugin
+from bench.presets import PRESETS
+from bench.progress import collect_histories
 from bench.registry import KINDS
+from bench.smoke_config import SmokeConfig
+
+if TYPE_CHECKING:
+    from bench.ssl import SSLMethod
 
 
 class ContractError(BenchError):
-    """A plugin breaks the contract; the message lists every broken rule, one per line."""
+    """A plugin breaks the contract; `problems` lists every broken rule, the message one per line."""
+
+    def __init__(self, name: str, problems: list[str]) -> None:
+        self.name, self.problems = name, list(problems)
+        super().__init__(f"plugin {name!r} breaks the plugin contract:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def check_plugin(cls: type[Plugin]) -> None:
     """Raise ContractError naming every rule `cls` breaks; return quietly if it keeps them all."""
     problems = contract_problems(cls)
     if problems:
-        name = cls.name or cls.__qualname__
-        raise ContractError(f"plugin {name!r} breaks the plugin contract:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise ContractError(cls.name or cls.__qualname__, problems)
 
 
 def contract_problems(cls: type[Plugin]) -> list[str]:
-    """Every broken rule, as one line each (empty: the plugin keeps the contract)."""
+    """Every broken rule, as one line each (empty: the plugin keeps the contract). A check that
+    crashes is a problem of its own line, never an exception out of here."""
     problems = _declaration_problems(cls)
-    if problems:  # the rest needs a well-formed Config and presets
+    if not _instantiable(cls):  # the rest needs an instance: the methods written, Config and presets
         return problems
     for preset in PRESETS:
         try:
@@ -96,23 +111,30 @@ def _declaration_problems(cls: type[Plugin]) -> list[str]:
         out.append("no name: register it with @register(NAME, KIND)")
     if cls.kind not in KINDS:
         out.append(f"kind {cls.kind!r} is not one of {KINDS}: subclass SSLMethod or SupervisedMethod")
-    config = getattr(cls, "Config", None)
-    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
-        return out + ["Config is not a dataclass"]
-    if not config.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        out.append("Config is not frozen: declare it @dataclass(frozen=True)")
-    presets = getattr(cls, "presets", None)
-    if not isinstance(presets, dict):
-        return out + [f"presets is not a dict of {', '.join(PRESETS)}"]
-    for preset in PRESETS:
-        if preset not in presets:
-            out.append(f"no {preset!r} preset: every plugin needs {', '.join(PRESETS)}")
-        elif not isinstance(presets[preset], config):
-            out.append(f"presets[{preset!r}] is a {type(presets[preset]).__name__}, not a {config.__name__}")
-    return out
+    return out + cls.definition_problems()
+
+
+def _instantiable(cls: type[Plugin]) -> bool:
+    """Whether every preset makes an instance: no abstract method left, each preset a Config."""
+    config, presets = getattr(cls, "Config", None), getattr(cls, "presets", None)
+    return (not getattr(cls, "__abstractmethods__", ()) and isinstance(config, type)
+            and dataclasses.is_dataclass(config) and isinstance(presets, dict)
+            and all(isinstance(presets.get(p), config) for p in PRESETS))
+
+
+def _guarded(what: str, check: Callable[[], list[str]]) -> list[str]:
+    """`check()`'s problems, or the one line saying how it crashed."""
+    try:
+        return check()
+    except Exception as exc:
+        return [f"{what} failed: {one_line(exc)}"]
 
 
 def _supervised_problems(cls: type[Plugin]) -> list[str]:
+    return _guarded("the tiny model's forward", lambda: _forward_problems(cls))
+
+
+def _forward_problems(cls: type[Plugin]) -> list[str]:
     """The tiny network maps a 1 x 3 x S x S batch to 1 x out_channels x S x S logits."""
     plugin = cls(cls.presets["tiny"])
     side = plugin.cfg.input_size or plugin.cfg.crop
@@ -134,11 +156,15 @@ def _ssl_problems(cls: type[Plugin]) -> list[str]:
 
     if not issubclass(cls, SSLMethod):
         return ["kind 'ssl' but not an SSLMethod subclass"]
+    return (_guarded("the artefact key checks", lambda: _identity_problems(cls))
+            + _guarded("the tiny backbone's extract", lambda: _extract_problems(cls))
+            + _guarded("the tiny pre-training", lambda: _schedule_problems(cls)))
+
+
+def _identity_problems(cls: type[SSLMethod]) -> list[str]:
+    """Probe-only fields keep the artefact key; `pretrain_seed` changes it."""
     out = []
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(cls.probe_only_fields) - fields)
-    if unknown:
-        out.append(f"probe_only_fields names no Config field: {', '.join(unknown)}")
     tiny = cls.presets["tiny"]
     key = cls(tiny).pretrain_identity()
     for name in sorted(cls.probe_only() & fields):
@@ -147,10 +173,39 @@ def _ssl_problems(cls: type[Plugin]) -> list[str]:
             out.append(f"probe-only field {name!r} changes the artefact key (pretrain_identity keeps it)")
     if "pretrain_seed" in fields and cls(_perturbed(tiny, "pretrain_seed")).pretrain_identity() == key:
         out.append("pretrain_seed does not change the artefact key")
-    return out + _extract_problems(cls)
+    return out
 
 
-def _extract_problems(cls: type[Plugin]) -> list[str]:
+def _schedule_problems(cls: type[SSLMethod]) -> list[str]:
+    """The tiny pre-training, one step a stage on a few random images: the stages it runs (the
+    `desc` of each `bench.pretrain.pretrain` loop) are exactly the keys of `schedules()`, which
+    `bench run --smoke` scales its measured steps by and the data-parallel checks read batches from."""
+    from bench.runner import RunSpec
+    from bench.smoke import smoke_overrides
+
+    tiny = cls.presets["tiny"]
+    capped = dataclasses.replace(tiny, **smoke_overrides(tiny, "medical", SmokeConfig(steps=1, batch=2)))
+    plugin = cls(capped)
+    side = 2 * capped.window
+    images = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(4)]
+    declared = list(plugin.schedules())
+    with tempfile.TemporaryDirectory() as out, collect_histories() as ran:
+        spec = RunSpec(dataset="synthetic-glands", root=None, fraction=1.0, method=cls.name, seed=0,
+                       preset="tiny", output=out)
+        plugin.pretrain(images, RunContext(spec=spec, device=torch.device("cpu")))
+    problems = []
+    unnamed = [s for s in ran if s not in declared]
+    if unnamed:
+        problems.append(f"pre-training ran stage(s) {', '.join(map(repr, unnamed))} that schedules() does not name "
+                        f"(it names {', '.join(map(repr, declared)) or 'none'}): a stage's schedules() key must be "
+                        "the desc its bench.pretrain.pretrain loop gets, or `bench run --smoke` cannot estimate it")
+    idle = [s for s in declared if s not in ran]
+    if idle:
+        problems.append(f"schedules() names stage(s) {', '.join(map(repr, idle))} that the tiny pre-training did not run")
+    return problems
+
+
+def _extract_problems(cls: type[SSLMethod]) -> list[str]:
     """The tiny backbone's `extract` gives a non-empty list of B x C x h x w maps for a B = 2 batch."""
     plugin: Any = cls(cls.presets["tiny"])
     w = plugin.cfg.window

@@ -5,19 +5,22 @@ pre-train on the CIFAR-10 train images (32 px), freeze, read the method's own fe
 own timesteps (the natural-image read-out the segmentation probe uses), average each map over
 space, concatenate, and fit one linear layer on the train labels; report top-1 test accuracy.
 
-Pre-training reuses the plugin's `pretrain` and the harness's artefact cache (same key functions
-as `SSLMethod.backbone`, so the artefact is built once per config and shared by every seed; the
-seed only changes the classifier's initialisation and batch order). It is pre-trained on the
-train split only: unlike the segmentation protocol, the test images are the evaluation here.
-The backbone is the preset's own architecture with `window` set to 32 (the paper does not say
-which CIFAR-10 U-Net it used); at `paper` that is the 256-px guided-diffusion UNet run at 32 px.
+A run is an ordinary `RunSpec` with `linear_probe` set: the runner, the executors (Slurm's
+pre-training jobs and arrays included) and the record are those of every run; `run_linear_probe`
+is its body, as `Plugin.run` is a segmentation run's. Pre-training reuses the plugin's `pretrain`
+and the harness's artefact cache (`artefact_path`, the path `RunSpec.artefacts` names, so the
+artefact is built once per config and shared by every seed; the seed only changes the
+classifier's initialisation and batch order). It is pre-trained on the train split only: unlike
+the segmentation protocol, the test images are the evaluation here. The backbone is the preset's
+own architecture with `window` set to 32 (the paper does not say which CIFAR-10 U-Net it used);
+at `paper` that is the 256-px guided-diffusion UNet run at 32 px.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,19 @@ import torch
 from torch import nn
 
 from bench.context import RunContext
+from bench.data.cifar10 import CIFAR10, ImageSet, load_cifar10
 from bench.device import autocast, prepare_batch
+from bench.distributed import build_once
+from bench.errors import BenchError, DataError
+from bench.plugin import Plugin
 from bench.progress import StageLog, add_histories, collect_histories
 from bench.protocol import identity as protocol_identity
 from bench.provenance import config_hash
-from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.ssl import SSLMethod
-from bench.store import cached_torch
 
 FEATURE_DOMAIN = "natural"  # CIFAR-10 is natural images: the methods' natural blocks and timesteps
+DATASET = "cifar10"
+METRIC = "top1"
 
 
 @dataclass(frozen=True)
@@ -67,38 +74,92 @@ def backbone_overrides(cfg: LinearProbeConfig) -> dict[str, Any]:
     return {"window": cfg.image_size}
 
 
-def artefact_key(plugin: SSLMethod, ctx: RunContext, n_images: int) -> str:
-    """The harness's artefact key, plus the number of pre-training images (presets may subsample)."""
-    return ctx.artefact_key(plugin.name, {**plugin.pretrain_identity(), "pretrain_images": n_images})
+def artefact_key(plugin: SSLMethod, ctx: RunContext, cfg: LinearProbeConfig) -> str:
+    """The harness's artefact key, plus how many train images pre-train it (presets may subsample)."""
+    return ctx.artefact_key(plugin.name, {**plugin.pretrain_identity(), "pretrain_images": cfg.max_train})
 
 
-def pretrained_backbone(plugin: SSLMethod, ctx: RunContext, images: np.ndarray,
-                        checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> tuple[nn.Module, float, bool]:
-    """The backbone pre-trained on `images` (N x H x W x 3 uint8), cached under ctx's artefacts.
+def artefact_path(plugin: SSLMethod, ctx: RunContext, cfg: LinearProbeConfig) -> Path:
+    """Where the backbone is cached: the one path the runner, the schedulers and the run agree on."""
+    return ctx.artefact_path(plugin.name, artefact_key(plugin, ctx, cfg))
+
+
+def first(data: ImageSet, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first n images (the release's batches are already shuffled), or all."""
+    stop = len(data) if n is None else min(n, len(data))
+    return data.images[:stop], data.labels[:stop]
+
+
+def check_data(root: str | None) -> None:
+    """Load both splits (memoised), so a bad batch fails before anything is written."""
+    if root is None:
+        raise DataError(DATASET, "the linear probe needs a root folder (where CIFAR-10 was downloaded)")
+    for split in ("train", "test"):
+        load_cifar10(root, split)
+
+
+def pretrained_backbone(plugin: SSLMethod, ctx: RunContext, cfg: LinearProbeConfig) -> tuple[nn.Module, float, bool]:
+    """The backbone pre-trained on the run's first `max_train` train images, cached under ctx's
+    artefacts (a requeued job resumes it: the runner checkpoints the artefact it names).
 
     Returns (model in eval mode on ctx.device, pre-training seconds, whether it came from cache).
     """
     if plugin.cfg.checkpoint:
         state = plugin.load_checkpoint(Path(plugin.cfg.checkpoint))
         return plugin.load_backbone(state).to(ctx.device).eval(), 0.0, True
-    path = ctx.artefact_path(plugin.name, artefact_key(plugin, ctx, len(images)))
     built: list[float] = []
 
     def build() -> dict[str, Any]:
         start = time.perf_counter()
+        images, _ = first(load_cifar10(_root(ctx), "train"), cfg.max_train)
         with collect_histories() as history:
             state = plugin.pretrain(list(images), ctx)
         built.append(time.perf_counter() - start)
         return {"state": state, "seconds": built[0], "history": history}
 
-    if path.exists():
-        saved = cached_torch(path, build)
-    else:
-        with resumable(ctx.spec.checkpoint_path(path), checkpoint_every_s):
-            saved = cached_torch(path, build)
+    saved = build_once(artefact_path(plugin, ctx, cfg), build)  # in a group: all ranks train, rank 0 saves
     add_histories(saved.get("history", {}))  # the pre-training curve, into the run's record
     model = plugin.load_backbone(saved["state"]).to(ctx.device).eval()
     return model, float(saved["seconds"]), not built
+
+
+def _root(ctx: RunContext) -> str:
+    if ctx.spec.root is None:
+        raise DataError(DATASET, "the linear probe needs a root folder (where CIFAR-10 was downloaded)")
+    return ctx.spec.root
+
+
+def run_linear_probe(plugin: Plugin, ctx: RunContext, cfg: LinearProbeConfig) -> dict[str, Any]:
+    """One linear-probe run: the backbone (pre-trained or cached), pooled features of the train
+    and test images, the classifier; what its record holds beyond every record's fields."""
+    if not isinstance(plugin, SSLMethod):
+        raise BenchError(f"{plugin.name}: the linear probe reads a pre-trained backbone; "
+                         f"{plugin.name} is a {plugin.kind} method")
+    root = _root(ctx)
+    train_x, train_y = first(load_cifar10(root, "train"), cfg.max_train)
+    test_x, test_y = first(load_cifar10(root, "test"), cfg.max_test)
+    timings: dict[str, float] = {}
+    with collect_histories() as history:  # pre-training (from the artefact) and the linear probe
+        backbone, timings["pretrain_s"], cached = pretrained_backbone(plugin, ctx, cfg)
+        start = time.perf_counter()
+        feats = []
+        for split, images in (("train", train_x), ("test", test_x)):
+            key = FEATURES.key(plugin, artefact_key(plugin, ctx, cfg), root, split, len(images))
+            got = FEATURES.get(key)
+            if got is None:
+                got = pooled_features(plugin, backbone, images, cfg.feature_batch, ctx.device)
+                FEATURES.put(key, got)
+            feats.append(got)
+        timings["features_s"] = time.perf_counter() - start
+        del backbone
+        start = time.perf_counter()
+        result = train_linear(feats[0], torch.tensor(train_y), feats[1], torch.tensor(test_y),
+                              CIFAR10.num_classes, cfg, ctx.spec.seed, ctx.device)
+        timings["probe_train_s"] = time.perf_counter() - start
+    return {"kind": "linear_probe", "linear_probe": asdict(cfg), "n_train": len(train_y), "n_test": len(test_y),
+            "metrics": {METRIC: result.top1}, "per_image": {}, "timings": timings, "history": history,
+            "extra": {"train_top1": result.train_top1, "final_loss": result.final_loss,
+                      "feature_dim": int(feats[0].shape[1]), "pretrain_cached": cached}}
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ field per method; those overrides are type-checked here so a typo fails before a
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import types
 import typing
@@ -18,6 +19,7 @@ from torch import nn
 
 from bench.data.types import Dataset, Sample
 from bench.errors import ConfigError, FieldError
+from bench.presets import PRESETS
 from bench.protocol import apply_protocol
 
 if TYPE_CHECKING:
@@ -34,8 +36,13 @@ FieldErrorFactory = Callable[[str, str], Exception]
 Predictor = Callable[[Sample, str], np.ndarray]
 
 
-class Plugin:
-    """A method of the benchmark. Subclass `SSLMethod` or `SupervisedMethod`, not this."""
+class Plugin(abc.ABC):
+    """A method of the benchmark. Subclass `SSLMethod` or `SupervisedMethod`, not this.
+
+    The methods marked abstract are the ones a plugin must write; `bench.registry.register`
+    refuses a class that leaves one out (or whose Config or presets are malformed), in one line,
+    when its module is imported (`definition_problems`).
+    """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
@@ -85,14 +92,38 @@ class Plugin:
             out[key] = coerced
         return out
 
+    @classmethod
+    def definition_problems(cls) -> list[str]:
+        """What is wrong with the class as written, one line each (empty: nothing). Cheap: no model
+        is built, so `register` runs it on every plugin as it is defined; `bench.contract` adds
+        the checks that build and run the tiny model."""
+        out = []
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            out.append(f"does not implement {', '.join(missing)}")
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+            return out + ["Config is not a dataclass: declare `Config = MyConfig`, a @dataclass(frozen=True)"]
+        if not config.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            out.append(f"Config {config.__name__} is not frozen: declare it @dataclass(frozen=True)")
+        presets = getattr(cls, "presets", None)
+        if not isinstance(presets, dict):
+            return out + [f"presets is not a dict of {', '.join(PRESETS)}"]
+        absent = [p for p in PRESETS if p not in presets]
+        if absent:
+            out.append(f"no {', '.join(repr(p) for p in absent)} preset: every plugin needs {', '.join(PRESETS)}")
+        out += [f"presets[{p!r}] is a {type(presets[p]).__name__}, not a {config.__name__}"
+                for p in PRESETS if p in presets and not isinstance(presets[p], config)]
+        return out
+
+    @abc.abstractmethod
     def build_model(self, num_classes: int = 2) -> nn.Module:
         """The network whose parameters `bench list` counts."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
             on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         """Train on `train`, predict every image of `test`; `on_trained` gets a Predictor after training."""
-        raise NotImplementedError
 
     # What the runner, planner and smoke runs ask of every plugin; only SSL methods pre-train, so
     # the defaults say "no shared artefacts" and SSLMethod overrides them.
@@ -104,14 +135,17 @@ class Plugin:
         """Build one of `stage_artefacts` (and, where it needs them, the ones before it)."""
         raise NotImplementedError(f"{self.name} builds no shared artefacts")
 
-    def pretrain_batches(self) -> tuple[int, ...]:
-        """The global batch of each pre-training loop (what data-parallel processes must divide)."""
-        return ()
-
     def schedules(self) -> dict[str, PretrainSchedule]:
         """The pre-training stages in order, by the `desc` their `bench.pretrain.pretrain` loop
-        gets: what `bench run --smoke` scales its measured step times by (empty: unknown)."""
+        gets: what `bench run --smoke` scales its measured step times by (empty: none, or
+        unknown). `bench.contract` runs the tiny pre-training and checks the keys are the stages
+        that ran."""
         return {}
+
+    def pretrain_batches(self) -> tuple[int, ...]:
+        """The global batch of each pre-training loop (what data-parallel processes must divide):
+        the batches of `schedules()`, the one declaration of the loops."""
+        return tuple(s.batch for s in self.schedules().values())
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """A state dict for `build_model()` from `params.NAME.checkpoint`, loaded strictly."""

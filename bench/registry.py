@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 if TYPE_CHECKING:
     from bench.plugin import Plugin
@@ -29,8 +29,17 @@ _discovered = False
 P = TypeVar("P", bound="type[Plugin]")
 
 
+class PluginError(BenchError, ValueError):
+    """A plugin class that cannot be registered: one line naming the plugin and what is wrong."""
+
+
 def register(name: str, kind: str, summary: str | None = None) -> Callable[[P], P]:
-    """Class decorator: `@register("mdm", "ssl")`."""
+    """Class decorator: `@register("mdm", "ssl")`.
+
+    The class is checked as it is defined (`Plugin.definition_problems`: the methods it must
+    write, its Config and presets): a plugin that would fail later fails at its import, with
+    one PluginError line naming it and every problem.
+    """
     if kind not in KINDS:
         raise ValueError(f"plugin {name!r}: kind must be one of {KINDS}, got {kind!r}")
 
@@ -38,6 +47,15 @@ def register(name: str, kind: str, summary: str | None = None) -> Callable[[P], 
         existing = _PLUGINS.get(name)
         if existing is not None and existing.__qualname__ != cls.__qualname__:
             raise ValueError(f"plugin name {name!r} is registered twice ({existing.__module__}, {cls.__module__})")
+        where = f"plugin {name!r} ({cls.__module__}.{cls.__qualname__})"
+        check = getattr(cls, "definition_problems", None)
+        if check is None:
+            raise PluginError(f"{where}: not a subclass of bench.ssl.SSLMethod or bench.supervised.SupervisedMethod")
+        problems = list(check())
+        if cls.kind and cls.kind != kind:
+            problems.insert(0, f"registered as {kind!r} but its base class is a {cls.kind!r} method")
+        if problems:
+            raise PluginError(f"{where}: {'; '.join(problems)}")
         cls.name, cls.kind = name, kind
         doc = (cls.__doc__ or "").strip().splitlines()
         cls.summary = summary or (doc[0] if doc else "")
@@ -94,8 +112,15 @@ def create(name: str, preset: str, params: dict[str, Any] | None = None) -> "Plu
 
 
 def describe() -> list[dict]:
-    """What `bench list --json` prints: one object per plugin."""
-    return [
-        {"name": n, "kind": get(n).kind, "summary": get(n).summary, "params": get(n).param_count()}
-        for n in names()
-    ]
+    """What `bench list --json` prints: one object per plugin. A plugin whose `paper` model cannot
+    be built is listed with `params` None and `error`, its one line; the others are unaffected."""
+    rows = []
+    for n in names():
+        cls = get(n)
+        row: dict[str, Any] = {"name": n, "kind": cls.kind, "summary": cls.summary}
+        try:
+            row["params"] = cls.param_count()
+        except Exception as exc:  # the plugin's bug: say so on its own line, list the rest
+            row.update(params=None, error=one_line(exc))
+        rows.append(row)
+    return rows

@@ -6,27 +6,30 @@ are embedded as data URIs and there is no script or style from the network, so i
 archived or opened from a laptop without the results folder beside it. Each experiment's section
 ends with the provenance of the records behind its numbers (commits, devices, package versions,
 wall time), because a table without its origin cannot be trusted or reproduced.
+
+The report only reads: the records, and what the experiments wrote (each table's and figure's
+stem.json names the runs it read). It runs no experiment, draws no figure and aggregates through
+the one path `bench table` uses (`bench.sweep_table.sweep_rows`).
 """
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import html
 import io
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.config import PRESETS, SweepConfig
+from bench.config import SweepConfig
 from bench.errors import ConfigError
 from bench.records import load_records
 from bench.report_provenance import provenance_html
 from bench.store import TMP_PREFIX, atomic_write_bytes
-from bench.table import CELL, ResultTable, aggregate, summarise, table_from_json, tabulable
+from bench.table import CELL, ResultTable, summarise, table_from_json
 from bench.table_formats import html_table
 from bench.table_render import footnotes, render_records, result_grid
 
@@ -80,10 +83,8 @@ def write_report(sweep: SweepConfig, references: Sequence[str] = (), rank: Seque
         raise ConfigError(sweep.source, "output",
                           f"{out} does not exist; run `bench run` or `bench experiment NAME` first")
     records = load_records(out)
-    if records:
-        _write_sweep_figures(sweep)
     by_id = {r["run_id"]: r for r in records if isinstance(r.get("run_id"), str)}
-    sections = [_experiment_section(folder, sweep, by_id) for folder in experiment_folders(out)]
+    sections = [_experiment_section(folder, by_id) for folder in experiment_folders(out)]
     body = [f"<h1>{_e(CFG.title)}</h1>",
             f"<p class=note>{_e(str(out))} &middot; written {_e(_now())} &middot; "
             f"{len(sections)} experiment(s), {len(records)} record(s)</p>",
@@ -101,14 +102,6 @@ def write_report(sweep: SweepConfig, references: Sequence[str] = (), rank: Seque
     return path
 
 
-def _write_sweep_figures(sweep: SweepConfig) -> None:
-    """The `sweep` experiment's figures (scores, learning curves, predictions) of bench.toml's
-    sweep, from the records there are: every report shows pictures, not only the paper's."""
-    from bench.experiments.base import run_experiment
-
-    run_experiment("sweep", sweep, quiet=True, run_missing=False)
-
-
 def experiment_folders(out: Path) -> list[Path]:
     """Sub-folders of the output holding a table or a figure (records, artefacts... are not)."""
     wanted = set(CFG.table_exts) | {".png", ".pdf"}
@@ -120,9 +113,9 @@ def _is_output(path: Path) -> bool:
     return path.is_file() and not path.name.startswith((TMP_PREFIX, "."))
 
 
-def _experiment_section(folder: Path, sweep: SweepConfig, by_id: dict[str, dict]) -> tuple[str, str, str]:
+def _experiment_section(folder: Path, by_id: dict[str, dict]) -> tuple[str, str, str]:
     name = folder.name
-    title, used, note = experiment_records(name, sweep, by_id)
+    title, used, note = experiment_records(folder, by_id)
     heading = f"{name}: {title}" if title else name
     parts = [f'<section id="{_anchor(name)}">', f"<h2>{_e(heading)}</h2>"]
     files = sorted(f for f in folder.iterdir() if _is_output(f))
@@ -144,46 +137,39 @@ def _experiment_section(folder: Path, sweep: SweepConfig, by_id: dict[str, dict]
     return name, title, "\n".join(parts)
 
 
-def experiment_records(name: str, sweep: SweepConfig, by_id: dict[str, dict]) -> tuple[str, list[dict], str]:
-    """(title, the records the experiment read, a note). An experiment names its runs, not its
-    records, so its `runs()` is asked again, under the sweep's preset first and then the other
-    presets (the experiment may have been run with --preset), and the run ids are looked up.
-    An experiment that writes records of its own inside `write` (so `runs()` is empty) names
-    them in `record_ids(ctx)`; it is asked the same way."""
+def experiment_records(folder: Path, by_id: dict[str, dict]) -> tuple[str, list[dict], str]:
+    """(title, the records the experiment read, a note), from what it wrote: the `runs` of each
+    table's and figure's stem.json in its folder. The title is the registered experiment's."""
     from bench import experiments
     from bench.errors import BenchError
 
     try:
-        cls = experiments.get(name)
+        title = experiments.get(folder.name).title
     except BenchError:
-        return "", [], f"{name} is not a registered experiment; the records behind it are unknown"
-    errors, listed = [], False
-    for preset in (sweep.preset, *[p for p in PRESETS if p != sweep.preset]):
-        ctx = experiments.ExperimentContext(name=name, sweep=replace(sweep, preset=preset), quiet=True)
-        try:
-            ids = _run_ids(cls(), ctx)
-        except Exception as exc:  # a report must not die on one experiment; say why instead
-            errors.append(f"{preset}: {type(exc).__name__}: {exc}")
-            continue
-        listed = listed or bool(ids)
-        used = [by_id[i] for i in ids if i in by_id]
-        if used:
-            missing = len(ids) - len(used)
-            note = f"{len(used)} of its {len(ids)} runs (preset {preset}) have records"
-            return cls.title, used, note + (f"; {missing} missing, their cells show a smaller n" if missing else "")
-    why = f" (could not list its runs: {'; '.join(errors)})" if errors else ""
-    if not listed and not errors:
-        return cls.title, [], ("it lists no runs (its records are made inside `write`), so the records behind "
-                               "it are unknown; a `record_ids(ctx)` method on the experiment would name them")
-    return cls.title, [], (f"none of its runs under this sweep's settings has a record in records/{why}; "
-                           "run `bench report` with the --config/--set the experiment ran with")
+        title = ""
+    ids: list[str] = []
+    named = False
+    for path in sorted(folder.glob(f"*{CFG.data_ext}")):
+        runs = _json(path).get("runs")
+        if isinstance(runs, list):
+            named = True
+            ids += [i for i in runs if isinstance(i, str) and i not in ids]
+    if not named:
+        return title, [], ("its files name no runs (written by an older bench, or by hand); "
+                           f"`bench experiment {folder.name} --no-run` writes them again with their runs")
+    used = [by_id[i] for i in ids if i in by_id]
+    missing = len(ids) - len(used)
+    note = f"{len(used)} of the {len(ids)} runs it read have records here"
+    return title, used, note + (f"; {missing} are gone from records/" if missing else "")
 
 
-def _run_ids(exp: Any, ctx: Any) -> list[str]:
-    with contextlib.redirect_stderr(io.StringIO()):  # its "data set left out" notes, said at run time
-        ids = [spec.run_id for spec in exp.runs(ctx)]
-        ids += exp.record_ids(ctx)
-    return list(dict.fromkeys(ids))
+def _json(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} where it is unreadable or no object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _table_block(folder: Path, stem: str) -> str:
@@ -223,11 +209,15 @@ def result_html(table: ResultTable) -> str:
 
 
 def _figure(folder: Path, png: Path) -> str:
+    """The PNG embedded, its PDF linked, and the notes its stem.json keeps (what it left out)."""
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     pdf = png.with_suffix(".pdf")
     link = f' &middot; <a href="{_href(folder, pdf)}">PDF</a>' if pdf.is_file() else ""
+    notes = _json(png.with_suffix(CFG.data_ext)).get("notes")
+    lines = "".join(f"<br><span class=note>{_e(n)}</span>" for n in notes if isinstance(n, str)) \
+        if isinstance(notes, list) else ""
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(png.stem)}">'
-            f"<figcaption>{_e(png.name)}{link}</figcaption></figure>")
+            f"<figcaption>{_e(png.name)}{link}{lines}</figcaption></figure>")
 
 
 def csv_html(text: str) -> str:
@@ -250,16 +240,16 @@ def _inline(text: str) -> str:
 
 
 def _aggregate_section(records: list[dict[str, Any]], sweep: SweepConfig) -> str:
-    """`bench table --all`: one row per cell and configuration of every record (never pooled),
-    the trivial reference rows and the published values."""
-    from bench.trivial import cells_of, reference_rows
+    """`bench table --all`, by its own rows (`sweep_rows`): one row per cell and configuration of
+    every record (never pooled), the trivial reference rows and the published values."""
+    from bench.sweep_table import sweep_rows
 
-    usable, skipped = tabulable(records)
+    selected = sweep_rows(sweep, every=True, loaded=records)
     keys = (*CELL, "seed")
-    note = f"<p class=note>{skipped} record(s) without {', '.join(keys)} left out of this table</p>" if skipped else ""
-    table = aggregate(usable, reference_rows(sweep.output, cells_of(usable, sweep)))
+    note = (f"<p class=note>{selected.skipped} record(s) without {', '.join(keys)} left out of this table</p>"
+            if selected.skipped else "")
     return "\n".join(['<section id="all-records">', "<h2>All records (<code>bench table --all</code>)</h2>",
-                      render_records(table, "html"), note,
+                      render_records(selected.rows, "html"), note,
                       "<h3>Provenance</h3>", provenance_html(records), "</section>"])
 
 

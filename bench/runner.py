@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager, cast
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
 from bench.records import claim_path, is_done, record_path
 from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
 from bench.store import atomic_write_bytes, atomic_write_json, try_lock
+from bench.thumbnails import thumbnails
+
+if TYPE_CHECKING:
+    from bench.linear_probe import LinearProbeConfig
+    from bench.ssl import SSLMethod
 
 log = logging.getLogger("bench")
 
@@ -63,6 +68,9 @@ class RunSpec:
     robustness: Robustness | None = None  # also test the trained model on corrupted test images
     shards: int | None = None  # `[pretrain] shards`: how pre-training cuts its batch (not in run_id)
     smoke: Any = None  # a bench.smoke.SmokeRun: a few steps on a few images, measured (bench run --smoke)
+    # Table 8: a linear probe of the frozen backbone on whole-image classes (bench.linear_probe), not
+    # a segmentation run; the same runner, executors and record.
+    linear_probe: LinearProbeConfig | None = None
 
     # Built on first use and then carried (pickled with the spec); `dataclasses.replace` makes a
     # new spec, which builds its own, so a changed field never meets a stale Config or id.
@@ -93,11 +101,14 @@ class RunSpec:
             fields["robustness"] = self.robustness.identity()
         if self.smoke is not None:  # a smoke run never shares an id (or a record) with a real one
             fields.update(self.smoke.identity())
+        if self.linear_probe is not None:
+            fields["linear_probe"] = dataclasses.asdict(self.linear_probe)
         return config_hash(fields)
 
     @cached_property
     def run_id(self) -> str:
-        return f"{self.dataset}-f{self.fraction:g}-{self.method}-s{self.seed}-{self.config_hash[:SHORT_HASH]}"
+        cell = "linear" if self.linear_probe is not None else f"f{self.fraction:g}"
+        return f"{self.dataset}-{cell}-{self.method}-s{self.seed}-{self.config_hash[:SHORT_HASH]}"
 
     @property
     def record_path(self) -> Path:
@@ -137,7 +148,13 @@ class RunSpec:
         of its own before the runs that need them."""
         if registry.get(self.method).kind != "ssl":
             return []
-        return self.plugin().stage_artefacts(RunContext(spec=self, device=torch.device("cpu")))
+        plugin = self.plugin()
+        ctx = RunContext(spec=self, device=torch.device("cpu"))
+        if self.linear_probe is not None:
+            from bench.linear_probe import artefact_path
+
+            return [] if plugin.cfg.checkpoint else [artefact_path(cast("SSLMethod", plugin), ctx, self.linear_probe)]
+        return plugin.stage_artefacts(ctx)
 
     def on_data(self, dataset: str, root: str | None) -> RunSpec:
         return dataclasses.replace(self, dataset=dataset, root=root)
@@ -166,7 +183,11 @@ class RunSpec:
         plugin = self.plugin()
         device = pick_device()
         with self._resumable(artefact, checkpoint_every_s), sharding(self.shards):
-            if self.smoke is None:
+            if self.linear_probe is not None:
+                from bench.linear_probe import pretrained_backbone
+
+                pretrained_backbone(cast("SSLMethod", plugin), RunContext(spec=self, device=device), self.linear_probe)
+            elif self.smoke is None:
                 plugin.build_stage(artefact, RunContext(spec=self, device=device))
             else:
                 from bench.smoke import measured_pretrain
@@ -197,6 +218,11 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
     seed_everything(spec.seed)
     plugin_cls = registry.get(spec.method)
     plugin = spec.plugin()
+    if spec.linear_probe is not None:  # whole-image classes (Table 8): its own body, the same record
+        from bench.linear_probe import run_linear_probe
+
+        ctx = RunContext(spec=spec, device=device, progress=progress, checkpoint_every_s=checkpoint_every_s)
+        return write_record(spec, plugin, run_linear_probe(plugin, ctx, spec.linear_probe), (wall, cpu, load), device)
     train = get_dataset(spec.dataset, spec.root, "train")
     test = get_dataset(spec.dataset, spec.root, "test")
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed, subset_rule(plugin.cfg), train.names)]
@@ -223,22 +249,31 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
                              "which the robustness evaluation needs")
         robustness = evaluate_robustness(spec.robustness, test, output.predictions, trained[0])
         output.timings["robustness_s"] = robustness.pop("seconds")
+    fields = {"kind": plugin_cls.kind, "labelled": [s.name for s in labelled], "n_test": len(test),
+              "metrics": metrics, "per_image": per_image, "timings": output.timings, "extra": output.extra,
+              "history": {**history, **output.history},
+              "thumbnails": thumbnails(test.names, output.predictions)}
+    if robustness is not None:
+        fields["robustness"] = robustness
+    return write_record(spec, plugin, fields, (wall, cpu, load), device, smoke)
+
+
+def write_record(spec: RunSpec, plugin: Any, fields: dict[str, Any], start: tuple[float, float, Any],
+                 device: torch.device, smoke: Any = None) -> Path:
+    """The run's record, written atomically as its last act (the commit point): what every record
+    holds (identity, config, timings, provenance) around `fields`, what the run measured. `start`
+    is the run's (perf_counter, process_time, machine_load) as it began."""
+    wall, cpu, load = start
     # cpu_s: this process's CPU seconds, every thread; beside total_s and the threads it tells
     # how much of the machine the run had
-    timings = {**output.timings, "total_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    timings = {**fields.pop("timings"), "total_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
     record = {
         "run_id": spec.run_id, "dataset": spec.dataset, "root": spec.root, "data": spec.data,
-        "fraction": spec.fraction,
-        "method": spec.method, "kind": plugin_cls.kind, "seed": spec.seed, "preset": spec.preset,
-        "config": dataclasses.asdict(plugin.cfg), "params": spec.params,
-        "labelled": [s.name for s in labelled], "n_test": len(test),
-        "metrics": metrics, "per_image": per_image, "timings": timings, "extra": output.extra,
-        "history": {**history, **output.history},
+        "fraction": spec.fraction, "method": spec.method, "seed": spec.seed, "preset": spec.preset,
+        "config": dataclasses.asdict(plugin.cfg), "params": spec.params, **fields, "timings": timings,
         "provenance": provenance(spec.config_hash, spec.seed, device, load),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if robustness is not None:
-        record["robustness"] = robustness
     if smoke is not None:
         record["smoke"] = smoke.finish(timings)
     atomic_write_json(spec.record_path, record)
@@ -256,9 +291,13 @@ def save_predictions(folder: Path, names: list[str], predictions: list[np.ndarra
 
 def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
     """Load every data set the pending runs need, so bad files fail before anything is written."""
-    for entry in {(r.dataset, r.root) for r in runs}:
+    for entry in {(r.dataset, r.root) for r in runs if r.linear_probe is None}:
         for split in ("train", "test"):
             get_dataset(entry[0], entry[1], split)
+    for root in {r.root for r in runs if r.linear_probe is not None}:
+        from bench.linear_probe import check_data
+
+        check_data(root)
     checked: set[tuple[str, str]] = set()
     for spec in runs:
         path = getattr(spec.config, "checkpoint", None)

@@ -7,8 +7,10 @@ the batched MLP ensemble, sliding-window prediction) is done here once for every
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
+from abc import abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
@@ -128,9 +130,12 @@ class SSLMethod(Plugin):
     probe_only_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- what a plugin implements -------------------------------------------------------
+    @abstractmethod
     def pretrain(self, images: list[np.ndarray], ctx: RunContext) -> dict[str, Any]:
-        """Train the backbone on unlabelled images; return a state to save (torch-saveable)."""
-        raise NotImplementedError
+        """Train the backbone on unlabelled images; return a state to save (torch-saveable).
+
+        Each loop through `bench.pretrain.pretrain` gets a `desc` that is a key of `schedules()`
+        (the contract runs the tiny pre-training and checks it)."""
 
     def load_backbone(self, state: dict[str, Any]) -> nn.Module:
         """The backbone with the pre-trained state (default: `build_model()` + load_state_dict)."""
@@ -138,13 +143,22 @@ class SSLMethod(Plugin):
         model.load_state_dict(state)
         return model
 
+    @abstractmethod
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         """x: B x 3 x w x w in [0, 1] -> the feature maps at native resolutions (B x C_i x h_i x w_i)."""
-        raise NotImplementedError
 
-    def pretrain_batches(self) -> tuple[int, ...]:
-        """The global batch of each pre-training loop (what data-parallel processes must divide)."""
-        return (self.cfg.train_batch,) if hasattr(self.cfg, "train_batch") else ()
+    @classmethod
+    def definition_problems(cls) -> list[str]:
+        out = super().definition_problems()
+        config = getattr(cls, "Config", None)
+        if isinstance(config, type) and dataclasses.is_dataclass(config):
+            if not issubclass(config, SSLConfig):
+                out.append(f"Config {config.__name__} does not subclass bench.ssl.SSLConfig")
+            fields = {f.name for f in dataclasses.fields(config)}
+            unknown = sorted(set(cls.probe_only_fields) - fields)
+            if unknown:
+                out.append(f"probe_only_fields names no Config field: {', '.join(unknown)}")
+        return out
 
     @contextlib.contextmanager
     def drawing(self, draws: Draws | None) -> Iterator[None]:

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
@@ -95,6 +95,14 @@ class SupervisedMethod(Plugin):
 
     kind = "supervised"
     drop_last: ClassVar[bool] = False  # pass epochs: drop a last, smaller batch (BatchNorm on 1 image fails)
+
+    @classmethod
+    def definition_problems(cls) -> list[str]:
+        out = super().definition_problems()
+        config = getattr(cls, "Config", None)
+        if isinstance(config, type) and is_dataclass(config) and not issubclass(config, SupervisedConfig):
+            out.append(f"Config {config.__name__} does not subclass bench.supervised.SupervisedConfig")
+        return out
 
     def out_channels(self, num_classes: int) -> int:
         return 1 if self.cfg.loss == "bce_dice" and num_classes == 2 else num_classes

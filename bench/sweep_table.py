@@ -35,11 +35,13 @@ class SweepRows:
 
 
 def sweep_records(sweep: SweepConfig, every: bool = False, runs: list[RunSpec] | None = None,
-                  references: Sequence[str] = ()) -> tuple[list[dict[str, Any]], int]:
+                  references: Sequence[str] = (), loaded: list[dict[str, Any]] | None = None
+                  ) -> tuple[list[dict[str, Any]], int]:
     """The tabulable records and how many were skipped. Without `every`, only the records whose
     run ids the sweep expands to (its configuration; `runs`, where the caller has expanded it
-    already); with it, every record in its output folder. Then the `references`' records."""
-    records, skipped = tabulable(load_records(sweep.output))
+    already); with it, every record in its output folder. Then the `references`' records.
+    `loaded`: the output folder's records, where the caller has read them already."""
+    records, skipped = tabulable(load_records(sweep.output) if loaded is None else loaded)
     if not every:
         wanted = {r.run_id for r in (expand(sweep) if runs is None else runs)}
         records = [r for r in records if r["run_id"] in wanted]
@@ -93,8 +95,8 @@ def of_configuration(sweep: SweepConfig, records: list[dict[str, Any]], folder: 
 
 
 def sweep_rows(sweep: SweepConfig, every: bool = False, runs: list[RunSpec] | None = None,
-               references: Sequence[str] = ()) -> SweepRows:
+               references: Sequence[str] = (), loaded: list[dict[str, Any]] | None = None) -> SweepRows:
     """The rows of `sweep_records`: one per cell (and configuration, with `every`)."""
-    records, skipped = sweep_records(sweep, every, runs, references)
+    records, skipped = sweep_records(sweep, every, runs, references, loaded)
     trivial = reference_rows(sweep.output, cells_of(records, sweep)) if records else []
     return SweepRows(aggregate(records, trivial), len(records), skipped, tuple(records))

@@ -33,6 +33,7 @@ from bench.errors import FieldError
 from bench.label_figure import save_inspection
 from bench.nn.smp_models import build_smp, check_arch
 from bench.plugin import Predictor
+from bench.pretrain import PretrainSchedule
 from bench.probe import EnsembleMLP, global_l2_scale
 from bench.probe.uncertainty import keep_certain, label_with_uncertainty
 from bench.provenance import config_hash
@@ -137,6 +138,10 @@ class DatasetDDPM(DDPM):
 
     def artefact_path(self, ctx: RunContext) -> Path:
         return self.ddpm().artefact_path(ctx)
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        """ddpm's: its pre-training is ddpm's loop (`ddpm pretrain`), into ddpm's artefact."""
+        return self.ddpm().schedules()
 
     # --- the sampled images ----------------------------------------------------------------
     def sample_identity(self, ctx: RunContext) -> dict[str, Any]:

@@ -165,9 +165,6 @@ class MaskDM(SSLMethod):
                              c.pretrain_seed + stage - 1, ctx.progress, desc=_stage_name(stage))
         return state
 
-    def pretrain_batches(self) -> tuple[int, ...]:
-        return tuple(self.stage_schedule(s).batch for s in (1, 2) if self.stage_schedule(s).steps)
-
     def schedules(self) -> dict[str, PretrainSchedule]:
         return {_stage_name(s): self.stage_schedule(s) for s in (1, 2) if self.stage_schedule(s).steps}
 

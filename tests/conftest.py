@@ -45,25 +45,47 @@ def one_thread() -> Iterator[None]:
         yield
 
 
+def tiny_run_methods(item: pytest.Item) -> list[str]:
+    """The methods a test reads from `tiny_records`: its `name` parameter, or its `plugins` marker."""
+    marker = item.get_closest_marker("plugins")
+    if marker is not None:
+        return list(marker.args)
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("name") if callspec is not None else None
+    return [name] if isinstance(name, str) else []
+
+
+class TinyRecords(dict):
+    """Method -> its tiny run's record; a method no selected test named is a clear error."""
+
+    def __missing__(self, method: str) -> dict[str, Any]:
+        raise KeyError(f"{method!r} had no tiny run: a test that reads tiny_records[{method!r}] names it by its "
+                       f"`name` parameter or @pytest.mark.plugins({method!r})")
+
+
 @pytest.fixture(scope="session")
-def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One `bench run` of every registered method: tiny preset, seed 0, fraction 1.0,
-    synthetic-glands; the record of each method. Every test that checks a tiny run end to end
-    reads it (one run a method per session, not one a test). Two `bench run` processes of one
+def tiny_records(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyRecords:
+    """One `bench run` of each method the selected tests read (tiny preset, seed 0, fraction 1.0,
+    synthetic-glands; `tiny_run_methods`), run once a session: `pytest -k mae` runs mae alone,
+    the whole slow tier every method. With two or more methods, two `bench run` processes of one
     thread each share the sweep, as two users would (a claimed run is left to its claimer): the
     CI machine's two cores, both busy."""
-    from bench import registry
     from bench.records import load_records
 
+    methods = sorted({m for item in request.session.items if "tiny_records" in getattr(item, "fixturenames", ())
+                      for m in tiny_run_methods(item)})
     folder = tmp_path_factory.mktemp("contract-sweep")
-    path = make_sweep(folder, registry.names())  # sweep_toml's defaults: the text above
+    if not methods:
+        return TinyRecords()
+    path = make_sweep(folder, methods)  # sweep_toml's defaults: the text above
     env = {**os.environ, "BENCH_CACHE": str(tmp_path_factory.getbasetemp() / "bench-cache"), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "bench", "run", "--config", str(path), "--quiet"], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(min(2, len(methods)))]
     errors = [p.communicate(timeout=1800)[1] for p in procs]
     for proc, err in zip(procs, errors):
         assert proc.returncode == 0, err[-3000:]
-    return {r["method"]: r for r in load_records(folder / "results")}
+    return TinyRecords({r["method"]: r for r in load_records(folder / "results")})
 
 
 def write_sweep(folder: Path, body: str) -> Path:

@@ -32,6 +32,7 @@ def _tiny_state() -> dict[str, torch.Tensor]:
     return cls(cls.presets["tiny"]).build_model().state_dict()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_skips_pretraining(tmp_path: Path) -> None:
     torch.save({k: v.half() for k, v in _tiny_state().items()}, tmp_path / "ddpm.pt")  # fp16 as released
     config = write_sweep(tmp_path, SWEEP.format(ckpt="ddpm.pt"))

@@ -44,6 +44,7 @@ def test_a_claimed_run_is_skipped_not_redone(tmp_path: Path) -> None:
     assert not spec.record_path.exists()
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A sweep (seeds 0-1) and an overlapping one (seeds 1-2) at once on one folder."""
     config = write_sweep(tmp_path, SWEEP)

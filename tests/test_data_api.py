@@ -40,6 +40,28 @@ def test_registry_lists_the_data_sets_with_their_facts() -> None:
         DATASETS["glas"].num_classes = 3  # type: ignore[misc]
 
 
+def test_a_new_data_set_is_one_registration(tmp_path: Path) -> None:
+    """Its classes, domain and loader in one DatasetInfo: get_dataset and a sweep file take it."""
+    from bench.config import load_config
+    from bench.data import DatasetInfo, register_dataset
+    from bench.data.glas import load_glas
+    from tests.conftest import make_sweep
+
+    register_dataset(DatasetInfo("crypts", ("background", "crypt"), "medical", needs_root=True, has_instances=True,
+                                 n_train_expected=3, loader=load_glas))
+    try:
+        test = get_dataset("crypts", _tiny_glas(tmp_path / "crypts"), "test")
+        assert (len(test), test.num_classes, test.class_names, test.domain) == (2, 2, ["background", "crypt"],
+                                                                                 "medical")
+        sweep = load_config(make_sweep(tmp_path, ["unet"], dataset="crypts", root=str(tmp_path / "crypts")))
+        assert sweep.datasets[0].name == "crypts"
+        with pytest.raises(ValueError, match="'crypts' is registered twice"):
+            register_dataset(DatasetInfo("crypts", ("a",), "medical", needs_root=True, has_instances=False,
+                                         n_train_expected=None, loader=load_glas))
+    finally:
+        DATASETS.pop("crypts")
+
+
 def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(ValueError, match=r"'glaz'.*celeba19, cifar10, ffhq34, glas, glas-val, monuseg, monuseg-val, synthetic-glands"):
         get_dataset("glaz")

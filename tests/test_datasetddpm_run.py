@@ -65,6 +65,7 @@ def _check_inspection(out: Path, record: dict, num_classes: int) -> None:
         assert image.shape == (64, 64, 3) and label.shape == (64, 64) and label.max() < num_classes
 
 
+@pytest.mark.slow
 def test_glands_end_to_end_seeds_share_one_sample_set(tmp_path: Path, one_thread: None) -> None:
     config = write_sweep(tmp_path, _sweep("synthetic-glands", None, seeds=(0, 1)))
     assert main(["run", "--config", str(config), "--quiet"]) == 0
@@ -82,6 +83,7 @@ def test_glands_end_to_end_seeds_share_one_sample_set(tmp_path: Path, one_thread
     assert not list(out.rglob("*.shards"))
 
 
+@pytest.mark.slow
 def test_ffhq34_format_end_to_end(tmp_path: Path, one_thread: None) -> None:
     root = _ffhq34(tmp_path / "ffhq")
     config = write_sweep(tmp_path, _sweep("ffhq34", str(root)))
@@ -132,6 +134,7 @@ def test_bench_list_json_counts_the_paper_deeplab_and_the_smp_unet(capsys: pytes
     assert (rows["smp"]["kind"], rows["smp"]["params"]) == ("supervised", 24_436_514)  # Unet-ResNet34, 2 classes
 
 
+@pytest.mark.slow
 def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_path: Path, one_thread: None) -> None:
     config = make_sweep(tmp_path, ["smp"], output="out",
                         params={"smp": {"arch": "FPN", "encoder": "resnet18", "max_epochs": 2, "steps_per_epoch": 3}})
@@ -141,6 +144,7 @@ def test_smp_baseline_runs_with_an_architecture_and_encoder_from_the_config(tmp_
     assert record["extra"]["params"] == sum(p.numel() for p in build_smp("FPN", "resnet18", 2).parameters())
 
 
+@pytest.mark.slow
 def test_debug_executor_builds_backbone_then_samples_in_their_own_jobs(tmp_path: Path, one_thread: None) -> None:
     """`--executor debug` runs the Slurm plan's jobs here: the pre-training job, the sampling
     job (each `PretrainJob` builds only its stage), then the run, which finds both built."""

@@ -47,6 +47,7 @@ def test_processes_crops_are_the_single_process_batch_and_shard_streams_do_not_d
     assert torch.equal(next(plain)[0], torch.cat(one_crops))  # the same crops as the unsharded loop
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_weights_of_one_process(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     spec = _spec(tmp_path)
     with torch_threads(1):
@@ -89,6 +90,7 @@ METHODS = {
 }
 
 
+@pytest.mark.slow
 def test_every_method_trains_in_a_group_and_sinkhorn_codes_cover_the_global_batch(tmp_path: Path) -> None:
     spawn(_group_worker, 2, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]

@@ -17,6 +17,8 @@ import pytest
 from bench.cli import main
 from tests.conftest import TINY_SWEEP, write_sweep
 
+pytestmark = pytest.mark.slow
+
 KILLS = 3
 
 
@@ -83,6 +85,20 @@ def test_records_carry_provenance(sweep: Path) -> None:
     # whether the run had the machine to itself: its CPU seconds, the CPU count, the load around it
     assert 0 < record["timings"]["cpu_s"] and prov["cpus"] >= 1
     assert all(len(prov[k]) == 3 and min(prov[k]) >= 0 for k in ("load_start", "load_end"))
+
+
+def test_the_sweep_draws_its_figures_and_its_records_keep_thumbnails(sweep: Path) -> None:
+    """What `bench report` shows of a sweep is drawn by `bench run` (the report only reads), and
+    every record keeps its predictions' thumbnails on the panel's test images."""
+    folder = sweep.parent / "results" / "sweep"
+    assert {p.name for p in folder.iterdir()} >= {f"{s}.{e}" for s in ("scores", "curves", "qualitative")
+                                                    for e in ("png", "pdf", "json")}
+    records = sweep.parent / "results" / "records"
+    runs = json.loads((folder / "qualitative.json").read_text())["runs"]
+    assert {json.loads((records / f"{r}.json").read_text())["method"] for r in runs} == {"ddpm", "unet"}
+    for path in records.iterdir():
+        thumbs = json.loads(path.read_text())["thumbnails"]
+        assert thumbs["images"] and sum(len(v) for v in thumbs["images"].values()) < 12_000  # 5 x 1-bit 128 px
 
 
 def test_rerun_does_no_work(sweep: Path) -> None:

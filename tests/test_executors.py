@@ -127,6 +127,7 @@ def _two_stages(images: list[np.ndarray], die_at: int | None = None) -> tuple[di
     return first, second, n1 + n2
 
 
+@pytest.mark.slow
 def test_killed_pretraining_resumes_bit_identical_from_its_checkpoint(tmp_path: Path, one_thread: None) -> None:
     images = [np.random.default_rng(i).integers(0, 255, (24, 28, 3), dtype=np.uint8) for i in range(3)]
     reference = _two_stages(images)
@@ -165,6 +166,7 @@ def _killed_and_requeued(spec: Any, monkeypatch: pytest.MonkeyPatch, module: Any
     return calls[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ddpm", "unet"])
 def test_a_run_killed_in_its_training_loop_continues_it_when_requeued(
         method: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
@@ -186,6 +188,7 @@ def test_a_run_killed_in_its_training_loop_continues_it_when_requeued(
     assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
 
 
+@pytest.mark.slow
 def test_debug_executor_runs_the_slurm_jobs_and_they_match_local(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  one_thread: None) -> None:
     config = write_sweep(tmp_path, fast_sweep())

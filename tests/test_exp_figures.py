@@ -18,9 +18,10 @@ from PIL import Image
 from bench.cli import main
 from bench.config import load_config
 from bench.data import get_dataset
-from bench.experiments import base, fig6, fig7, qualitative
+from bench.experiments import fig6, fig7, qualitative
 from bench.experiments.base import ExperimentContext
 from bench.runner import RunSpec
+from bench.thumbnails import spread_indices
 from tests.conftest import make_sweep, sweep_toml, write_sweep
 
 SIDE = 64
@@ -71,8 +72,8 @@ def _assert_figure(files: list[Path], stem: str) -> None:
 
 # --- pieces -----------------------------------------------------------------------------------
 def test_spread_indices_are_deterministic_and_cover_the_split() -> None:
-    assert base.spread_indices(10, 3) == [0, 4, 9] == base.spread_indices(10, 3)
-    assert base.spread_indices(2, 5) == [0, 1] and base.spread_indices(0, 3) == []
+    assert spread_indices(10, 3) == [0, 4, 9] == spread_indices(10, 3)
+    assert spread_indices(2, 5) == [0, 1] and spread_indices(0, 3) == []
 
 
 def test_cluster_map_has_at_most_k_labels_and_is_seeded() -> None:
@@ -255,3 +256,79 @@ print("ok")
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
+
+
+# --- prediction thumbnails: a panel drawn from committed records alone -----------------------------
+def test_thumbnails_are_small_and_keep_the_classes() -> None:
+    from bench.thumbnails import THUMBNAILS, encode, panel_indices, thumbnail, thumbnails
+
+    rng = np.random.default_rng(0)
+    pred = (rng.random((522, 775)) > 0.5).astype(np.int64)  # a GlaS-sized map, noise: the worst case
+    pred[100:300, 200:500] = 1
+    kept = thumbnails([f"img{i}" for i in range(80)], [pred] * 80)
+    assert list(kept["images"]) == [f"img{i}" for i in panel_indices(80)] == ["img0", "img26", "img40", "img53",
+                                                                            "img79"]
+    assert all(len(v) < 2_500 for v in kept["images"].values())  # 1 bit a pixel: 128 x 85 noise
+    smooth = np.zeros((522, 775), np.int64)
+    smooth[100:300, 200:500] = 1
+    assert len(encode(smooth, THUMBNAILS.max_side)) < 300  # a real prediction: a few hundred bytes at most
+    back = thumbnail({"thumbnails": thumbnails(["a"], [smooth])}, "a", smooth.shape)
+    assert back is not None and back.shape == smooth.shape and set(np.unique(back)) == {0, 1}
+    assert (back == smooth).mean() > 0.98
+    assert thumbnail({}, "a", smooth.shape) is None  # a record from before thumbnails
+
+
+def _panel_specs(tmp_path: Path) -> tuple[ExperimentContext, dict[str, RunSpec], list]:
+    from bench.experiments.base import Variant
+
+    config = make_sweep(tmp_path, ["unet", "mdm"])
+    ctx = ExperimentContext(name="qualitative", sweep=load_config(config), quiet=True)
+    specs = {m: ctx.specs(Variant(m, m), "synthetic-glands", 1.0)[0] for m in ("unet", "mdm")}
+    test = get_dataset("synthetic-glands", None, "test")
+    return ctx, specs, [test[i] for i in spread_indices(len(test), 3)]
+
+
+def test_a_panel_without_predictions_uses_the_records_thumbnails(tmp_path: Path) -> None:
+    """predictions/ is not in git; a committed record's thumbnails draw its column instead, and a
+    method with neither is left out with one note line, not a column of grey tiles."""
+    from bench.thumbnails import thumbnails
+
+    ctx, specs, samples = _panel_specs(tmp_path)
+    record = {"run_id": specs["unet"].run_id, "metrics": {"dice": 0.5},
+              "thumbnails": thumbnails([s.name for s in samples], [s.semantic for s in samples])}
+    specs["unet"].record_path.parent.mkdir(parents=True)
+    specs["unet"].record_path.write_text(json.dumps(record))
+    got = qualitative.method_predictions(ctx, specs, samples, "synthetic-glands")
+    assert list(got) == ["unet"] and all(p is not None and p.shape == s.semantic.shape
+                                         for p, s in zip(got["unet"], samples))
+    assert ctx.read == [specs["unet"].run_id]
+    assert any("UNet drawn from the thumbnails in their records" in n for n in ctx.notes)
+    assert any("no saved prediction or record thumbnail of MDM" in n and "not shown" in n for n in ctx.notes)
+
+
+def test_every_file_an_experiment_writes_names_the_runs_it_read(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from bench.experiments.figures import save_figure
+    from bench.experiments.tables import ResultTable, write_tables
+
+    ctx, specs, _ = _panel_specs(tmp_path)
+    specs["mdm"].record_path.parent.mkdir(parents=True)
+    specs["mdm"].record_path.write_text(json.dumps({"run_id": specs["mdm"].run_id, "metrics": {"dice": 0.5}}))
+    assert len(ctx.records(list(specs.values()))) == 1  # unet has no record: not read
+    ctx.note("a note")
+    table = next(p for p in write_tables(ResultTable(rows=["a"], columns=["b"], values={}), ctx) if p.suffix == ".json")
+    figure = next(p for p in save_figure(Figure(), ctx, "fig") if p.suffix == ".json")
+    assert json.loads(table.read_text())["runs"] == [specs["mdm"].run_id]
+    assert json.loads(figure.read_text()) == {"kind": "bench-figure", "runs": [specs["mdm"].run_id],
+                                              "notes": ["a note"]}
+
+
+def test_records_keep_thumbnails_of_every_image_a_panel_shows() -> None:
+    from bench.experiments import sweep
+    from bench.thumbnails import THUMBNAILS, panel_indices
+
+    counts = {cfg.images for cfg in qualitative.PRESETS.values()} | {sweep.QUALITATIVE.images}
+    assert counts <= set(THUMBNAILS.panel_images)
+    for n in (1, 2, 16, 80):
+        assert all(set(spread_indices(n, k)) <= set(panel_indices(n)) for k in counts)

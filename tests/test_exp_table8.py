@@ -127,8 +127,10 @@ SWEEP = sweep_toml(["ddpm", "mdm"], seeds=(0, 1), dataset="cifar10", root="cifar
 def test_table8_end_to_end(tmp_path: Path) -> None:
     make_cifar(tmp_path / "cifar")
     config = write_sweep(tmp_path, SWEEP)
+    # the debug executor: the very jobs Slurm would get (a pre-training job per backbone, then the
+    # probe runs), in this process
     cmd = [sys.executable, "-m", "bench", "experiment", "table8", "--preset", "tiny", "--config", str(config),
-           "--quiet"]
+           "--executor", "debug", "--quiet"]
     # one thread: tiny convolutions gain nothing from two, and a busy machine makes two thrash
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
@@ -156,9 +158,28 @@ def test_table8_end_to_end(tmp_path: Path) -> None:
     # a second call finds every record and only re-renders the table
     stamps = {p: p.stat().st_mtime_ns for p in records}
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-    assert again.returncode == 0 and "linear-probe runs to do" not in again.stderr
+    assert again.returncode == 0 and "all 4 runs are done" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in records} == stamps
     assert sorted((tmp_path / "results" / "records").glob("cifar10-linear-*.json")) == records
+
+
+def test_table8_runs_are_ordinary_runs_the_slurm_plan_ships(tmp_path: Path) -> None:
+    """RunSpecs with `linear_probe`: one pre-training job per backbone (shared by the seeds), one
+    array of probe runs after each; the record is the runner's, under an id of its own."""
+    from bench.config import load_config
+    from bench.executors.plan import make_plan
+    from bench.experiments.base import ExperimentContext
+    from bench.experiments.table8 import Table8
+
+    make_cifar(tmp_path / "cifar")
+    ctx = ExperimentContext(name="table8", sweep=load_config(write_sweep(tmp_path, SWEEP)))
+    runs = Table8().runs(ctx)
+    assert len(runs) == 4 and all(r.linear_probe is not None and r.params["window"] == 32 for r in runs)
+    assert all(r.run_id.startswith(f"cifar10-linear-{r.method}-s{r.seed}-") for r in runs)
+    plan = make_plan(runs)
+    assert sorted(t.spec.method for t in plan.pretrain) == ["ddpm", "mdm"]
+    assert {(a.kind, len(a.specs), a.artefact) for a in plan.arrays} == {("ssl", 2, t.artefact) for t in plan.pretrain}
+    assert all(t.artefact.name.startswith("cifar10-") for t in plan.pretrain)
 
 
 def test_cifar10_in_a_segmentation_sweep_is_refused(tmp_path: Path) -> None:

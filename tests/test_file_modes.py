@@ -64,6 +64,7 @@ def test_synthetic_cache_folder_follows_the_umask(tmp_path: Path, umask: int) ->
     assert all(_mode(p) == 0o666 & ~umask for p in folder.iterdir())
 
 
+@pytest.mark.slow
 def test_a_whole_results_folder_is_readable_by_the_group(tmp_path: Path, umask: int,
                                                          capsys: pytest.CaptureFixture) -> None:
     """A real tiny run, its table, the report: records, predictions, report.html, trivial cache."""

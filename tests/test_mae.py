@@ -128,6 +128,8 @@ def test_probe_only_fields_do_not_retrain() -> None:
     assert isinstance(tiny, MAEConfig)
 
 
+@pytest.mark.slow
+@pytest.mark.plugins("mae")
 def test_tiny_preset_runs_end_to_end(tiny_records: dict[str, dict]) -> None:
     record = tiny_records["mae"]
     assert record["method"] == "mae" and record["extra"]["feature_dim"] == 3 * 48

@@ -151,6 +151,8 @@ def test_bad_settings_fail_before_training(field: str, value: object) -> None:
         registry.get("maskdm").resolve_config("tiny", {field: value})
 
 
+@pytest.mark.slow
+@pytest.mark.plugins("maskdm")
 def test_tiny_preset_end_to_end(tiny_records: dict[str, dict]) -> None:
     record = tiny_records["maskdm"]
     assert record["method"] == "maskdm" and record["extra"]["feature_dim"] == 2 * 64

@@ -78,6 +78,7 @@ def _pretrain_curve(die_at: int | None = None) -> dict:
     return curves["toy pretrain"]
 
 
+@pytest.mark.slow
 def test_a_resumed_pretraining_keeps_the_curve_of_the_steps_before_the_kill(tmp_path: Path,
                                                                             one_thread: None) -> None:
     reference = _pretrain_curve()
@@ -94,6 +95,7 @@ SWEEP = sweep_toml(["ddpm", "unet"], seeds=(0, 1), fractions=(1.0,), params={
     "unet": {"max_side": 96, "max_epochs": 3}})
 
 
+@pytest.mark.slow
 def test_every_record_keeps_the_history_of_its_stages(tmp_path: Path, one_thread: None) -> None:
     config = write_sweep(tmp_path, SWEEP)
     assert main(["run", "--config", str(config), "-q"]) == 0

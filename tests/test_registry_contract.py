@@ -1,12 +1,11 @@
 """The plugin contract, parametrised over the registry (timm-style): a new plugin is tested by
-registering it. One session-scoped `bench run` of every method on the tiny preset feeds the
-end-to-end checks; the rest builds configs and models only (meta device for the big presets)."""
+registering it. One session-scoped `bench run` of the methods under test on the tiny preset
+feeds the end-to-end checks (marked slow; `-k NAME` runs NAME's alone); the rest builds configs
+and models only (meta device for the big presets)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
-import sys
 import typing
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,14 +18,15 @@ from torch import nn
 from bench import registry
 from bench.cli import main
 from bench.config import PRESETS, load_config
-from bench.contract import ContractError, build_without_weights, check_plugin
+from bench.contract import ContractError, build_without_weights, check_plugin, contract_problems
 from bench.data import get_dataset
 from bench.metrics import dice
+from bench.pretrain import PretrainSchedule, pretrain
 from bench.protocol import legacy_values
 from bench.runner import RunSpec
 from bench.ssl import SSL_PRETRAIN_FIELDS, SSL_PROBE_ONLY_FIELDS, SSLConfig, SSLMethod
 from bench.supervised import SupervisedConfig, SupervisedMethod
-from tests.conftest import REPO, make_sweep
+from tests.conftest import make_sweep
 
 NAMES = registry.names()
 SSL = [n for n in NAMES if registry.get(n).kind == "ssl"]
@@ -147,7 +147,7 @@ def test_other_config_file_is_named(tmp_path: Path) -> None:
         load_config(path)
 
 
-# --- end to end: one `bench run` of every method (conftest.tiny_records) ----------------------
+# --- end to end: one `bench run` of each method under test (conftest.tiny_records) -------------
 @pytest.fixture(scope="session")
 def constant_dice(tiny_records: dict[str, dict[str, Any]]) -> float:
     """Mean per-image Dice of predicting foreground everywhere on the same test images."""
@@ -155,6 +155,7 @@ def constant_dice(tiny_records: dict[str, dict[str, Any]]) -> float:
     return float(np.mean([dice(np.ones_like(s.semantic), s.semantic) for s in test]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_run_beats_the_constant_predictor(name: str, tiny_records: dict[str, dict[str, Any]],
                                                constant_dice: float) -> None:
@@ -202,6 +203,9 @@ class _BadSSL(SSLMethod):
     def build_model(self, num_classes: int = 2) -> nn.Module:
         return nn.Conv2d(3, self.cfg.width, 1)
 
+    def pretrain(self, images: list[np.ndarray], ctx: Any) -> dict[str, Any]:
+        return self.build_model().state_dict()
+
     def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
         return [backbone(x)[0]]  # drops the batch dimension
 
@@ -220,13 +224,102 @@ def test_broken_toy_plugins_fail_the_contract() -> None:
     assert "probe_only_fields names no Config field: no_such_field" in message
     assert "probe-only field 'probe_lr' changes the artefact key" in message
     assert "extract('medical') maps must be 2 x C x h x w for a batch of 2, got [(4, 32, 32)]" in message
+    assert info.value.problems and all("\n" not in p for p in info.value.problems)
 
 
-# --- the README's "Adding a method" example, as written ---------------------------------------
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Adding a method\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+# --- the contract fails at definition, in one line ---------------------------------------------
+class _Unfinished(SSLMethod):  # pretrain and extract left out: what a plugin written from prose forgets
+    Config = _ToySSLConfig
+    presets = {p: _ToySSLConfig(window=32) for p in PRESETS}
+
+    def build_model(self, num_classes: int = 2) -> nn.Module:
+        return nn.Conv2d(3, 4, 1)
+
+
+def test_a_plugin_missing_a_method_fails_when_defined(scratch_registry: None) -> None:
+    with pytest.raises(registry.PluginError) as info:
+        registry.register("toy_unfinished", "ssl")(_Unfinished)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("plugin 'toy_unfinished' (")
+    assert message.endswith("_Unfinished): does not implement extract, pretrain")
+    assert "toy_unfinished" not in registry._PLUGINS
+
+
+def test_a_malformed_declaration_fails_when_defined(scratch_registry: None) -> None:
+    @dataclasses.dataclass  # not frozen (so no subclass of the frozen SupervisedConfig either)
+    class Loose:
+        width: int = 4
+
+    class Toy(_NoSmall):
+        Config = Loose
+        presets = {"tiny": Loose(), "paper": _ToyConfig()}
+
+    with pytest.raises(registry.PluginError, match=r"^plugin 'toy_loose' \(.*Toy\): Config Loose is not frozen: "
+                       r"declare it @dataclass\(frozen=True\); no 'small' preset: every plugin needs tiny, small, "
+                       r"paper; presets\['paper'\] is a _ToyConfig, not a Loose; Config Loose does not subclass "
+                       r"bench.supervised.SupervisedConfig$"):
+        registry.register("toy_loose", "supervised")(Toy)
+    with pytest.raises(registry.PluginError, match="registered as 'ssl' but its base class is a 'supervised' method"):
+        registry.register("toy_kind", "ssl")(_WrongLogits)
+
+
+def test_a_crashing_check_is_one_problem_of_the_list() -> None:
+    class Crashing(_WrongLogits):
+        name = "toy_crashing"
+
+        def build_model(self, num_classes: int = 2) -> nn.Module:
+            raise RuntimeError("forgot the\nweights")
+
+    problems = contract_problems(Crashing)
+    assert problems and all("\n" not in p for p in problems)
+    assert "presets['paper']: build_model() on the meta device failed: RuntimeError: forgot the weights" in problems
+
+
+class _Misnamed(_BadSSL):
+    """A pre-training stage whose schedules() key is not the desc its loop gets."""
+
+    name = "toy_misnamed"
+    probe_only_fields = ("read_at",)
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        return SSLMethod.pretrain_identity(self)
+
+    def schedules(self) -> dict[str, PretrainSchedule]:
+        return {"toy pretrain": PretrainSchedule(steps=2, batch=4, crop=self.cfg.window, lr=1e-3)}
+
+    def pretrain(self, images: list[np.ndarray], ctx: Any) -> dict[str, Any]:
+        def step_loss(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            return model(x).square().mean()
+
+        sched = self.schedules()["toy pretrain"]
+        return pretrain(self.build_model(), images, sched, step_loss, ctx.device, 0, desc="toy_misnamed pretrain")
+
+    def extract(self, backbone: nn.Module, x: torch.Tensor, domain: str) -> list[torch.Tensor]:
+        return [backbone(x)]
+
+
+def test_schedules_keys_are_checked_against_the_stages_that_ran() -> None:
+    problems = contract_problems(_Misnamed)
+    assert problems == [
+        "pre-training ran stage(s) 'toy_misnamed pretrain' that schedules() does not name (it names 'toy pretrain'): "
+        "a stage's schedules() key must be the desc its bench.pretrain.pretrain loop gets, or `bench run --smoke` "
+        "cannot estimate it",
+        "schedules() names stage(s) 'toy pretrain' that the tiny pre-training did not run",
+    ]
+    assert _Misnamed(_Misnamed.presets["tiny"]).pretrain_batches() == (4,)  # declared by schedules()
+
+
+def test_bench_list_prints_a_broken_plugin_as_one_line(scratch_registry: None,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(_WrongLogits):
+        def build_model(self, num_classes: int = 2) -> nn.Module:
+            raise RuntimeError("no such layer")
+
+    registry.register("aaa_broken", "supervised")(Broken)
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["aaa_broken", "supervised", "broken", "RuntimeError:", "no", "such", "layer"]
+    assert [line.split()[0] for line in lines] == ["aaa_broken", *NAMES]
 
 
 @pytest.fixture
@@ -235,16 +328,3 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     registry.discover()
     monkeypatch.setattr(registry, "_PLUGINS", dict(registry._PLUGINS))
     yield
-
-
-def test_readme_example_keeps_the_contract(tmp_path: Path, scratch_registry: None) -> None:
-    code = readme_example()
-    name = re.search(r'@register\("(\w+)"', code).group(1)  # type: ignore[union-attr]
-    module = tmp_path / "readme_plugin.py"
-    module.write_text(code)
-    spec = importlib.util.spec_from_file_location("readme_plugin", module)
-    assert spec is not None and spec.loader is not None
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    sys.modules.pop("readme_plugin", None)
-    check_plugin(registry.get(name))
-    assert load_config(make_sweep(tmp_path, [name])).methods == (name,)  # "plus its name in methods"

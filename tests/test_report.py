@@ -116,6 +116,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     config = write_sweep(folder, SWEEP)
     assert main(["experiment", DEMO, "--config", str(config), "--quiet"]) == 0
+    assert main(["experiment", "sweep", "--config", str(config), "--quiet", "--no-run"]) == 0  # what `bench run` draws
     results = folder / "results"
     legacy = results / "legacy"  # no experiment registers it: tables and figures, records unknown
     legacy.mkdir()
@@ -181,38 +182,47 @@ def test_provenance_per_experiment_and_overall(report: Path) -> None:
     aggregate = next(t for t in page.tables if t and t[0][:6] == head)
     assert aggregate[1][:3] == ["synthetic-glands", "1.0", "unet"] and aggregate[1][3:6:2] == ["tiny", "2"]
     assert aggregate[2][:4] == ["synthetic-glands", "1.0", "trivial (reference)", "reference"]
-    assert "not a registered experiment" in report.read_text()
+    assert "its files name no runs" in report.read_text()  # the legacy folder: no experiment wrote it
 
 
 @pytest.mark.slow
 def test_records_found_when_run_under_another_preset(report: Path) -> None:
-    """The experiment ran on the tiny preset; a sweep now set to paper still finds its records."""
+    """The experiment ran on the tiny preset; a sweep now set to paper still finds its records:
+    the experiment's files name the runs it read, whatever bench.toml says now."""
     sweep = load_config(report.parent.parent / "bench.toml")
     write_report(replace(sweep, preset="paper"))
-    assert "1 of its 1 runs (preset tiny) have records" in report.read_text()
+    assert "1 of the 1 runs it read have records here" in report.read_text()
 
 
-class _OwnRecords(Experiment):
-    """Like table8: no RunSpecs, records written inside `write`, named by the optional hook."""
+def test_the_report_reads_the_runs_an_experiment_names(tmp_path: Path) -> None:
+    """From the stem.json files (by file name): a table's `runs` and a figure's, each once; a folder
+    whose files name none (an older bench) says so instead of guessing."""
+    folder = tmp_path / "own"
+    folder.mkdir()
+    (folder / "table.json").write_text(json.dumps({"kind": "bench-table", "runs": ["a", "b"]}))
+    (folder / "figure.json").write_text(json.dumps({"kind": "bench-figure", "runs": ["b", "c"], "notes": []}))
+    by_id = {"a": {"run_id": "a"}, "c": {"run_id": "c"}}
+    assert experiment_records(folder, by_id) == ("", [by_id["c"], by_id["a"]],
+                                                 "2 of the 3 runs it read have records here; 1 are gone from records/")
+    for path in folder.iterdir():
+        path.write_text("{}")
+    title, used, note = experiment_records(folder, by_id)
+    assert used == [] and "name no runs" in note and "bench experiment own --no-run" in note
 
-    name, title = "own", "Own records"
 
-    def runs(self, ctx: ExperimentContext) -> list:
-        return []
-
-    def record_ids(self, ctx: ExperimentContext) -> list[str]:
-        return [f"probe-{ctx.sweep.preset}-s{s}" for s in ctx.sweep.seeds]
-
-
-def test_records_named_by_the_record_ids_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_report_writes_nothing_but_the_page(tmp_path: Path) -> None:
+    """It only reads: no experiment runs, no figure is drawn (the sweep's come from `bench run`)."""
     sweep = load_config(write_sweep(tmp_path, SWEEP))
-    by_id = {"probe-tiny-s0": {"run_id": "probe-tiny-s0"}}
-    monkeypatch.setitem(EXPERIMENTS, "own", _OwnRecords)
-    assert experiment_records("own", sweep, by_id) == ("Own records", [by_id["probe-tiny-s0"]],
-                                                       "1 of its 1 runs (preset tiny) have records")
-    monkeypatch.delattr(_OwnRecords, "record_ids")
-    title, used, note = experiment_records("own", sweep, by_id)
-    assert used == [] and "lists no runs" in note and "record_ids(ctx)" in note
+    record = {"run_id": "x", "dataset": "synthetic-glands", "fraction": 1.0, "method": "unet", "seed": 0,
+              "preset": "tiny", "metrics": {"dice": 0.5}, "config": {}, "timings": {"total_s": 1.0},
+              "provenance": {}}
+    (tmp_path / "results" / "records").mkdir(parents=True)
+    (tmp_path / "results" / "records" / "x.json").write_text(json.dumps(record))
+    before = set((tmp_path / "results").rglob("*"))
+    page = write_report(sweep)
+    new = {p.relative_to(tmp_path / "results").parts[0] for p in set((tmp_path / "results").rglob("*")) - before}
+    assert new <= {page.name, "reference"}  # the page, and the trivial rows' score cache `bench table` keeps too
+    assert not (tmp_path / "results" / "sweep").exists()
 
 
 def test_bold_best_and_significance_dagger_survive(tmp_path: Path) -> None:

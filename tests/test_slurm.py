@@ -32,7 +32,7 @@ from bench.store import TMP_PREFIX
 from tests.conftest import REPO, write_sweep
 from tests.test_executors import fast_sweep
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slurm
 
 SEEDS = int(os.environ.get("BENCH_SLURM_SEEDS", "3"))  # per cell (the paper has 10; 3 x 4 cells make the arrays)
 SLURM = '[slurm]\ncpus_per_task = 1\ntimeout_min = 30\npoll_s = 2\n'

@@ -21,7 +21,7 @@ from tests.conftest import torch_threads, write_sweep
 from tests.test_executors import fast_sweep
 from tests.test_slurm import SLURM, TIMEOUT_S, _requeue_and_wait, _run_cli, _until, jobs_env, slurm  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slurm
 
 STEPS = 200  # long enough to be requeued mid-run
 LAYOUT = "checkpoint_every_s = 0\n[slurm.pretrain]\ntasks_per_node = 2\n[pretrain]\nshards = 2\n"

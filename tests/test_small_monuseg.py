@@ -50,6 +50,7 @@ def monuseg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", registry.names())
 def test_small_preset_runs_on_monuseg_format(name: str, monuseg_root: Path, tmp_path: Path,
                                              one_thread: None) -> None:

@@ -65,6 +65,7 @@ def test_one_smoke_spec_per_cell(tmp_path: Path) -> None:
     assert specs[0].resolved_config().train_steps == 2 and runs[0].resolved_config().train_steps > 2
 
 
+@pytest.mark.slow
 def test_smoke_records_are_marked_with_estimates(smoked: Path) -> None:
     records = load_records(smoked.parent / "results" / "smoke", smoke=True)
     assert sorted(r["method"] for r in records) == ["ddpm", "unet"]
@@ -84,6 +85,7 @@ def test_smoke_records_are_marked_with_estimates(smoked: Path) -> None:
     assert unet["train"]["measured"] == 2 and "validate" in unet and "predict" in unet
 
 
+@pytest.mark.slow
 def test_smoke_records_never_reach_real_tables(smoked: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = smoked.parent / "results"
     smoke_ids = {r["run_id"] for r in load_records(out / "smoke", smoke=True)}
@@ -102,6 +104,7 @@ def test_smoke_records_never_reach_real_tables(smoked: Path, capsys: pytest.Capt
     assert "1 record(s)" in page and not any(i in page for i in smoke_ids)
 
 
+@pytest.mark.slow
 def test_slurm_dry_run_suggests_limits(smoked: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     code = main(["run", "--smoke", "--config", str(smoked), "--executor", "slurm", "--dry-run",

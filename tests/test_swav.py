@@ -156,6 +156,7 @@ def test_bad_settings_fail_before_pretraining() -> None:
     assert dataclasses.replace(tiny) == tiny
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "dims"), [("swav", 4 + 16 + 32 + 64), ("swavw2", 2 * (4 + 16 + 32 + 64))])
 def test_tiny_preset_runs_end_to_end(name: str, dims: int, tiny_records: dict[str, dict]) -> None:
     record = tiny_records[name]

@@ -5,7 +5,15 @@ file) and returns a `Dataset` of `Sample`s; see REFERENCE.md section 1 for the f
 """
 from __future__ import annotations
 
-from bench.data.registry import DATASETS, DatasetInfo, clear_cache, dataset_info, get_dataset, pretrain_pool
+from bench.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    clear_cache,
+    dataset_info,
+    get_dataset,
+    pretrain_pool,
+    register_dataset,
+)
 from bench.data.subset import label_subset
 from bench.data.types import Dataset, Sample
 
@@ -19,4 +27,5 @@ __all__ = [
     "get_dataset",
     "label_subset",
     "pretrain_pool",
+    "register_dataset",
 ]

@@ -7,7 +7,7 @@ returns a fresh `Dataset` around the shared samples, so no caller can corrupt an
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,50 +27,36 @@ SPLITS = ("train", "test")
 CACHE_SIZE = 16  # loaded splits kept in memory; the full GlaS is about 1 GB with int64 maps
 
 
+Loader = Callable[[Path, str], list[Sample]]  # (resolved root, split) -> the split's samples
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the harness must know about a data set before loading it."""
+    """A data set: what the harness must know before loading it, and its loader. Adding a data
+    set is one `register_dataset(DatasetInfo(...))`; nothing else names it."""
 
     name: str
-    num_classes: int
+    class_names: tuple[str, ...]     # index = class id; their number is the data set's classes
     domain: Domain
     needs_root: bool
     has_instances: bool
     n_train_expected: int | None
+    loader: Loader = field(compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo("glas", 2, "medical", needs_root=True, has_instances=True, n_train_expected=85),
-        DatasetInfo("monuseg", 2, "medical", needs_root=True, has_instances=True, n_train_expected=30),
-        # Validation splits (bench.data.validation): a fifth of the training images as "test".
-        DatasetInfo("glas" + VAL_SUFFIX, 2, "medical", needs_root=True, has_instances=True,
-                    n_train_expected=85 - round(HOLDOUT_FRACTION * 85)),
-        DatasetInfo("monuseg" + VAL_SUFFIX, 2, "medical", needs_root=True, has_instances=True,
-                    n_train_expected=30 - round(HOLDOUT_FRACTION * 30)),
-        DatasetInfo("ffhq34", len(FFHQ34_CLASSES), "natural", needs_root=True, has_instances=False,
-                    n_train_expected=20),
-        DatasetInfo("celeba19", len(CELEBA19_CLASSES), "natural", needs_root=True, has_instances=False,
-                    n_train_expected=20),
-        DatasetInfo("synthetic-glands", 2, "medical", needs_root=False, has_instances=True,
-                    n_train_expected=SYNTHETIC_GLANDS.n_train),
-        # Classification only (Table 8 linear probe, bench.experiments.table8), not a segmentation set.
-        DatasetInfo("cifar10", CIFAR10.num_classes, "natural", needs_root=True, has_instances=False,
-                    n_train_expected=50000),
-    )
-}
+DATASETS: dict[str, DatasetInfo] = {}
 
-_CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "glas": ("background", "gland"),
-    "monuseg": ("background", "nucleus"),
-    "ffhq34": FFHQ34_CLASSES,
-    "celeba19": CELEBA19_CLASSES,
-    "synthetic-glands": ("background", "gland"),
-    "glas" + VAL_SUFFIX: ("background", "gland"),
-    "monuseg" + VAL_SUFFIX: ("background", "nucleus"),
-    "cifar10": CIFAR10.class_names,
-}
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add a data set under `info.name` (a name may be registered once)."""
+    if info.name in DATASETS:
+        raise ValueError(f"data set {info.name!r} is registered twice")
+    DATASETS[info.name] = info
+    return info
 
 
 def _classification_only(root: Path, split: str) -> list[Sample]:
@@ -78,16 +64,28 @@ def _classification_only(root: Path, split: str) -> list[Sample]:
                           "not a segmentation set; leave it out of `bench run` sweeps")
 
 
-_LOADERS: dict[str, Callable[[Path, str], list[Sample]]] = {
-    "glas": load_glas,
-    "monuseg": load_monuseg,
-    "ffhq34": lambda root, split: load_ddpmseg(root, split, DATASETS["ffhq34"].num_classes),
-    "celeba19": lambda root, split: load_ddpmseg(root, split, DATASETS["celeba19"].num_classes),
-    "synthetic-glands": load_synthetic_glands,
-    "cifar10": _classification_only,
-    "glas" + VAL_SUFFIX: validation_loader(load_glas),
-    "monuseg" + VAL_SUFFIX: validation_loader(load_monuseg),
-}
+GLANDS, NUCLEI = ("background", "gland"), ("background", "nucleus")
+for _info in (
+    DatasetInfo("glas", GLANDS, "medical", needs_root=True, has_instances=True, n_train_expected=85,
+                loader=load_glas),
+    DatasetInfo("monuseg", NUCLEI, "medical", needs_root=True, has_instances=True, n_train_expected=30,
+                loader=load_monuseg),
+    # Validation splits (bench.data.validation): a fifth of the training images as "test".
+    DatasetInfo("glas" + VAL_SUFFIX, GLANDS, "medical", needs_root=True, has_instances=True,
+                n_train_expected=85 - round(HOLDOUT_FRACTION * 85), loader=validation_loader(load_glas)),
+    DatasetInfo("monuseg" + VAL_SUFFIX, NUCLEI, "medical", needs_root=True, has_instances=True,
+                n_train_expected=30 - round(HOLDOUT_FRACTION * 30), loader=validation_loader(load_monuseg)),
+    DatasetInfo("ffhq34", FFHQ34_CLASSES, "natural", needs_root=True, has_instances=False, n_train_expected=20,
+                loader=functools.partial(load_ddpmseg, num_classes=len(FFHQ34_CLASSES))),
+    DatasetInfo("celeba19", CELEBA19_CLASSES, "natural", needs_root=True, has_instances=False, n_train_expected=20,
+                loader=functools.partial(load_ddpmseg, num_classes=len(CELEBA19_CLASSES))),
+    DatasetInfo("synthetic-glands", GLANDS, "medical", needs_root=False, has_instances=True,
+                n_train_expected=SYNTHETIC_GLANDS.n_train, loader=load_synthetic_glands),
+    # Classification only (Table 8 linear probe, bench.experiments.table8), not a segmentation set.
+    DatasetInfo("cifar10", CIFAR10.class_names, "natural", needs_root=True, has_instances=False,
+                n_train_expected=50000, loader=_classification_only),
+):
+    register_dataset(_info)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -110,7 +108,7 @@ def _resolve_root(info: DatasetInfo, root: str | Path | None) -> Path:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load(name: str, root: Path, split: str) -> tuple[Sample, ...]:
-    return tuple(_LOADERS[name](root, split))
+    return tuple(DATASETS[name].loader(root, split))
 
 
 def get_dataset(name: str, root: str | Path | None = None, split: str = "train") -> Dataset:
@@ -125,7 +123,7 @@ def get_dataset(name: str, root: str | Path | None = None, split: str = "train")
     samples = _load(name, _resolve_root(info, root), split)
     return Dataset(name=name, split=split, samples=list(samples), num_classes=info.num_classes,
                    domain=info.domain, ignore_index=DDPMSEG_CONFIG.ignore_index,
-                   class_names=list(_CLASS_NAMES[name]))
+                   class_names=list(info.class_names))
 
 
 def pretrain_pool(name: str, root: str | Path | None = None) -> list[np.ndarray]:

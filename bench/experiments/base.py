@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import numpy as np
-
 from bench.config import DatasetEntry, SweepConfig
 from bench.data import DATASETS
 from bench.errors import BenchError
@@ -44,6 +42,9 @@ class ExperimentContext:
     quiet: bool = False
     run_missing: bool = True  # False: write from the records there are (`--no-run`)
     notes: list[str] = field(default_factory=list)
+    # The run ids whose records (or predictions) `write` has read so far, in order: every file it
+    # writes names them (a table's stem.json, a figure's), and `bench report` reads them there.
+    read: list[str] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
@@ -83,10 +84,20 @@ class ExperimentContext:
                         preset=self.sweep.preset, output=self.sweep.output, params=params, **spec_fields)
                 for s in (seeds if seeds is not None else self.sweep.seeds)]
 
-    @staticmethod
-    def records(specs: list[RunSpec]) -> list[dict[str, Any]]:
+    def records(self, specs: list[RunSpec]) -> list[dict[str, Any]]:
         """The finished records of `specs` (missing ones left out; their cells show a smaller n)."""
-        return [r for r in (read_record(s.record_path) for s in specs) if r is not None]
+        found = []
+        for spec in specs:
+            record = read_record(spec.record_path)
+            if record is not None:
+                self.mark_read(spec.run_id)
+                found.append(record)
+        return found
+
+    def mark_read(self, run_id: str) -> None:
+        """Note that `write` read this run's record or predictions (see `read`)."""
+        if run_id not in self.read:
+            self.read.append(run_id)
 
     def path(self, filename: str) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,12 +115,9 @@ class Experiment:
         raise NotImplementedError
 
     def write(self, ctx: ExperimentContext) -> list[Path]:
-        """Tables (.md, .tex, .csv) and figures (.png, .pdf) from the records; the paths written."""
+        """Tables (.md, .tex, .csv) and figures (.png, .pdf) from the records, each with its
+        stem.json naming the runs it read (`ctx.read`); the paths written."""
         raise NotImplementedError
-
-    def record_ids(self, ctx: ExperimentContext) -> list[str]:
-        """Run ids of records `write` makes itself, beyond `runs()` (the report's provenance)."""
-        return []
 
 
 def experiment(cls: type[Experiment]) -> type[Experiment]:
@@ -178,10 +186,3 @@ def medical_datasets(ctx: ExperimentContext, wanted: tuple[str, ...], what: str)
     ctx.note(f"{' and '.join(wanted)} not configured in {ctx.sweep.source}; {what} uses {SYNTHETIC} instead")
     return [SYNTHETIC]
 
-
-def spread_indices(n: int, count: int) -> list[int]:
-    """`count` indices evenly spread over 0..n-1 (deterministic, first and last included)."""
-    if n <= 0:
-        return []
-    count = min(count, n)
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, count)})

@@ -27,12 +27,13 @@ from bench.data.types import Sample
 from bench.device import autocast, pick_device, prepare_batch
 from bench.diffusion_probe import DiffusionProbe
 from bench.errors import BenchError
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets, spread_indices
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.figures import palette, save_figure
 from bench.experiments.tables import method_label
 from bench.imaging import resize_image, resize_labels, target_size, to_tensor
 from bench.nn.gd_unet import GDUNet
 from bench.runner import RunSpec
+from bench.thumbnails import spread_indices
 from bench.windows import pad_to_window
 
 FLAT = 1e-6  # relative spread below which a block's features count as constant (interpolation noise)

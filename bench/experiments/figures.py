@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from matplotlib.figure import Figure
 
-from bench.store import atomic_write_bytes
+from bench.store import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from bench.experiments.base import ExperimentContext
@@ -55,8 +55,13 @@ def palette(name: str = "tab10") -> tuple[RGB, ...]:
     return tuple(cast(RGB, tuple(c)) for c in cast(Sequence[Sequence[float]], cmap.colors))
 
 
+FIGURE_KIND = "bench-figure"  # a figure's stem.json: what it drew from, for `bench report`
+
+
 def save_figure(fig: Any, ctx: "ExperimentContext", stem: str) -> list[Path]:
-    """Write results/NAME/stem.png and stem.pdf, close the figure; the two paths.
+    """Write results/NAME/stem.png, stem.pdf and stem.json (the run ids of the records read so
+    far and the context's notes, which `bench report` shows under the figure), close the
+    figure; the three paths.
 
     The PDF carries no creation date, so an unchanged figure gives an unchanged file.
     """
@@ -68,7 +73,9 @@ def save_figure(fig: Any, ctx: "ExperimentContext", stem: str) -> list[Path]:
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     _close(fig)
-    return paths
+    path = ctx.path(f"{stem}.json")
+    atomic_write_json(path, {"kind": FIGURE_KIND, "runs": list(ctx.read), "notes": list(ctx.notes)})
+    return paths + [path]
 
 
 def _close(fig: Any) -> None:

@@ -20,12 +20,14 @@ from PIL import Image
 from bench.data import get_dataset
 from bench.data.types import Sample
 from bench.errors import DataError
-from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets, spread_indices
+from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.figures import save_figure
 from bench.experiments.tables import DATASET_LABELS, method_label
 from bench.published import TABLE1_METHODS
+from bench.records import read_record
 from bench.runner import RunSpec
 from bench.store import atomic_write_bytes
+from bench.thumbnails import THUMBNAILS, spread_indices, thumbnail
 
 RGB = tuple[int, int, int]
 METHODS: tuple[str, ...] = TABLE1_METHODS  # plus bench.toml's other methods, after these
@@ -91,6 +93,38 @@ def read_prediction(spec: RunSpec, sample: Sample) -> np.ndarray | None:
     return pred
 
 
+def method_predictions(ctx: ExperimentContext, specs: dict[str, RunSpec], samples: list[Sample],
+                       dataset: str) -> dict[str, list[np.ndarray | None]]:
+    """Each method's class map of each sample: the run's saved PNG, else the thumbnail its record
+    keeps (scaled up; the predictions/ folder is not in git, the records are). A method with
+    neither is left out, and one note line says so instead of a column of empty tiles."""
+    out: dict[str, list[np.ndarray | None]] = {}
+    from_thumbnails, absent = [], []
+    for method, spec in specs.items():
+        record = None
+        maps: list[np.ndarray | None] = []
+        for sample in samples:
+            pred = read_prediction(spec, sample)
+            if pred is None:
+                record = record or read_record(spec.record_path) or {}
+                pred = thumbnail(record, sample.name, sample.semantic.shape)
+                if pred is not None and method not in from_thumbnails:
+                    from_thumbnails.append(method)
+            maps.append(pred)
+        if all(m is None for m in maps):
+            absent.append(method)
+            continue
+        ctx.mark_read(spec.run_id)
+        out[method] = maps
+    if from_thumbnails:
+        ctx.note(f"{dataset}: {', '.join(map(method_label, from_thumbnails))} drawn from the thumbnails in "
+                 f"their records ({THUMBNAILS.max_side} px; their predictions/ are not here)")
+    if absent:
+        ctx.note(f"{dataset}: no saved prediction or record thumbnail of {', '.join(map(method_label, absent))} "
+                 "(not run yet, or recorded before records kept thumbnails); not shown")
+    return out
+
+
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
@@ -117,15 +151,16 @@ class Qualitative(Experiment):
             specs = self.specs(ctx, dataset)
             test = get_dataset(dataset, specs[next(iter(specs))].root, "test")
             samples = [test[i] for i in spread_indices(len(test), cfg.images)]
+            predictions = method_predictions(ctx, specs, samples, dataset)
             panels: list[list[tuple[str, np.ndarray | None]]] = []
-            for sample in samples:
+            for i, sample in enumerate(samples):
                 truth = error_map(sample.semantic, sample.semantic, test.ignore_index, cfg)
                 row: list[tuple[str, np.ndarray | None]] = [("image", sample.image), ("ground truth", truth)]
-                for method, spec in specs.items():
-                    pred = read_prediction(spec, sample)
+                for method, maps in predictions.items():
+                    pred = maps[i]
                     if pred is None:
                         ctx.note(f"{dataset}: {method} has no saved prediction of {sample.name} "
-                                        f"(run {spec.run_id} missing or failed); its panel is left grey")
+                                 f"(run {specs[method].run_id} missing or failed); its panel is left grey")
                         row.append((method_label(method), None))
                         continue
                     panel = error_map(pred, sample.semantic, test.ignore_index, cfg)

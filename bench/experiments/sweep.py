@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from bench.data import get_dataset
-from bench.experiments.base import Experiment, ExperimentContext, experiment, spread_indices
+from bench.experiments.base import Experiment, ExperimentContext, experiment
 from bench.experiments.figures import save_figure
-from bench.experiments.qualitative import QualitativeConfig, error_map, panel_figure, read_prediction
+from bench.experiments.qualitative import QualitativeConfig, error_map, method_predictions, panel_figure
 from bench.experiments.tables import DATASET_LABELS, method_label
 from bench.runner import RunSpec, expand
+from bench.thumbnails import spread_indices
 
 MAIN_METRICS = ("dice", "miou")  # the first one a record has is its cell's headline score
 NOT_CURVES = ("step", "every", "active")  # history fields that are no learning curve
@@ -147,15 +148,20 @@ class Sweep(Experiment):
             chosen.setdefault(spec.method, spec)
         test = get_dataset(dataset, specs[0].root, "test")
         samples = [test[i] for i in spread_indices(len(test), QUALITATIVE.images)]
+        absent = [m for m in methods if m not in chosen]
+        if absent:
+            ctx.note(f"{dataset}: no finished run of {', '.join(map(method_label, absent))}; not shown")
+        predictions = method_predictions(ctx, chosen, samples, dataset)
         panels = []
-        for sample in samples:
+        for i, sample in enumerate(samples):
             row: list[tuple[str, np.ndarray | None]] = [
                 ("image", sample.image),
                 ("ground truth", error_map(sample.semantic, sample.semantic, test.ignore_index, QUALITATIVE))]
-            for method in methods:
-                pred = read_prediction(chosen[method], sample) if method in chosen else None
+            for method, maps in predictions.items():
+                pred = maps[i]
                 row.append((method_label(method), None if pred is None else
                             error_map(pred, sample.semantic, test.ignore_index, QUALITATIVE)))
             panels.append(row)
-        fig = panel_figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), QUALITATIVE, [])
+        fig = panel_figure(panels, [s.name for s in samples], DATASET_LABELS.get(dataset, dataset), QUALITATIVE,
+                           ctx.notes)
         return save_figure(fig, ctx, "qualitative")

@@ -39,6 +39,7 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
             record = records[spec.record_path]
             if record is None:
                 continue
+            ctx.mark_read(spec.run_id)
             if metric not in record["metrics"]:
                 raise BenchError(f"{spec.record_path}: metrics.{metric}: missing, but column {col!r} of "
                                  f"{ctx.name} needs it (known: {', '.join(sorted(record['metrics']))})")
@@ -101,8 +102,9 @@ def ordered_runs(cells: dict[Cell, list["RunSpec"]]) -> list["RunSpec"]:
 
 
 def write_tables(table: ResultTable, ctx: "ExperimentContext", stem: str = "table") -> list[Path]:
-    """stem.md, stem.tex, stem.csv and the table's data, stem.json (which `bench report` renders),
-    under results/NAME/; the paths written. The context's notes become footnotes too."""
+    """stem.md, stem.tex, stem.csv and the table's data, stem.json (which `bench report` renders;
+    with `runs`, the run ids of the records read so far), under results/NAME/; the paths
+    written. The context's notes become footnotes too."""
     table = replace(table, notes=table.notes + [n for n in ctx.notes if n not in table.notes])
     stats = summarise(table)
     paths = []
@@ -111,7 +113,7 @@ def write_tables(table: ResultTable, ctx: "ExperimentContext", stem: str = "tabl
         atomic_write_bytes(path, text.encode("utf-8"))
         paths.append(path)
     path = ctx.path(f"{stem}.json")
-    atomic_write_json(path, table_to_json(table))
+    atomic_write_json(path, {**table_to_json(table), "runs": list(ctx.read)})
     return paths + [path]
 
 
