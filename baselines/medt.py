@@ -8,13 +8,15 @@ The official script trains a fixed 400 epochs without early stopping, so `patien
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from bench.errors import FieldError
+from bench.errors import ConfigError, FieldError
+from bench.limits import POSITIVE, Rule
 from bench.nn.medt import MedT, MedTConfig as NetConfig
 from bench.registry import register
-from bench.supervised import SupervisedConfig, SupervisedMethod
+from bench.supervised import Augment, EpochMode, LossName, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -24,27 +26,34 @@ class MedTConfig(SupervisedConfig):
     input_size: int | None = 128
     batch: int = 4
     weight_decay: float = 1e-5
-    loss: str = "ce"
-    augment: str = "hflip"
+    loss: LossName = "ce"
+    augment: Augment = "hflip"
     max_epochs: int = 400
-    epoch_mode: str = "pass"
+    epoch_mode: EpochMode = "pass"
     patience: int = 400
-    layers: tuple[int, ...] = (1, 2, 4, 1)
+    layers: tuple[int, int, int, int] = (1, 2, 4, 1)
     width_factor: float = 0.125
     groups: int = 8
     grid: int = 4
     stem_mid_channels: int = 128
     batch_local_patches: bool = False
 
+    LIMITS: ClassVar[dict[str, Rule]] = {"layers": POSITIVE, "width_factor": POSITIVE, "groups": POSITIVE,
+                                         "grid": POSITIVE, "stem_mid_channels": POSITIVE}
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.input_size is None:
             raise FieldError("input_size", "required: the position embeddings fix the input size")
-        self.network(2)  # the port checks sizes and widths: fail when the config is resolved
+        try:
+            self.network(2)  # the port checks sizes and widths: fail when the config is resolved
+        except ConfigError as exc:
+            raise FieldError({"img_size": "input_size"}.get(exc.key, exc.key), exc.message) from None
 
     def network(self, n_classes: int) -> NetConfig:
         assert self.input_size is not None
         return NetConfig(
-            n_channels=3, n_classes=n_classes, img_size=self.input_size, layers=tuple(self.layers),  # type: ignore[arg-type]
+            n_channels=3, n_classes=n_classes, img_size=self.input_size, layers=self.layers,
             width_factor=self.width_factor, groups=self.groups, grid=self.grid,
             stem_mid_channels=self.stem_mid_channels, batch_local_patches=self.batch_local_patches,
         )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -11,6 +11,8 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
 from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, Rule
 from bench.pretrain import pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE
@@ -18,10 +20,19 @@ from bench.ssl import SMALL_PROBE, TINY_PROBE
 
 @dataclass(frozen=True)
 class DDPMConfig(DiffusionConfig):
-    schedule: str = "cosine"          # cosine (medical) | linear (FFHQ)
-    target: str = "eps"               # eps | x0 (Table 4)
-    loss: str = "mse"                 # mse | ssim (x0 target only)
+    schedule: Literal["cosine", "linear"] = "cosine"   # cosine (medical) | linear (FFHQ)
+    target: Literal["eps", "x0"] = "eps"               # Table 4
+    loss: Literal["mse", "ssim"] = "mse"               # ssim: x0 target only
     fixed_t: int | None = None        # Table 3: train at one timestep (a denoising autoencoder)
+
+    LIMITS: ClassVar[dict[str, Rule]] = {"fixed_t": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target == "eps" and self.loss != "mse":
+            raise FieldError("loss", f"the eps target is scored with mse; {self.loss} needs target = \"x0\"")
+        if self.fixed_t is not None and self.fixed_t >= self.diffusion_steps:
+            raise FieldError("fixed_t", f"must be in 0..{self.diffusion_steps - 1}, got {self.fixed_t}")
 
 
 @register("ddpm", "ssl")
