@@ -52,10 +52,13 @@ class Limit:
         too_low = value <= self.low if self.low_open else value < self.low
         too_high = value >= self.high if self.high_open else value > self.high
         if too_low or too_high:
-            return f"must be {self.describe()}, got {value}"
+            return f"must be {self.describe(isinstance(value, int))}, got {value}"
         return None
 
-    def describe(self) -> str:
+    def describe(self, whole: bool = False) -> str:
+        """The range in words; `whole`: for an integer (> 0 reads >= 1)."""
+        if whole and self.low_open and float(self.low).is_integer() and not math.isfinite(self.high):
+            return f">= {_num(self.low + 1)}"
         low, high = math.isfinite(self.low), math.isfinite(self.high)
         if low and high:
             return f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"

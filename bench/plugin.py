@@ -147,7 +147,8 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     if hint is bool:
         return isinstance(value, bool), value
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
     if hint is int:
         return type(value) is int, value
     if hint is str:

@@ -31,8 +31,9 @@ from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
 from bench.device import pick_device, seed_everything
 from bench.distributed import main_says, sharding
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.evaluate import evaluate
+from bench.limits import before_run_problems
 from bench.plugin import Predictor
 from bench.progress import collect_histories
 from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
@@ -230,17 +231,24 @@ def save_predictions(folder: Path, names: list[str], predictions: list[np.ndarra
 
 
 def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
-    """Load every data set the pending runs need, so bad files fail before anything is written."""
-    for entry in {(r.dataset, r.root) for r in runs}:
+    """Load every data set the pending runs need and make every check a Config leaves for
+    before a run (files, slow name lists), so bad files fail before anything is written."""
+    configs = [(spec.method, spec.resolved_config()) for spec in runs]
+    sources = {(r.dataset, r.root) for r in runs}
+    sources |= {(c.pretrain_dataset, c.pretrain_root) for _, c in configs if getattr(c, "pretrain_dataset", None)}
+    for entry in sources:
         for split in ("train", "test"):
             get_dataset(entry[0], entry[1], split)
     checked: set[tuple[str, str]] = set()
-    for spec in runs:
-        cfg = spec.resolved_config()
+    for method, cfg in configs:
+        if (method, repr(cfg)) not in checked:
+            checked.add((method, repr(cfg)))
+            for name, problem in before_run_problems(cfg):
+                raise ConfigError(sweep.source, f"params.{method}.{name}", problem)
         path = getattr(cfg, "checkpoint", None)
-        if path and (spec.method, path) not in checked:
-            registry.get(spec.method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
-            checked.add((spec.method, path))
+        if path and (method, path) not in checked:
+            registry.get(method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
+            checked.add((method, path))
 
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:
