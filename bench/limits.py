@@ -156,12 +156,18 @@ def value_problem(value: Any, hint: Any, rule: Rule | None) -> str | None:
         options = typing.get_args(hint)
         return None if value in options else f"expected one of {', '.join(map(str, options))}, got {value!r}"
     if origin is tuple:
+        if not isinstance(value, tuple):
+            return f"expected a tuple, got {value!r}"
         return _tuple_problem(value, typing.get_args(hint), rule)
     if hint is bool:
-        return None
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
     if hint in (int, float):
+        if not (type(value) is int or (hint is float and type(value) is float)):  # an int is a float too
+            return f"expected {'a whole number' if hint is int else 'a number'}, got {value!r}"
         return _number_problem(value, rule)
     if hint is str:
+        if not isinstance(value, str):
+            return f"expected a string, got {value!r}"
         if not value:
             return "must not be empty"
         if isinstance(rule, Text) and rule.check is not None:
