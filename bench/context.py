@@ -41,6 +41,9 @@ class SpecView(Protocol):
     def output(self) -> str: ...
 
     @property
+    def smoke(self) -> Any: ...  # a bench.smoke.SmokeRun for `bench run --smoke`, else None
+
+    @property
     def run_id(self) -> str: ...
 
     def checkpoint_path(self, artefact: Path) -> Path: ...

@@ -197,6 +197,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
 
         smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
         labelled, test = smoke.labelled, smoke.test
+        del train  # the run holds the session's cut images, not the data set
     ctx = RunContext(spec=spec, device=device, progress=progress, checkpoint_every_s=checkpoint_every_s)
     trained: list[Predictor] = []
     with collect_histories() as history:  # every stage's learning curve, pre-training included

@@ -216,6 +216,8 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
+            if ctx.spec.smoke is not None:  # a few steps need a few images (bench.smoke.SmokeRun.pool)
+                images = ctx.spec.smoke.pool(images, self.cfg)
             with collect_histories() as history:  # the loss curves live in the artefact
                 state = self.pretrain(images, ctx)
             built.append(time.perf_counter() - start)
