@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
+from bench.errors import FieldError
+from bench.limits import POSITIVE, UNIT, Rule, positive
 from bench.registry import register
 from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
@@ -14,6 +17,15 @@ class AttentionUNetConfig(SupervisedConfig):
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     strides: tuple[int, ...] = (2, 2, 2, 2)
     dropout: float = 0.0
+
+    LIMITS: ClassVar[dict[str, Rule]] = {"channels": positive(min_len=2), "strides": POSITIVE, "dropout": UNIT}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # one stride per level below the first; the official config passes one more, which MONAI ignores
+        if len(self.strides) not in (len(self.channels) - 1, len(self.channels)):
+            raise FieldError("strides", f"needs {len(self.channels) - 1} values, one per level below the first of "
+                             f"the {len(self.channels)} channels, got {len(self.strides)}")
 
 
 @register("attunet", "supervised")

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from bench.errors import ConfigError, FieldError
+from bench.limits import POSITIVE, Rule
 from bench.nn.medt import MedT, MedTConfig as NetConfig
 from bench.registry import register
-from bench.supervised import PAPER_PROTOCOL, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, Augment, EpochMode, LossName, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,12 @@ class MedTConfig(SupervisedConfig):
     input_size: int | None = 128
     batch: int = 4
     weight_decay: float = 1e-5
-    loss: str = "ce"
-    augment: str = "hflip"
+    loss: LossName = "ce"
+    augment: Augment = "hflip"
     max_epochs: int = 400
-    epoch_mode: str = "pass"
+    epoch_mode: EpochMode = "pass"
     patience: int = 400
-    layers: tuple[int, ...] = (1, 2, 4, 1)
+    layers: tuple[int, int, int, int] = (1, 2, 4, 1)
     width_factor: float = 0.125
     groups: int = 8
     grid: int = 4
@@ -44,8 +46,15 @@ class MedTConfig(SupervisedConfig):
     OFFICIAL: ClassVar[dict[str, Any]] = {"batch": 4, "local_patch": 32}
     LEGACY: ClassVar[dict[str, Any]] = {"local_patch": None}
 
+    LIMITS: ClassVar[dict[str, Rule]] = {"layers": POSITIVE, "width_factor": POSITIVE, "groups": POSITIVE,
+                                         "grid": POSITIVE, "stem_mid_channels": POSITIVE}
+
     def __post_init__(self) -> None:
-        self.network(2)  # the port checks sizes and widths: fail when the config is resolved
+        super().__post_init__()
+        try:
+            self.network(2)  # the port checks sizes and widths: fail when the config is resolved
+        except ConfigError as exc:
+            raise FieldError({"img_size": "input_size"}.get(exc.key, exc.key), exc.message) from None
 
     def network(self, n_classes: int) -> NetConfig:
         """The port's config: built at `input_size`, else (whole images not resized) at the crop."""

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from bench.nn.smp_models import build_smp, check_arch
+from bench.errors import FieldError
+from bench.limits import Rule, Text
+from bench.nn.smp_models import Architecture, build_smp, encoder_problem, file_problem
 from bench.registry import register
 from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
@@ -14,13 +17,22 @@ WHERE = "[params.smp]"
 
 @dataclass(frozen=True)
 class SMPConfig(SupervisedConfig):
-    arch: str = "Unet"                     # Unet | UnetPlusPlus | DeepLabV3 | DeepLabV3Plus | FPN | ...
+    arch: Architecture = "Unet"            # Unet | UnetPlusPlus | DeepLabV3 | DeepLabV3Plus | FPN | ...
     encoder: str = "resnet34"              # resnet34 | resnet101 | efficientnet-b0 | ...
     encoder_weights: str | None = None     # None: random init, nothing downloads (smp's name, e.g. "imagenet", downloads)
     encoder_checkpoint: str | None = None  # a local encoder state dict instead (e.g. torchvision ImageNet weights)
 
+    # The encoder's name is checked before a run (smp imports slowly), the architecture always.
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "encoder": Text("an smp encoder", before_run=encoder_problem),
+        "encoder_weights": Text("smp's name of published encoder weights (they download)"),
+        "encoder_checkpoint": Text("a local encoder state dict", before_run=file_problem),
+    }
+
     def __post_init__(self) -> None:
-        check_arch(WHERE, self.arch)  # the encoder is checked when the model is built (smp imports slowly)
+        super().__post_init__()
+        if self.encoder_weights is not None and self.encoder_checkpoint is not None:
+            raise FieldError("encoder_checkpoint", "set either encoder_weights or encoder_checkpoint, not both")
 
 
 @register("smp", "supervised")

@@ -6,11 +6,13 @@ reductions), so this plugin insists that its training crop / sliding window is o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from bench.errors import FieldError
+from bench.limits import POSITIVE, UNIT, Rule
 from bench.registry import register
 from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
@@ -20,12 +22,16 @@ SIDE_MULTIPLE = 32
 @dataclass(frozen=True)
 class SwinUNETRConfig(SupervisedConfig):
     feature_size: int = 24
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    depths: tuple[int, int, int, int] = (2, 2, 2, 2)        # Swin blocks of each of the four stages
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
     window_size: int = 7
     drop_path: float = 0.0
 
+    LIMITS: ClassVar[dict[str, Rule]] = {"feature_size": POSITIVE, "depths": POSITIVE, "num_heads": POSITIVE,
+                                         "window_size": POSITIVE, "drop_path": UNIT}
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         side = self.input_size or self.crop
         if side % SIDE_MULTIPLE:
             key = "input_size" if self.input_size else "crop"

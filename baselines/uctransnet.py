@@ -8,12 +8,15 @@ network is built at the training crop, trained on random crops and predicted by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
+from bench.errors import ConfigError, FieldError
+from bench.limits import POSITIVE, Rule
 from bench.nn.uctransnet import UCTransNet, UCTransNetConfig as NetConfig
 from bench.registry import register
-from bench.supervised import PAPER_PROTOCOL, SupervisedConfig, SupervisedMethod
+from bench.supervised import PAPER_PROTOCOL, Augment, EpochMode, LossName, Scheduler, SupervisedConfig, SupervisedMethod
 
 
 @dataclass(frozen=True)
@@ -22,30 +25,37 @@ class UCTransNetConfig(SupervisedConfig):
 
     input_size: int | None = 224
     batch: int = 4
-    scheduler: str = "cosine_warm_restarts"
+    scheduler: Scheduler = "cosine_warm_restarts"
     restart_period: int = 10
     min_lr: float = 1e-4
-    loss: str = "bce_dice"
-    augment: str = "rot_flip_or_rotate"
+    loss: LossName = "bce_dice"
+    augment: Augment = "rot_flip_or_rotate"
     rotate_degrees: float = 20.0
     max_epochs: int = 2000
-    epoch_mode: str = "pass"
+    epoch_mode: EpochMode = "pass"
     patience: int = 50
     base_channel: int = 64
     num_heads: int = 4
     num_layers: int = 4
     expand_ratio: int = 4
-    patch_sizes: tuple[int, ...] = (16, 8, 4, 2)
+    patch_sizes: tuple[int, int, int, int] = (16, 8, 4, 2)
+
+    LIMITS: ClassVar[dict[str, Rule]] = {"base_channel": POSITIVE, "num_heads": POSITIVE, "num_layers": POSITIVE,
+                                         "expand_ratio": POSITIVE, "patch_sizes": POSITIVE}
 
     def __post_init__(self) -> None:
-        self.network(1)  # the port checks sizes, patches and widths: fail when the config is resolved
+        super().__post_init__()
+        try:
+            self.network(1)  # the port checks sizes, patches and widths: fail when the config is resolved
+        except ConfigError as exc:
+            raise FieldError({"img_size": "input_size"}.get(exc.key, exc.key), exc.message) from None
 
     def network(self, n_classes: int) -> NetConfig:
         """The port's config: built at `input_size`, else (whole images not resized) at the crop."""
         return NetConfig(
             n_channels=3, n_classes=n_classes, img_size=self.input_size or self.crop, base_channel=self.base_channel,
             kv_size=15 * self.base_channel, num_heads=self.num_heads, num_layers=self.num_layers,
-            expand_ratio=self.expand_ratio, patch_sizes=tuple(self.patch_sizes),  # type: ignore[arg-type]
+            expand_ratio=self.expand_ratio, patch_sizes=self.patch_sizes,
         )
 
 

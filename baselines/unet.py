@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from torch import nn
 
 from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, POSITIVE, Rule, positive
 from bench.nn.classic_unet import WIDTHS, ClassicUNet
 from bench.registry import register
 from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
@@ -26,9 +27,13 @@ class UNetConfig(SupervisedConfig):
 
     LEGACY: ClassVar[dict[str, Any]] = {"arch": "monai"}
 
+    LIMITS: ClassVar[dict[str, Rule]] = {"channels": positive(min_len=2), "strides": POSITIVE, "num_res_units": NON_NEGATIVE}
+
     def __post_init__(self) -> None:
-        if len(self.channels) < 2 or min(self.channels) < 1:
-            raise FieldError("channels", f"needs at least two levels of width >= 1, got {self.channels}")
+        super().__post_init__()
+        if len(self.strides) != len(self.channels) - 1:
+            raise FieldError("strides", f"needs {len(self.channels) - 1} values, one per level below the first of "
+                             f"the {len(self.channels)} channels, got {len(self.strides)}")
 
 
 @register("unet", "supervised")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
+from bench.limits import POSITIVE, Rule
 from bench.registry import register
 from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, SupervisedConfig, SupervisedMethod
 
@@ -12,8 +14,10 @@ from bench.supervised import PAPER_PROTOCOL, PAPER_RECIPE, SMALL_RECIPE, Supervi
 @dataclass(frozen=True)
 class UNetPlusPlusConfig(SupervisedConfig):
     # Six widths, MONAI's convention: the five encoder levels, then the last decoder stage.
-    features: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
-    upsample: str = "deconv"  # deconv | pixelshuffle | nontrainable
+    features: tuple[int, int, int, int, int, int] = (32, 32, 64, 128, 256, 32)
+    upsample: Literal["deconv", "pixelshuffle", "nontrainable"] = "deconv"
+
+    LIMITS: ClassVar[dict[str, Rule]] = {"features": POSITIVE}
 
 
 class LastOutput(nn.Module):

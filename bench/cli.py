@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", False), getattr(args, "log_every", None))
     try:
+        from bench import registry
+
+        registry.discover()  # every command warns (once) of a plugin that failed to import
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
@@ -226,12 +229,13 @@ def _check_references(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.executors.status import render_pretrain, render_status, sweep_status
+    from bench.executors.status import render_checkpoints, render_pretrain, render_status, sweep_status
     from bench.runner import expand
 
     sweep = _load(args)
     runs = expand(sweep)
-    print(render_status(sweep_status(sweep.output, runs)) + render_pretrain(sweep.output, runs), end="")
+    print(render_status(sweep_status(sweep.output, runs)) + render_pretrain(sweep.output, runs)
+          + render_checkpoints(sweep.output, runs), end="")
     return 0
 
 

@@ -42,6 +42,9 @@ class SpecView(Protocol):
     def output(self) -> str: ...
 
     @property
+    def smoke(self) -> Any: ...  # a bench.smoke.SmokeRun for `bench run --smoke`, else None
+
+    @property
     def run_id(self) -> str: ...
 
     @property
@@ -76,8 +79,7 @@ class RunContext:
         `checkpoint_every_s` is None (smoke runs, direct calls)."""
         if self.checkpoint_every_s is None:
             return contextlib.nullcontext()
-        path = self.output / "checkpoints" / "runs" / f"{self.spec.run_id}.{stage}.pt"
-        return resumable(path, self.checkpoint_every_s)
+        return resumable(run_checkpoint_path(self.output, self.spec.run_id, stage), self.checkpoint_every_s)
 
     def artefact_key(self, method: str, identity: dict[str, Any]) -> str:
         """Pre-training depends on the method's pre-training config and the data (its content, not
@@ -101,3 +103,8 @@ class RunOutput:
     timings: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
+
+
+def run_checkpoint_path(output: str | Path, run_id: str, stage: str) -> Path:
+    """Where a run's own loop `stage` keeps its resumable state (RunContext.run_checkpoint)."""
+    return Path(output) / "checkpoints" / "runs" / f"{run_id}.{stage}.pt"

@@ -15,7 +15,6 @@ is reported at once (`ContractError.problems`); a check that crashes is one of t
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -228,10 +227,13 @@ def _extract_problems(cls: type[SSLMethod]) -> list[str]:
 
 
 def _perturbed(cfg: Any, name: str) -> Any:
-    """A copy of `cfg` with field `name` changed (bypassing __post_init__: only identities are read)."""
+    """A copy of `cfg` with field `name` changed, or None where the Config refuses the change (a
+    value no run can have has no artefact key to keep)."""
     value = getattr(cfg, name)
     if isinstance(value, bool):
         new: Any = not value
+    elif isinstance(value, float) and 0 < value < 1:
+        new = value / 2  # a fraction (an overlap) stays one
     elif isinstance(value, (int, float)):
         new = value + 1
     elif isinstance(value, tuple):
@@ -240,6 +242,7 @@ def _perturbed(cfg: Any, name: str) -> Any:
         new = "changed" if value != "changed" else "other"
     else:
         return None
-    out = copy.copy(cfg)
-    object.__setattr__(out, name, new)
-    return out
+    try:
+        return dataclasses.replace(cfg, **{name: new})
+    except (BenchError, ValueError):  # the Config's own checks (FieldError is both)
+        return None

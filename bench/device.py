@@ -87,6 +87,14 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
+def release_free_memory() -> None:
+    """Hand the free heap back to the OS (glibc's malloc_trim; nothing elsewhere), e.g. after a
+    data set is dropped, so the memory it held is not counted in the process's size."""
+    libc = _libc()
+    if libc is not None and _RETAINING["depth"] == 0:
+        libc.malloc_trim(0)
+
+
 @contextlib.contextmanager
 def retained_memory(keep_bytes: int = 2**30) -> Iterator[bool]:
     """While the block runs, glibc reuses freed big blocks instead of unmapping them (Linux;

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from bench.diffusion import SSIMKind
+from bench.errors import ConfigError, FieldError
+from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, non_negative, positive
 from bench.nn.early_exit import capture
 from bench.nn.gd_unet import GDUNet, GDUNetConfig
 from bench.pretrain import EMAStart, PretrainSchedule
@@ -54,6 +56,45 @@ class DiffusionConfig(SSLConfig):
     # torchgeometry computes it. The decay itself is the preset's (the paper's 0.9999 at paper size).
     OFFICIAL: ClassVar[dict[str, Any]] = dict(ema_start="initial", ema_warmup=False, ssim="torchgeometry")
     LEGACY: ClassVar[dict[str, Any]] = dict(ema_start="first_step", ema_warmup=False, ssim="pytorch_msssim")
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "model_channels": POSITIVE, "channel_mult": positive(min_len=1), "num_res_blocks": POSITIVE,
+        "attention_resolutions": positive(note="empty: no attention"), "num_head_channels": POSITIVE,
+        "dropout": UNIT, "diffusion_steps": POSITIVE,
+        "train_steps": non_negative(note="0: the untrained backbone (Figure 7's first point)"),
+        "train_batch": POSITIVE, "lr": POSITIVE, "ema_decay": Limit(0, 1, high_open=True, note="0: no EMA"),
+        "blocks_medical": non_negative(min_len=1), "blocks_natural": non_negative(min_len=1),
+        "timesteps_medical": non_negative(min_len=1), "timesteps_natural": non_negative(min_len=1),
+        "noise_seed": NON_NEGATIVE,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            unet = unet_config(self)
+        except ConfigError as exc:  # the UNet's own checks (GroupNorm widths, head channels)
+            raise FieldError(exc.key, exc.message) from None
+        sides = [self.window // 2**level for level in range(len(self.channel_mult)) if self.window % 2**level == 0]
+        if any(r not in sides for r in self.attention_resolutions):  # else it would attend nowhere
+            raise FieldError("attention_resolutions", f"every value must be a side this UNet has at window "
+                             f"{self.window} ({', '.join(map(str, sides))}), got {list(self.attention_resolutions)}")
+        blocks = len(unet.channel_mult) * (unet.num_res_blocks + 1)  # the decoder's output_blocks
+        for key in ("blocks_medical", "blocks_natural"):
+            if max(getattr(self, key)) >= blocks:
+                raise FieldError(key, f"decoder blocks are 0..{blocks - 1} for this UNet, got {getattr(self, key)}")
+        for key in ("timesteps_medical", "timesteps_natural"):
+            if max(getattr(self, key)) >= self.diffusion_steps:
+                raise FieldError(key, f"timesteps must be in 0..{self.diffusion_steps - 1}, got {getattr(self, key)}")
+
+
+def unet_config(c: DiffusionConfig) -> GDUNetConfig:
+    """The guided-diffusion UNet of a DiffusionConfig."""
+    return GDUNetConfig(
+        image_size=c.window, in_channels=3, model_channels=c.model_channels,
+        learn_sigma=c.learn_sigma, num_res_blocks=c.num_res_blocks,
+        attention_resolutions=tuple(c.window // r for r in c.attention_resolutions),
+        dropout=c.dropout, channel_mult=c.channel_mult, num_head_channels=c.num_head_channels,
+        use_scale_shift_norm=c.use_scale_shift_norm, resblock_updown=c.resblock_updown,
+    )
 
 
 # The `tiny` diffusion UNet (ddpm, mdm): 32 channels, three levels, decoder blocks 2-4 read out.
@@ -79,14 +120,7 @@ class DiffusionProbe(SSLMethod):
     probe_only_fields = READOUT_FIELDS
 
     def gd_config(self) -> GDUNetConfig:
-        c = self.cfg
-        return GDUNetConfig(
-            image_size=c.window, in_channels=3, model_channels=c.model_channels,
-            learn_sigma=c.learn_sigma, num_res_blocks=c.num_res_blocks,
-            attention_resolutions=tuple(c.window // r for r in c.attention_resolutions),
-            dropout=c.dropout, channel_mult=c.channel_mult, num_head_channels=c.num_head_channels,
-            use_scale_shift_norm=c.use_scale_shift_norm, resblock_updown=c.resblock_updown,
-        )
+        return unet_config(self.cfg)
 
     def build_model(self, num_classes: int = 2) -> nn.Module:
         return GDUNet(self.gd_config())

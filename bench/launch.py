@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.config import SweepConfig
 from bench.errors import BenchError
 from bench.executors.local import run_local
-from bench.runner import RunSpec, pending, validate_data
+from bench.runner import RunSpec, check_output_layout, pending, validate_data
 from bench.store import check_writable, remove_stale_temporaries
 
 log = logging.getLogger("bench")
@@ -22,6 +22,7 @@ def launch(sweep: SweepConfig, runs: list[RunSpec], *, quiet: bool = False, wait
     Locally the runs finish before this returns; with Slurm, `wait` blocks until the sweep ends.
     """
     start = time.perf_counter()
+    check_output_layout(sweep, runs)  # before any record is read: a folder named like one is in the way
     todo = pending(runs)
     if not todo:
         print(f"bench: all {len(runs)} runs are done ({sweep.output}); nothing to do")

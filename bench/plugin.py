@@ -173,6 +173,8 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
         if not isinstance(value, (list, tuple)):
             return False, None
         args = typing.get_args(hint)
+        if args and Ellipsis not in args and len(value) != len(args):  # tuple[int, int]: exactly two
+            return False, None
         arm = args[0] if args else Any
         items = [_coerce(v, arm) for v in value]
         return all(ok for ok, _ in items), tuple(v for _, v in items)
@@ -181,7 +183,8 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     if hint is bool:
         return isinstance(value, bool), value
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
     if hint is int:
         return type(value) is int, value
     if hint is str:
@@ -192,4 +195,6 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

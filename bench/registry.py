@@ -2,9 +2,10 @@
 
 Built-in plugins are the modules of the `methods` and `baselines` packages (adding a method is
 adding one file); third-party packages register through the entry-point group `bench.plugins`.
-A third-party entry point that fails to import costs only its own methods: bench warns once on
-stderr (one line naming the entry point and the error), every other command works, and a sweep
-or command that names a method of that entry point fails with that line (exit 2).
+A third-party entry point that fails to import (any exception, `sys.exit()` included; only
+Ctrl-C stops bench) costs only its own methods: every command warns once on stderr (one line
+naming the entry point and the error), every other command works, and a sweep or command that
+names a method of that entry point fails with that line (exit 2).
 """
 from __future__ import annotations
 
@@ -79,7 +80,9 @@ def discover() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
-        except Exception as exc:  # a third party's bug or missing dependency, not bench's
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a third party's bug, missing dependency or sys.exit(), not bench's
             why = f"plugin entry point {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
             _BROKEN[ep.name] = " ".join(why.split())
             print(f"bench: warning: {_BROKEN[ep.name]}; its methods are unavailable", file=sys.stderr)

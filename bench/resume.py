@@ -56,8 +56,13 @@ class CheckpointTarget:
         return self.path.with_name(f"{self.path.stem}.loop{self.loops - 1}{self.path.suffix}")
 
     def remove(self) -> None:
-        for old in self.path.parent.glob(f"{self.path.stem}.loop*{self.path.suffix}"):
+        for old in loop_files(self.path):
             old.unlink(missing_ok=True)
+
+
+def loop_files(path: Path) -> list[Path]:
+    """The checkpoint files of the scope at `path` (one `<stem>.loop<i><suffix>` per loop)."""
+    return sorted(path.parent.glob(f"{path.stem}.loop*{path.suffix}")) if path.parent.is_dir() else []
 
 
 _ACTIVE: ContextVar[CheckpointTarget | None] = ContextVar("bench_checkpoint_target", default=None)

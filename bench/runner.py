@@ -29,20 +29,21 @@ from PIL import Image
 
 from bench import official, registry
 from bench.config import SweepConfig
-from bench.context import RunContext
+from bench.context import RunContext, run_checkpoint_path
 from bench.corruptions import Robustness, evaluate_robustness
 from bench.data import DATASETS, get_dataset, label_subset
 from bench.data.fingerprint import data_identity, fingerprint
 from bench.device import pick_device, seed_everything
 from bench.distributed import main_says, sharding
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.evaluate import evaluate
+from bench.limits import before_run_problems
 from bench.plugin import Plugin, Predictor
 from bench.progress import collect_histories
 from bench.protocol import identity, subset_rule
 from bench.provenance import SHORT_HASH, config_hash, machine_load, provenance
 from bench.records import claim_path, is_done, record_path
-from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, resumable
+from bench.resume import DEFAULT_CHECKPOINT_EVERY_S, loop_files, resumable
 from bench.store import atomic_write_bytes, atomic_write_json, try_lock
 from bench.thumbnails import thumbnails
 
@@ -132,9 +133,22 @@ class RunSpec:
             artefact = self.artefact()
             every_s = None if self.smoke is not None else checkpoint_every_s
             if artefact is None or artefact.exists():
-                return execute(self, progress, every_s)
-            with self._resumable(artefact, checkpoint_every_s), sharding(self.shards):
-                return execute(self, progress, every_s)
+                path = execute(self, progress, every_s)
+            else:
+                with self._resumable(artefact, checkpoint_every_s), sharding(self.shards):
+                    path = execute(self, progress, every_s)
+            self.remove_spent_checkpoints()
+            return path
+
+    def remove_spent_checkpoints(self) -> list[Path]:
+        """Delete the resumable state no run can need once this one is done: that of every stage
+        whose artefact is built (a run killed between the artefact and its record leaves it) and
+        this run's own loops'. A stage still being built elsewhere has no artefact yet: kept."""
+        spent = [p for a in self.artefacts() if a.exists() for p in loop_files(self.checkpoint_path(a))]
+        spent += run_checkpoint_files(self.output, self.run_id)
+        for path in spent:
+            path.unlink(missing_ok=True)
+        return spent
 
     def artefact(self) -> Path | None:
         """The last shared artefact this run reads (the one its own work waits for), if any."""
@@ -232,6 +246,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
 
         smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
         labelled, test = smoke.labelled, smoke.test
+        del train  # the run holds the session's cut images, not the data set
     ctx = RunContext(spec=spec, device=device, progress=progress, checkpoint_every_s=checkpoint_every_s)
     trained: list[Predictor] = []
     caps = nullcontext() if smoke is None else official.capped(spec.smoke.settings.epochs, spec.smoke.settings.batch)
@@ -290,8 +305,12 @@ def save_predictions(folder: Path, names: list[str], predictions: list[np.ndarra
 
 
 def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
-    """Load every data set the pending runs need, so bad files fail before anything is written."""
-    for entry in {(r.dataset, r.root) for r in runs if r.linear_probe is None}:
+    """Load every data set the pending runs need and make every check a Config leaves for
+    before a run (files, slow name lists), so bad files fail before anything is written."""
+    configs = [(spec.method, spec.resolved_config()) for spec in runs]
+    sources = {(r.dataset, r.root) for r in runs if r.linear_probe is None}
+    sources |= {(c.pretrain_dataset, c.pretrain_root) for _, c in configs if getattr(c, "pretrain_dataset", None)}
+    for entry in sources:
         for split in ("train", "test"):
             get_dataset(entry[0], entry[1], split)
     for root in {r.root for r in runs if r.linear_probe is not None}:
@@ -299,11 +318,57 @@ def validate_data(sweep: SweepConfig, runs: list[RunSpec]) -> None:
 
         check_data(root)
     checked: set[tuple[str, str]] = set()
+    for method, cfg in configs:
+        if (method, repr(cfg)) not in checked:
+            checked.add((method, repr(cfg)))
+            for name, problem in before_run_problems(cfg):
+                raise ConfigError(sweep.source, f"params.{method}.{name}", problem)
+        path = getattr(cfg, "checkpoint", None)
+        if path and (method, path) not in checked:
+            registry.get(method)(cfg).load_checkpoint(Path(path))  # fails with one clear line
+            checked.add((method, path))
+
+
+# The top-level folders of an output folder bench writes into (the trivial cache is `reference`).
+OUTPUT_FOLDERS = ("records", "locks", "artefacts", "checkpoints", "predictions", "reference")
+
+
+def check_output_layout(sweep: SweepConfig, runs: list[RunSpec]) -> None:
+    """Fail now, naming the entry, where something in the output folder is in the way of what the
+    pending `runs` will create (a plain file named `records`, a folder named like a record), so it
+    is not found after the training."""
+    output = Path(sweep.output)
+    folders = [output / name for name in OUTPUT_FOLDERS + (("slurm",) if sweep.executor == "slurm" else ())]
+    files: list[Path] = []
     for spec in runs:
-        path = getattr(spec.config, "checkpoint", None)
-        if path and (spec.method, path) not in checked:
-            spec.plugin().load_checkpoint(Path(path))  # fails with one clear line
-            checked.add((spec.method, path))
+        folders += [output / "predictions" / spec.run_id, run_checkpoint_path(output, spec.run_id, "stage").parent]
+        files += [spec.record_path, claim_path(spec.output, spec.run_id)]
+        for artefact in spec.artefacts():
+            files.append(artefact)
+            folders.append(spec.checkpoint_path(artefact).parent)
+    for path in dict.fromkeys(folders):
+        _in_the_way(path, output, folder=True, source=sweep.source)
+    for path in dict.fromkeys(files):
+        _in_the_way(path, output, folder=False, source=sweep.source)
+
+
+def _in_the_way(path: Path, output: Path, folder: bool, source: str) -> None:
+    """ConfigError if `path` (a folder or a file bench will create) or a folder above it, up to
+    `output`, exists as something else."""
+    parents = [p for p in path.parents if p != output and output in p.parents]
+    for above in reversed(parents):
+        if above.exists() and not above.is_dir():
+            raise ConfigError(source, "output", f"{above} is a file where bench keeps a folder; move it away")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(source, "output", f"{path} is a file where bench keeps a folder; move it away")
+    if not folder and (path.is_symlink() or path.exists()) and not path.is_file():
+        raise ConfigError(source, "output", f"{path} is not a regular file (bench writes one there); move it away")
+
+
+def run_checkpoint_files(output: str | Path, run_id: str) -> list[Path]:
+    """The files of a run's own resumable loops (RunContext.run_checkpoint), any stage."""
+    folder = run_checkpoint_path(output, run_id, "stage").parent
+    return sorted(folder.glob(f"{run_id}.*")) if folder.is_dir() else []
 
 
 def pending(runs: list[RunSpec]) -> list[RunSpec]:

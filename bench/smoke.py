@@ -49,6 +49,21 @@ class SmokeRun:
         s = self.settings
         return {"smoke": {"labelled": s.labelled, "test": s.test, "one_window": s.one_window}}
 
+    def pool(self, images: list[np.ndarray], cfg: Any) -> list[np.ndarray]:
+        """The pre-training pool of a smoke run: as many images as it has labelled and test ones,
+        cut like them (copies), its crops the real ones. The data sets' memoised loads are then
+        forgotten, so the whole pool (2 GB of GlaS as float crops' source and labels) is not held
+        while it pre-trains: what the real run holds beside the model is measured, not added."""
+        from bench.data import clear_cache
+        from bench.device import release_free_memory
+
+        side = window_side(cfg) if self.settings.one_window else None
+        kept = [np.ascontiguousarray(image[_centre(image.shape[:2], side)])
+                for image in images[: self.settings.labelled + self.settings.test]]
+        clear_cache()
+        release_free_memory()
+        return kept
+
 
 def smoke_overrides(cfg: Any, domain: str, smoke: SmokeConfig) -> dict[str, Any]:
     """The Config overrides that make `cfg` a smoke run: counts capped, shapes kept."""
@@ -97,17 +112,31 @@ def window_side(cfg: Any) -> int | None:
     return int(getattr(cfg, "window", None) or cfg.crop)
 
 
+def _centre(hw: tuple[int, ...], side: int | None) -> tuple[slice, slice]:
+    """The centre side x side box of an h x w image (all of it where it is no larger)."""
+    h, w = hw[0], hw[1]
+    ch, cw = (h, w) if side is None else (min(h, side), min(w, side))
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return slice(y, y + ch), slice(x, x + cw)
+
+
 def cut(sample: Sample, side: int | None) -> Sample:
-    """The centre side x side crop of a sample (images no larger are kept whole)."""
+    """The centre side x side crop of a sample, copied (images no larger are kept whole)."""
     h, w = sample.semantic.shape
     if side is None or (h <= side and w <= side):
         return sample
-    ch, cw = min(h, side), min(w, side)
-    y, x = (h - ch) // 2, (w - cw) // 2
-    box = (slice(y, y + ch), slice(x, x + cw))
+    box = _centre((h, w), side)
     inst = None if sample.instances is None else np.ascontiguousarray(sample.instances[box])
     return dataclasses.replace(sample, image=np.ascontiguousarray(sample.image[box]),
                                semantic=np.ascontiguousarray(sample.semantic[box]), instances=inst)
+
+
+def shape_only(sample: Sample) -> Sample:
+    """A sample with the shapes of `sample` and no pixels (zero-stride views of one value): what
+    the estimates read of the full sets (sizes, counts), without holding their images."""
+    h, w = sample.semantic.shape
+    return Sample(sample.name, np.broadcast_to(np.zeros((), np.uint8), (h, w, 3)),
+                  np.broadcast_to(np.zeros((), np.int64), (h, w)))
 
 
 class SmokeSession:
@@ -116,10 +145,12 @@ class SmokeSession:
     def __init__(self, spec: Any, cfg: Any, device: torch.device, labelled: list[Sample], test: Dataset) -> None:
         s: SmokeConfig = spec.smoke.settings
         self.spec, self.cfg, self.device = spec, cfg, device
-        self.full_labelled, self.full_test = labelled, test
         side = window_side(cfg) if s.one_window else None
         self.labelled = [cut(x, side) for x in labelled[: s.labelled]]
         self.test = dataclasses.replace(test, samples=[cut(x, side) for x in test.samples[: s.test]])
+        # the full sets by their shapes only: the run holds the cut images, not the data set
+        self.full_labelled = [shape_only(x) for x in labelled]
+        self.full_test = dataclasses.replace(test, samples=[shape_only(x) for x in test.samples])
         STEPS.reset(enabled=True)
         reset_peak_memory(device)
 

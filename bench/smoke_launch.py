@@ -22,7 +22,7 @@ from bench.config import SweepConfig
 from bench.data.registry import clear_cache
 from bench.errors import BenchError
 from bench.records import read_record
-from bench.runner import RunSpec, domain_of, pending, validate_data
+from bench.runner import RunSpec, check_output_layout, domain_of, pending, validate_data
 from bench.smoke import smoke_specs
 from bench.smoke_config import FOLDER
 from bench.smoke_report import render_estimates, render_suggestions
@@ -59,6 +59,7 @@ def _records(specs: list[RunSpec]) -> list[dict[str, Any]]:
 
 def _run_here(sweep: SweepConfig, specs: list[RunSpec], quiet: bool) -> None:
     """Each pending smoke run in a fresh process, one after another; the first failure stops."""
+    check_output_layout(sweep, specs)
     todo = pending(specs)
     if not todo:
         return

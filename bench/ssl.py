@@ -27,7 +27,9 @@ from bench.data.scale import scale_floor, scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
+from bench.errors import ConfigError, FieldError
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
+from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Rule, Text, at_least, check_fields
 from bench.official import probe_loop
 from bench.plugin import Plugin, Predictor
 from bench.pretrain import pool_floor
@@ -38,6 +40,16 @@ from bench.progress import add_histories, collect_histories
 from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule, identity
 from bench.provenance import config_hash
 from bench.windows import pad_to_window, sliding_window_predict, tile_positions
+
+
+def _known_dataset(name: str) -> str | None:
+    from bench.data import DATASETS
+
+    return None if name in DATASETS else f"unknown data set {name!r}; known: {', '.join(DATASETS)}"
+
+
+def _existing_folder(path: str) -> str | None:
+    return None if Path(path).is_dir() else f"folder {path} does not exist"
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,52 @@ class SSLConfig:
         probe_lr=1e-3, overlap=0.2, l2_normalize_medical=True, l2_unit_rms=False, probe_batch_natural=64,
         probe_patience_natural=50, rare_class_pixels=20)
     LEGACY: ClassVar[dict[str, Any]] = dict(PROTOCOL_LEGACY)
+
+    # What each field may hold (bench.limits; a plugin's Config adds its own fields' limits).
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "max_side": POSITIVE, "window": POSITIVE, "overlap": UNIT, "window_batch": POSITIVE,
+        "pretrain_seed": NON_NEGATIVE,
+        "checkpoint": Text("a weights file (resolved against the sweep file, which checks it exists)"),
+        "probe_ensemble": POSITIVE, "probe_lr": POSITIVE, "probe_batch_medical": at_least(2),
+        "probe_batch_natural": at_least(2), "probe_max_epochs": POSITIVE, "probe_patience_medical": POSITIVE,
+        "probe_patience_natural": POSITIVE, "probe_pixels_per_epoch": at_least(2),
+        "rare_class_pixels": NON_NEGATIVE,
+        "pretrain_dataset": Text("a data set name", check=_known_dataset),
+        "pretrain_root": Text("the pre-training data set's folder", before_run=_existing_folder),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.pretrain_root is not None and self.pretrain_dataset is None:
+            raise FieldError("pretrain_root", "set only together with pretrain_dataset (it is that data set's root)")
+        for domain in ("medical", "natural"):  # the probe's own checks, now, not after pre-training
+            try:
+                self.probe(domain)
+            except ConfigError as exc:
+                raise FieldError(_PROBE_FIELDS.get((exc.key, domain), exc.key), exc.message) from None
+
+    def probe(self, domain: str) -> ProbeConfig:
+        """The probe protocol's settings for a data set of `domain` (medical or natural)."""
+        medical = domain == "medical"
+        return ProbeConfig(
+            ensemble=self.probe_ensemble, lr=self.probe_lr,
+            batch_pixels=self.probe_batch_medical if medical else self.probe_batch_natural,
+            max_epochs=self.probe_max_epochs, patience=self.probe_patience_medical,
+            patience_iters=self.probe_patience_natural,
+            stop_rule="loss_plateau" if medical else "natural",
+            pixels_per_epoch=self.probe_pixels_per_epoch,
+        )
+
+
+# ProbeConfig's field (and the domain) -> the SSLConfig field that sets it.
+_PROBE_FIELDS = {
+    **{(key, d): f"probe_{name}" for d in ("medical", "natural")
+       for key, name in (("ensemble", "ensemble"), ("lr", "lr"), ("max_epochs", "max_epochs"),
+                         ("pixels_per_epoch", "pixels_per_epoch"))},
+    ("batch_pixels", "medical"): "probe_batch_medical", ("batch_pixels", "natural"): "probe_batch_natural",
+    ("patience", "medical"): "probe_patience_medical", ("patience", "natural"): "probe_patience_medical",
+    ("patience_iters", "medical"): "probe_patience_natural", ("patience_iters", "natural"): "probe_patience_natural",
+}
 
 
 # The probe settings every `tiny` preset shares: a 4-member ensemble trained for a few short
@@ -190,16 +248,7 @@ class SSLMethod(Plugin):
 
     # --- the shared pipeline -------------------------------------------------------------
     def probe_config(self, domain: str) -> ProbeConfig:
-        c = self.cfg
-        medical = domain == "medical"
-        return ProbeConfig(
-            ensemble=c.probe_ensemble, lr=c.probe_lr,
-            batch_pixels=c.probe_batch_medical if medical else c.probe_batch_natural,
-            max_epochs=c.probe_max_epochs, patience=c.probe_patience_medical,
-            patience_iters=c.probe_patience_natural,
-            stop_rule="loss_plateau" if medical else "natural",
-            pixels_per_epoch=c.probe_pixels_per_epoch,
-        )
+        return self.cfg.probe(domain)
 
     def pretrain_context(self, ctx: RunContext) -> RunContext:
         """The run as pre-training sees it: with `pretrain_dataset` set, that data set and root.
@@ -230,6 +279,8 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
+            if ctx.spec.smoke is not None:  # a few steps need a few images (bench.smoke.SmokeRun.pool)
+                images = ctx.spec.smoke.pool(images, self.cfg)
             # the pool at the working scale of the data set it comes from
             with collect_histories() as history, pool_floor(scale_floor(source.spec.dataset, source.spec.root)):
                 state = self.pretrain(images, ctx)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
+
+from bench.jsonfile import dumps
 
 T = TypeVar("T")
 log = logging.getLogger("bench")
@@ -119,7 +120,8 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    _atomic(Path(path), lambda h: h.write(json.dumps(obj, indent=1, sort_keys=True)), "w")
+    """Strict JSON (bench.jsonfile.dumps: a non-finite float is written as null)."""
+    _atomic(Path(path), lambda h: h.write(dumps(obj)), "w")
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:

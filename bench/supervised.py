@@ -24,6 +24,7 @@ from bench.data.scale import scale_record, spec_floor
 from bench.data.types import Dataset, Sample
 from bench.device import autocast, prepare_batch, retained_memory, to_device
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
+from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, check_fields
 from bench.losses import build_loss, scores_from_logits
 from bench.nn.imagenet import imagenet_normalise
 from bench.official import LastBatchStop, train_loop
@@ -33,6 +34,14 @@ from bench.protocol import PROTOCOL_LEGACY, ProtocolName, SubsetRule
 from bench.resume import loop_state
 from bench.steptime import STEPS
 from bench.windows import sliding_window_predict
+
+# The names each enumerated field of a recipe takes (a plugin's Config that changes a default
+# annotates the field with the same alias, so the name stays checked).
+Optimizer = Literal["adam", "adamw"]
+Scheduler = Literal["none", "cosine_warm_restarts"]
+LossName = Literal["dice_ce", "ce", "bce_dice"]
+Augment = Literal["flip_rot90", "hflip", "rot_flip_or_rotate", "none"]
+EpochMode = Literal["steps", "pass"]
 
 
 @dataclass(frozen=True)
@@ -46,15 +55,15 @@ class SupervisedConfig:
     batch: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: str = "adam"            # adam | adamw
-    scheduler: str = "none"            # none | cosine_warm_restarts
+    optimizer: Optimizer = "adam"
+    scheduler: Scheduler = "none"
     restart_period: int = 10           # T_0 of cosine warm restarts, in epochs
     min_lr: float = 1e-4
-    loss: str = "dice_ce"              # dice_ce | ce | bce_dice
-    augment: str = "flip_rot90"        # flip_rot90 | hflip | rot_flip_or_rotate | none
+    loss: LossName = "dice_ce"
+    augment: Augment = "flip_rot90"
     rotate_degrees: float = 20.0       # rot_flip_or_rotate: the free rotation's largest angle
     max_epochs: int = 100
-    epoch_mode: str = "steps"          # steps: steps_per_epoch random batches | pass: one shuffled pass
+    epoch_mode: EpochMode = "steps"    # steps: steps_per_epoch random batches | pass: one shuffled pass
     steps_per_epoch: int = 20
     patience: int = 10                 # epochs without a better validation Dice
     val_fraction: float = 0.2
@@ -71,6 +80,17 @@ class SupervisedConfig:
         val_fraction=0.0, epoch_mode="pass", max_epochs=5000, batch=8, input_size=None, overlap=0.2,
         normalize="imagenet")
     LEGACY: ClassVar[dict[str, Any]] = {**PROTOCOL_LEGACY, "normalize": "none"}
+
+    # What each number may be (bench.limits; a plugin's Config adds its own fields' limits).
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "max_side": POSITIVE, "input_size": POSITIVE, "crop": POSITIVE, "overlap": UNIT, "batch": POSITIVE,
+        "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "restart_period": POSITIVE, "min_lr": NON_NEGATIVE,
+        "rotate_degrees": Limit(0, 180), "max_epochs": POSITIVE, "steps_per_epoch": POSITIVE,
+        "patience": POSITIVE, "val_fraction": Limit(0, 1, high_open=True, note="0: no validation split"),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 # The recipe every crop-based `small` baseline shares (docs/small-preset.md): images at most 256 px

@@ -241,7 +241,7 @@ def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, 
         rows.append(RecordRow(dataset, fraction, method, preset, config, len(group), False, cells, _wall(group),
                               working_side(group), source))
     for ref in references:
-        cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items()}
+        cells = {m: CellStats(mean=PERCENT * v, std=None, n=1) for m, v in ref["metrics"].items() if _number(v)}
         rows.append(RecordRow(ref["dataset"], ref["fraction"], ref["method"], REFERENCE_PRESET, ref["rule"],
                               1, True, cells))
     return sorted(rows, key=lambda r: (r.dataset, -r.fraction, r.reference, r.method, r.preset, r.config, r.source))

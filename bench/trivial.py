@@ -31,6 +31,8 @@ from bench.data.fingerprint import fingerprint
 from bench.data.types import Dataset, Sample
 from bench.errors import BenchError
 from bench.evaluate import evaluate
+from bench.jsonfile import JSONFileError, dumps, read_json
+from bench.records import is_number
 from bench.store import atomic_write_json, file_lock
 
 if TYPE_CHECKING:
@@ -128,25 +130,73 @@ def cached_scores(output: str | Path, cells: Iterable[Cell], cfg: TrivialConfig 
             out[cell] = cache[keys[cell]]
     if not missing:
         return out
-    with file_lock(path.with_name(path.name + ".lock")):
-        cache = _read(path)  # another process may have added cells meanwhile
-        for cell in missing:
-            try:
-                entry = {**scores(*cell, cfg=cfg), "fingerprint": prints[(cell[0], cell[1])]}
-            except (BenchError, ValueError, OSError) as exc:
-                print(f"bench: warning: no trivial row for {cell[0]} {cell[2]:g}: {exc}", file=sys.stderr)
-                continue
-            cache[keys[cell]] = out[cell] = json.loads(json.dumps(entry))
-        atomic_write_json(path, cache)
+    try:
+        with file_lock(path.with_name(path.name + ".lock")):
+            cache = _read(path)  # another process may have added cells meanwhile
+            _add_scores(cache, missing, prints, keys, out, cfg)
+            atomic_write_json(path, cache)
+    except OSError as exc:  # e.g. `reference` is a file: the rows are right, only not cached
+        print(f"bench: warning: cannot write the trivial cache {path}: {exc.strerror or exc}; "
+              "its rows are computed again next time", file=sys.stderr)
+        _add_scores({}, [c for c in missing if c not in out], prints, keys, out, cfg)
     return out
 
 
+def _add_scores(cache: dict[str, Any], cells: list[Cell], prints: dict[tuple[str, str | None], str | None],
+                keys: dict[Cell, str], out: dict[Cell, dict[str, Any]], cfg: TrivialConfig) -> None:
+    """Score each cell now, into `cache` (by key) and `out` (by cell); a cell whose data cannot be
+    loaded is left out with a warning."""
+    for cell in cells:
+        try:
+            entry = {**scores(*cell, cfg=cfg), "fingerprint": prints[(cell[0], cell[1])]}
+        except (BenchError, ValueError, OSError) as exc:
+            print(f"bench: warning: no trivial row for {cell[0]} {cell[2]:g}: {exc}", file=sys.stderr)
+            continue
+        cache[keys[cell]] = out[cell] = json.loads(dumps(entry))
+
+
 def _read(path: Path) -> dict[str, Any]:
+    """The cache's sound entries. Read like a record (bench.jsonfile): an entry that is not
+    {metrics: scores, rule, fingerprint, n_test} is left out with one warning, and recomputed."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path)
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except JSONFileError as exc:
+        _warn_once(f"bench: warning: ignoring the trivial cache {path}: {exc}; recomputing it")
+        return {}
+    if not isinstance(data, dict):
+        _warn_once(f"bench: warning: ignoring the trivial cache {path}: not an object; recomputing it")
+        return {}
+    sound = {}
+    for key, entry in data.items():
+        problem = _entry_problem(entry)
+        if problem is None:
+            sound[key] = entry
+        else:
+            _warn_once(f"bench: warning: ignoring the trivial cache entry {key!r} of {path}: {problem}; recomputing it")
+    return sound
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "expected an object"
+    metrics = entry.get("metrics")
+    if not isinstance(metrics, dict) or not all(v is None or is_number(v) for v in metrics.values()):
+        return "metrics: expected an object of numbers (or null)"
+    for key in ("rule", "fingerprint"):
+        if not isinstance(entry.get(key), str):
+            return f"{key}: expected a string"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(line, file=sys.stderr)
 
 
 def cells_of(records: Iterable[dict[str, Any]], sweep: "SweepConfig") -> list[Cell]:

@@ -56,7 +56,7 @@ class CheckConfig:
                                 "swav", "swavw2", "mae", "maskdm", "mdm", "ddpm")
     # the first step warms up; training batches capped at 8 a GPU (the paper's 128-image MDM
     # batch at 256 px does not fit one 141 GB GPU in fp32), so s/step is at batch <= 8
-    smoke: SmokeConfig = SmokeConfig(steps=5, batch=8)
+    smoke: SmokeConfig = SmokeConfig(steps=5, batch=8, probe_ensemble=None)
     probe_dim: int = 1728                        # MDM medical: decoder blocks 8-12 at t = 50
     probe_batch: int = 65536
     probe_classes: int = 2
@@ -66,7 +66,8 @@ class CheckConfig:
     ensemble_goal: float = 4.0
 
 
-QUICK = CheckConfig(preset="tiny", methods=("ddpm", "unet"), smoke=SmokeConfig(steps=2),
+QUICK = CheckConfig(preset="tiny", methods=("ddpm", "unet"),
+                    smoke=SmokeConfig(steps=2, batch=None, probe_ensemble=None),
                     probe_dim=64, probe_batch=512, probe_timed=2)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ from bench.device import autocast, prepare_batch
 from bench.diffusion_sampling import AncestralSampler, SamplerConfig
 from bench.errors import FieldError
 from bench.label_figure import save_inspection
-from bench.nn.smp_models import build_smp, check_arch
+from bench.limits import FRACTION, NON_NEGATIVE, POSITIVE, UNIT, Rule, Text
+from bench.nn.smp_models import Architecture, build_smp, encoder_problem, file_problem
 from bench.plugin import Predictor
 from bench.pretrain import PretrainSchedule
 from bench.probe import EnsembleMLP, global_l2_scale
@@ -52,14 +53,14 @@ class DatasetDDPMConfig(DDPMConfig):
 
     n_samples: int = 10_000
     sample_steps: int = 1000           # < diffusion_steps: respaced ancestral sampling
-    sample_variance: str = "fixed_large"  # fixed_large | fixed_small | learned (needs variance_loss "vlb")
+    sample_variance: Literal["fixed_large", "fixed_small", "learned"] = "fixed_large"  # learned: needs variance_loss "vlb"
     sample_batch: int = 32
     sample_shard: int = 256            # samples per resumable shard
     sample_seed: int = 0
     uncertainty_top: float = 0.1       # an image's uncertainty: mean JS over its top 10% pixels
     drop_uncertain: float = 0.1        # the most uncertain portion of images dropped
     skip_certain: int = 30             # train_deeplab.py's order[30:-n+30]: 30 of those dropped are the most certain
-    deeplab_arch: str = "DeepLabV3"
+    deeplab_arch: Architecture = "DeepLabV3"
     deeplab_encoder: str = "resnet101"
     deeplab_encoder_checkpoint: str | None = None  # a local ImageNet encoder state dict (docs/methods.md)
     deeplab_lr: float = 1e-3
@@ -70,10 +71,22 @@ class DatasetDDPMConfig(DDPMConfig):
 
     # Protocol "official": ddpm-segmentation samples with the DDPM's learned variance.
     OFFICIAL: ClassVar[dict[str, Any]] = dict(sample_variance="learned")
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "n_samples": POSITIVE, "sample_steps": POSITIVE, "sample_batch": POSITIVE, "sample_shard": POSITIVE,
+        "sample_seed": NON_NEGATIVE, "uncertainty_top": FRACTION, "drop_uncertain": UNIT,
+        "skip_certain": NON_NEGATIVE, "deeplab_encoder": Text("an smp encoder", before_run=encoder_problem),
+        "deeplab_encoder_checkpoint": Text("a local encoder state dict", before_run=file_problem),
+        "deeplab_lr": POSITIVE, "deeplab_batch": POSITIVE, "deeplab_epochs": POSITIVE, "deeplab_patience": POSITIVE,
+        "inspect_samples": NON_NEGATIVE,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_arch(WHERE, self.deeplab_arch)
+        if self.sample_steps > self.diffusion_steps:
+            raise FieldError("sample_steps", f"must be at most diffusion_steps ({self.diffusion_steps}), "
+                             f"got {self.sample_steps}")
+        if self.sample_variance == "learned" and not self.learn_sigma:
+            raise FieldError("sample_variance", "learned needs learn_sigma = true (the model's variance output)")
         if self.sample_variance == "learned" and self.variance_loss != "vlb" and self.checkpoint is None:
             raise FieldError("sample_variance", "'learned' samples with the trained variance: it needs "
                                                 "variance_loss = 'vlb' (or a checkpoint trained with it)")

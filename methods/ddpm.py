@@ -13,6 +13,7 @@ from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
 from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
 from bench.diffusion_vlb import vlb_bits
 from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, Rule
 from bench.pretrain import pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE
@@ -20,9 +21,9 @@ from bench.ssl import SMALL_PROBE, TINY_PROBE
 
 @dataclass(frozen=True)
 class DDPMConfig(DiffusionConfig):
-    schedule: str = "cosine"          # cosine (medical) | linear (FFHQ)
-    target: str = "eps"               # eps | x0 (Table 4)
-    loss: str = "mse"                 # mse | ssim (x0 target only)
+    schedule: Literal["cosine", "linear"] = "cosine"   # cosine (medical) | linear (FFHQ)
+    target: Literal["eps", "x0"] = "eps"               # Table 4
+    loss: Literal["mse", "ssim"] = "mse"               # ssim: x0 target only
     fixed_t: int | None = None        # Table 3: train at one timestep (a denoising autoencoder)
     # What trains the learned sigma (learn_sigma's second three output channels): none (they get
     # no gradient) | vlb (guided-diffusion's hybrid loss: + the variational bound's term at t,
@@ -33,9 +34,16 @@ class DDPMConfig(DiffusionConfig):
     OFFICIAL: ClassVar[dict[str, Any]] = dict(learn_sigma=True, variance_loss="vlb")
     LEGACY: ClassVar[dict[str, Any]] = dict(variance_loss="none")
 
+    LIMITS: ClassVar[dict[str, Rule]] = {"fixed_t": NON_NEGATIVE}
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.variance_loss == "vlb" and not self.learn_sigma:
             raise FieldError("variance_loss", "'vlb' trains the learned variance: it needs learn_sigma = true")
+        if self.target == "eps" and self.loss != "mse":
+            raise FieldError("loss", f"the eps target is scored with mse; {self.loss} needs target = \"x0\"")
+        if self.fixed_t is not None and self.fixed_t >= self.diffusion_steps:
+            raise FieldError("fixed_t", f"must be in 0..{self.diffusion_steps - 1}, got {self.fixed_t}")
 
 
 @register("ddpm", "ssl")

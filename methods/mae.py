@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from bench.context import RunContext
 from bench.diffusion import ssim_loss
 from bench.distributed import unwrap
 from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, non_negative
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
 from bench.pretrain import LRSchedule, PretrainSchedule, pretrain
@@ -40,7 +41,7 @@ class MAEConfig(SSLConfig):
     decoder_depth: int = 8
     decoder_heads: int = 16
     mask_ratio: float = 0.75
-    loss: str = "norm_pix"            # norm_pix (MAE) | mse (raw pixels) | ssim (Table 4, on the image)
+    loss: Literal["norm_pix", "mse", "ssim"] = "norm_pix"  # MAE's | raw pixels | Table 4, on the image
     train_steps: int = 10000
     train_batch: int = 64
     lr: float = 3.75e-5               # MAE's base lr 1.5e-4 x batch / 256
@@ -58,14 +59,32 @@ class MAEConfig(SSLConfig):
     LEGACY: ClassVar[dict[str, Any]] = dict(
         crop_scale=None, lr_schedule="constant", warmup_fraction=0.02, decay_exclusions=False)
 
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "patch": POSITIVE, "embed_dim": POSITIVE, "depth": POSITIVE, "heads": POSITIVE, "decoder_dim": POSITIVE,
+        "decoder_depth": non_negative(note="0: a linear decoder"), "decoder_heads": POSITIVE,
+        "mask_ratio": Limit(0, 1, low_open=True, high_open=True),
+        "train_steps": non_negative(note="0: the untrained backbone"), "train_batch": POSITIVE, "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE, "betas": UNIT, "feature_blocks": POSITIVE,
+    }
+
     def __post_init__(self) -> None:
         """Fail at config time on settings the model cannot honour."""
+        super().__post_init__()
         if self.window % self.patch:
             raise FieldError("window", f"{self.window} is not a multiple of patch {self.patch}")
-        if self.loss not in LOSSES:
-            raise FieldError("loss", f"expected one of {LOSSES}, got {self.loss!r}")
-        if not 0 <= self.mask_ratio < 1:
-            raise FieldError("mask_ratio", f"must be in [0, 1), got {self.mask_ratio}")
+        patches = (self.window // self.patch) ** 2
+        visible = int(patches * (1 - self.mask_ratio))  # as bench.nn.mae_vit.random_masking keeps
+        if not 1 <= visible < patches:
+            raise FieldError("mask_ratio", f"{self.mask_ratio} of {patches} patches leaves {visible} visible; "
+                             "at least one must be visible and one hidden")
+        for key in ("embed_dim", "decoder_dim"):
+            if getattr(self, key) % 4:
+                raise FieldError(key, f"the sin-cos position embedding needs a multiple of 4, got {getattr(self, key)}")
+        if self.embed_dim % self.heads:
+            raise FieldError("heads", f"embed_dim {self.embed_dim} is not divisible by {self.heads} heads")
+        if self.decoder_dim % self.decoder_heads:
+            raise FieldError("decoder_heads",
+                             f"decoder_dim {self.decoder_dim} is not divisible by {self.decoder_heads} heads")
         if not 1 <= self.feature_blocks <= self.depth:
             raise FieldError("feature_blocks", f"must be in 1..{self.depth}, got {self.feature_blocks}")
         if self.crop_scale is not None and not (

@@ -8,7 +8,7 @@ fixed timesteps, the outputs of chosen out_blocks as maps on the patch grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -17,12 +17,11 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import Schedule, reconstruction_loss, sample_timesteps
 from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, non_negative
 from bench.nn.uvit import UViT, UViTArch, block_keep_indices, keep_pixel_mask, visible_mse
 from bench.pretrain import PretrainSchedule, StepLoss, pretrain
 from bench.registry import register
 from bench.ssl import SMALL_PROBE, TINY_PROBE, SSLConfig, SSLMethod
-
-SCHEDULES = ("cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class MaskDMConfig(SSLConfig):
     depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "linear"] = "cosine"
     diffusion_steps: int = 1000
     mask_ratio: float = 0.9            # stage 1: fraction of mask blocks dropped
     mask_block: int = 4                # a mask block is mask_block x mask_block patches
@@ -59,8 +58,22 @@ class MaskDMConfig(SSLConfig):
     timesteps_natural: tuple[int, ...] = (50, 150, 250)
     noise_seed: int = 0
 
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "patch": POSITIVE, "embed_dim": POSITIVE, "depth": POSITIVE, "heads": POSITIVE, "mlp_ratio": POSITIVE,
+        "diffusion_steps": POSITIVE, "mask_ratio": UNIT, "mask_block": POSITIVE,
+        "stage1_steps": non_negative(note="0: no masked pre-training (a plain DDPM of the U-ViT)"),
+        "stage1_batch": POSITIVE, "stage1_lr": POSITIVE,
+        "stage2_steps": non_negative(note="0: no DDPM fine-tuning; both 0: the untrained U-ViT (Figure 7)"),
+        "stage2_batch": POSITIVE, "stage2_lr": POSITIVE, "betas": UNIT, "weight_decay": NON_NEGATIVE,
+        "ema_decay": Limit(0, 1, high_open=True, note="0: no EMA"), "grad_clip": non_negative(note="0: no clipping"),
+        "blocks_medical": non_negative(min_len=1), "blocks_natural": non_negative(min_len=1),
+        "timesteps_medical": non_negative(min_len=1), "timesteps_natural": non_negative(min_len=1),
+        "noise_seed": NON_NEGATIVE,
+    }
+
     def __post_init__(self) -> None:
         """Fail at config time on settings the U-ViT or the mask cannot honour."""
+        super().__post_init__()
         c = self
         if c.window % c.patch:
             raise FieldError("window", f"{c.window} is not a multiple of patch {c.patch}")
@@ -70,16 +83,9 @@ class MaskDMConfig(SSLConfig):
             raise FieldError("depth", f"must be even and at least 2 (in + out blocks), got {c.depth}")
         if c.embed_dim % c.heads:
             raise FieldError("heads", f"embed_dim {c.embed_dim} is not divisible by {c.heads} heads")
-        if not 0 <= c.mask_ratio < 1:
-            raise FieldError("mask_ratio", f"must be in [0, 1), got {c.mask_ratio}")
-        if c.schedule not in SCHEDULES:
-            raise FieldError("schedule", f"expected one of {SCHEDULES}, got {c.schedule!r}")
-        for key in ("stage1_steps", "stage2_steps"):
-            if getattr(c, key) < 0:
-                raise FieldError(key, f"must be >= 0, got {getattr(c, key)}")
         for key in ("blocks_medical", "blocks_natural"):
             blocks = getattr(c, key)
-            if not blocks or not all(0 <= b < c.depth // 2 for b in blocks):
+            if not all(0 <= b < c.depth // 2 for b in blocks):
                 raise FieldError(key, f"out_blocks indices must be in 0..{c.depth // 2 - 1}, got {blocks}")
         for key in ("timesteps_medical", "timesteps_natural"):
             if not all(0 <= t < c.diffusion_steps for t in getattr(c, key)):

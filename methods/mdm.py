@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -11,6 +11,8 @@ from torch import nn
 from bench.context import RunContext
 from bench.diffusion import reconstruction_loss, sample_timesteps
 from bench.diffusion_probe import SMALL_UNET, TINY_UNET, DiffusionConfig, DiffusionProbe
+from bench.errors import FieldError
+from bench.limits import NON_NEGATIVE, POSITIVE, Rule
 from bench.nn.masking import mask_patches, patch_keep_mask
 from bench.pretrain import pretrain
 from bench.registry import register
@@ -20,7 +22,7 @@ from bench.ssl import SMALL_PROBE, TINY_PROBE
 @dataclass(frozen=True)
 class MDMConfig(DiffusionConfig):
     patch: int = 8                     # 4 and 16 are the Table 7 ablation
-    loss: str = "ssim"                 # ssim | mse (Table 4)
+    loss: Literal["ssim", "mse"] = "ssim"  # Table 4
     fixed_t: int | None = None         # Table 3: always mask t / T of the patches
     learn_sigma: bool = False
     ema_decay: float = 0.9999
@@ -28,6 +30,15 @@ class MDMConfig(DiffusionConfig):
     blocks_natural: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11, 12)
     timesteps_medical: tuple[int, ...] = (50,)
     timesteps_natural: tuple[int, ...] = (50,)
+
+    LIMITS: ClassVar[dict[str, Rule]] = {"patch": POSITIVE, "fixed_t": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window % self.patch:
+            raise FieldError("patch", f"window {self.window} is not a multiple of patch {self.patch}")
+        if self.fixed_t is not None and self.fixed_t >= self.diffusion_steps:
+            raise FieldError("fixed_t", f"must be in 0..{self.diffusion_steps - 1}, got {self.fixed_t}")
 
 
 @register("mdm", "ssl")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 from bench.context import RunContext
 from bench.distributed import layout, unwrap
 from bench.errors import FieldError
+from bench.limits import FRACTION, NON_NEGATIVE, POSITIVE, Rule, non_negative
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.multicrop import CropSpec, Distortion, multi_crop
 from bench.nn.swav_loss import EmbeddingQueue, swapped_prediction_loss
@@ -36,7 +37,7 @@ class SwAVConfig(SSLConfig):
     """
 
     width: int = 64                     # stem / layer1 width: 64 = ResNet-50, 128 = RN50w2
-    layers: tuple[int, ...] = (3, 4, 6, 3)
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)  # the four stages' bottleneck counts
     read_every: int = 2                 # features: inputs of blocks 0, 2, 4, ... of each stage
     hidden_mlp: int = 2048
     out_dim: int = 128
@@ -60,12 +61,26 @@ class SwAVConfig(SSLConfig):
     lr: float = 5e-4
     weight_decay: float = 1e-6
 
+    LIMITS: ClassVar[dict[str, Rule]] = {
+        "width": POSITIVE, "layers": POSITIVE, "read_every": POSITIVE, "hidden_mlp": POSITIVE,
+        "out_dim": POSITIVE, "prototypes": POSITIVE, "temperature": POSITIVE, "epsilon": POSITIVE,
+        "sinkhorn_iters": POSITIVE, "base_crop": POSITIVE, "global_crops": POSITIVE, "global_size": POSITIVE,
+        "global_scale": FRACTION, "local_crops": NON_NEGATIVE, "local_size": POSITIVE, "local_scale": FRACTION,
+        "color_strength": NON_NEGATIVE, "queue_length": non_negative(note="0: no queue"),
+        "queue_start": NON_NEGATIVE, "freeze_prototypes_steps": NON_NEGATIVE,
+        "train_steps": non_negative(note="0: the untrained backbone"), "train_batch": POSITIVE, "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+    }
+
     def __post_init__(self) -> None:
         """Fail at config time on settings SwAV cannot honour."""
-        if self.global_crops < 1 or self.global_crops + self.local_crops < 2:
+        super().__post_init__()
+        if self.global_crops + self.local_crops < 2:
             raise FieldError("global_crops", "need at least 1 global crop and 2 crops in all (codes are swapped)")
-        if self.read_every < 1:
-            raise FieldError("read_every", f"must be at least 1, got {self.read_every}")
+        for key in ("global_scale", "local_scale"):
+            low, high = getattr(self, key)
+            if low > high:
+                raise FieldError(key, f"the smallest scale comes first, got {[low, high]}")
         if self.queue_length and self.queue_length < self.train_batch:
             raise FieldError("queue_length", f"0 (no queue) or at least train_batch ({self.train_batch})")
 

@@ -216,8 +216,8 @@ def test_rot_flip_or_rotate_mixes_dihedral_moves_with_small_rotations() -> None:
 
 @pytest.mark.parametrize(("name", "bad", "message"), [
     ("swin_unetr", {"crop": 48}, "crop: must be a multiple of 32"),
-    ("uctransnet", {"input_size": 200}, "img_size: must be divisible by 16"),
-    ("medt", {"input_size": 96}, "img_size: must be divisible by grid"),
+    ("uctransnet", {"input_size": 200}, "input_size: must be divisible by 16"),
+    ("medt", {"input_size": 96}, "input_size: must be divisible by grid"),
 ])
 def test_sizes_the_network_cannot_take_fail_when_the_config_is_resolved(name: str, bad: dict, message: str) -> None:
     cls = registry.get(name)

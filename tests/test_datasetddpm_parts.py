@@ -198,7 +198,7 @@ def test_bad_smp_fields_name_the_field(tmp_path: Path) -> None:
     from bench.errors import BenchError, ConfigError
 
     smp_cls = registry.get("smp")
-    with pytest.raises(BenchError, match=r"params\.smp.*arch.*unknown architecture 'Unnet'"):
+    with pytest.raises(BenchError, match=r"params\.smp\.arch: expected one of Unet, .*got 'Unnet'"):
         smp_cls.resolve_config("tiny", {"arch": "Unnet"})
     with pytest.raises(ConfigError, match=r"encoder.*'resnet1001'"):
         smp_cls(smp_cls.resolve_config("tiny", {"encoder": "resnet1001"})).build_model()

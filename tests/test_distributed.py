@@ -83,7 +83,8 @@ def _group_worker(out: str) -> None:
 
 
 METHODS = {
-    "mdm": {"train_steps": 2, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": []},
+    "mdm": {"train_steps": 2, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
+            "blocks_medical": [1, 2, 3], "blocks_natural": [1, 2, 3]},  # the two-level UNet's decoder blocks
     "mae": {"train_steps": 2, "max_side": 64, "window": 32},
     "maskdm": {"stage1_steps": 2, "stage2_steps": 2, "max_side": 64, "window": 32},
     "swav": {"train_steps": 10, "queue_start": 2, "freeze_prototypes_steps": 8},  # frozen, then queued

@@ -27,7 +27,7 @@ from tests.conftest import sweep_toml, write_sweep
 # takes about a second on one CPU core. tests/test_slurm.py uses the same overrides.
 FAST: dict[str, dict[str, Any]] = {
     "ddpm": {"train_steps": 4, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
-             "blocks_medical": [1, 2, 3], "probe_ensemble": 2, "probe_max_epochs": 2,
+             "blocks_medical": [1, 2, 3], "blocks_natural": [1, 2, 3], "probe_ensemble": 2, "probe_max_epochs": 2,
              "probe_pixels_per_epoch": 4096, "overlap": 0.0},
     "unet": {"max_side": 64, "crop": 32, "max_epochs": 2, "steps_per_epoch": 3},
 }

@@ -125,7 +125,8 @@ def test_collect_reads_percent_by_seed_and_names_a_record_missing_the_metric(tmp
     ctx = _ctx(tmp_path)
     specs = ctx.specs(Variant("U", "unet"), "synthetic-glands", 1.0)
     for spec, dice in zip(specs, (0.5, 0.75)):
-        atomic_write_json(spec.record_path, {"seed": spec.seed, "metrics": {"dice": dice}})
+        atomic_write_json(spec.record_path, {"run_id": spec.run_id, "dataset": spec.dataset, "fraction": spec.fraction,
+                                             "method": spec.method, "seed": spec.seed, "metrics": {"dice": dice}})
     assert collect(ctx, {("U", "Dice"): specs}, {"Dice": "dice"}) == {("U", "Dice"): {0: 50.0, 1: 75.0}}
     with pytest.raises(BenchError, match=rf"{specs[0].run_id}\.json: metrics\.aji: missing"):
         collect(ctx, {("U", "AJI"): specs}, {"AJI": "aji"})
@@ -213,7 +214,7 @@ def _supervised(crop: int, batch: int) -> dict[str, Any]:
 
 
 _DIFFUSION = {"train_steps": 2, "max_side": 64, "window": 32, "channel_mult": [1, 1], "attention_resolutions": [],
-              "blocks_medical": [1, 2, 3]}
+              "blocks_medical": [1, 2, 3], "blocks_natural": [1, 2, 3]}
 _PROBE = {"probe_ensemble": 2, "probe_max_epochs": 1, "probe_pixels_per_epoch": 2048, "overlap": 0.0}
 FAST: dict[str, dict[str, Any]] = {
     "unet": _supervised(crop=32, batch=2),

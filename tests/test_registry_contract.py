@@ -143,7 +143,7 @@ def test_a_value_the_config_rejects_names_the_file_or_set(tmp_path: Path, capsys
 
 def test_other_config_file_is_named(tmp_path: Path) -> None:
     path = make_sweep(tmp_path, ["mae"], params={"mae": {"mask_ratio": 1.5}}).rename(tmp_path / "other.toml")
-    with pytest.raises(Exception, match=re.escape(f"{path}: params.mae.mask_ratio: must be in [0, 1)")):
+    with pytest.raises(Exception, match=re.escape(f"{path}: params.mae.mask_ratio: must be in (0, 1)")):
         load_config(path)
 
 

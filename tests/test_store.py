@@ -39,7 +39,8 @@ def test_unreadable_records_count_as_not_done(tmp_path: Path, capsys: pytest.Cap
     folder = tmp_path / "records"
     folder.mkdir()
     (folder / "bad.json").write_text("{not json")
-    atomic_write_json(folder / "good.json", {"metrics": {}, "run_id": "good"})
+    atomic_write_json(folder / "good.json", {"metrics": {}, "run_id": "good", "dataset": "glas", "fraction": 1.0,
+                                             "method": "unet", "seed": 0})
     assert not is_done(folder / "bad.json") and is_done(folder / "good.json")
     assert [r["run_id"] for r in load_records(tmp_path)] == ["good"]
     assert "bad.json" in capsys.readouterr().err

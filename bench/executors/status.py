@@ -14,7 +14,9 @@ from typing import Iterable
 from bench.executors import scheduler
 from bench.executors.book import JobBook, load_book
 from bench.records import is_done
-from bench.runner import RunSpec
+from bench.resume import loop_files
+from bench.runner import RunSpec, run_checkpoint_files
+from bench.store import TMP_PREFIX
 
 PHASES = ("done", "running", "pending", "failed", "missing")
 
@@ -66,6 +68,39 @@ def render_pretrain(output: str | Path, runs: list[RunSpec], book: JobBook | Non
     lines = [f"pre-training {rel}: {'built' if (Path(output) / rel).exists() else states.get(rel, 'UNKNOWN')} "
              f"(job {job})" for rel, job in sorted(mine.items())]
     return "".join(line + "\n" for line in lines)
+
+
+def leftover_checkpoints(output: str | Path, runs: list[RunSpec]) -> list[tuple[Path, str]]:
+    """Every file under output/checkpoints and what it is: resumable state a pending run continues
+    from, or left over (its artefact is built or its run done, e.g. after a kill; safe to delete)."""
+    folder = Path(output) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    why: dict[Path, str] = {}
+    for spec in runs:
+        done = is_done(spec.record_path)
+        for path in run_checkpoint_files(output, spec.run_id):
+            why[path] = "left over: its run is done" if done else f"resumable: {spec.run_id} continues from it"
+        for artefact in spec.artefacts():
+            built = artefact.exists()
+            for path in loop_files(spec.checkpoint_path(artefact)):
+                why[path] = (f"left over: {artefact.relative_to(output)} is built" if built
+                             else f"resumable: pre-training of {artefact.relative_to(output)} continues from it")
+    return [(path, why.get(path, "left over: no run of this sweep reads it"))
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(TMP_PREFIX))]
+
+
+def render_checkpoints(output: str | Path, runs: list[RunSpec]) -> str:
+    """The checkpoint files there are, one line each with its size and what it is (nothing if none)."""
+    found = leftover_checkpoints(output, runs)
+    if not found:
+        return ""
+    sizes = {path: path.stat().st_size for path, _ in found}
+    spent = [p for p, why in found if why.startswith("left over")]
+    lines = [f"checkpoints: {len(found)} file(s), {sum(sizes.values()) / 2**20:.1f} MiB; {len(spent)} left over "
+             f"({sum(sizes[p] for p in spent) / 2**20:.1f} MiB, safe to delete):"]
+    lines += [f"  {path.relative_to(output)}  {sizes[path] / 2**20:.1f} MiB  {why}" for path, why in found]
+    return "\n".join(lines) + "\n"
 
 
 def counts(statuses: Iterable[RunStatus]) -> Counter:

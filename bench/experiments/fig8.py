@@ -15,6 +15,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES, Robustness
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.tables import DATASET_LABELS, METRIC_LABELS, ResultTable, method_label, write_tables
 from bench.published import TABLE1_METHODS
+from bench.records import is_number
 from bench.runner import RunSpec
 from bench.store import atomic_write_bytes
 from bench.table import seed_mean_std
@@ -86,10 +88,16 @@ def curves(ctx: ExperimentContext, dataset: str, method: str) -> Curves:
             continue
         seed = int(record["seed"])
         for c in cfg.corruptions:
-            out[c][0][seed] = 100.0 * rob["clean"][cfg.metric]
+            _put(out[c][0], seed, rob["clean"].get(cfg.metric))
             for s in cfg.severities:
-                out[c][s][seed] = 100.0 * rob["corruptions"][c][str(s)][cfg.metric]
+                _put(out[c][s], seed, rob["corruptions"].get(c, {}).get(str(s), {}).get(cfg.metric))
     return out
+
+
+def _put(by_seed: dict[int, float], seed: int, score: Any) -> None:
+    """A record's score in percent; one it lacks (another corruption set) or that was undefined is left out."""
+    if is_number(score):
+        by_seed[seed] = 100.0 * float(score)
 
 
 def mean_over_corruptions(curve: Curves, severity: int) -> dict[int, float]:

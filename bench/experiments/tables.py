@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.experiments.base import Variant
-from bench.records import read_record
+from bench.records import is_number, read_record
 from bench.store import atomic_write_bytes, atomic_write_json
 from bench.table import CFG, PERCENT, Cell, CellStats, ResultTable, TableConfig, summarise, table_to_json
 from bench.table_render import footnotes, render_result
@@ -43,7 +43,8 @@ def collect(ctx: "ExperimentContext", specs_by_cell: dict[Cell, list["RunSpec"]]
             if metric not in record["metrics"]:
                 raise BenchError(f"{spec.record_path}: metrics.{metric}: missing, but column {col!r} of "
                                  f"{ctx.name} needs it (known: {', '.join(sorted(record['metrics']))})")
-            values.setdefault((row, col), {})[int(record["seed"])] = PERCENT * float(record["metrics"][metric])
+            if is_number(record["metrics"][metric]):  # null: a score that was undefined for this run
+                values.setdefault((row, col), {})[int(record["seed"])] = PERCENT * float(record["metrics"][metric])
     return values
 
 
@@ -59,7 +60,7 @@ def trivial_references(ctx: "ExperimentContext", columns: list["Column"]) -> dic
             cells[col.label] = ((col.dataset, entry.root, col.fraction), col.metric)
     scores = cached_scores(ctx.sweep.output, [cell for cell, _ in cells.values()])
     row = {label: PERCENT * scores[cell]["metrics"][metric] for label, (cell, metric) in cells.items()
-           if cell in scores and metric in scores[cell]["metrics"]}
+           if cell in scores and is_number(scores[cell]["metrics"].get(metric))}
     return {TRIVIAL.method: row} if row else {}
 
 

@@ -10,6 +10,7 @@ ImageNet statistics inside the model, as torchvision's and smp's encoders expect
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +18,9 @@ from torch import Tensor, nn
 from bench.errors import ConfigError, DataError
 from bench.nn.checkpoint import load_state_dict_strict, unwrap_state_dict
 
-ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "PAN", "DeepLabV3",
-                 "DeepLabV3Plus", "UPerNet", "Segformer")
+Architecture = Literal["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "PAN", "DeepLabV3",
+                       "DeepLabV3Plus", "UPerNet", "Segformer"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "_fc.")
@@ -49,10 +51,23 @@ def check_arch(where: str, arch: str) -> None:
 
 def check_encoder(where: str, encoder: str) -> None:
     """One clear line for an encoder smp does not have."""
+    problem = encoder_problem(encoder)
+    if problem is not None:
+        raise ConfigError(where, "encoder", problem)
+
+
+def encoder_problem(encoder: str) -> str | None:
+    """Why smp cannot build `encoder`, or None (imports smp: seconds, so only before a run)."""
     import segmentation_models_pytorch as smp
 
     if encoder not in smp.encoders.get_encoder_names():
-        raise ConfigError(where, "encoder", f"unknown encoder {encoder!r} (smp.encoders.get_encoder_names() lists them)")
+        return f"unknown encoder {encoder!r} (smp.encoders.get_encoder_names() lists them)"
+    return None
+
+
+def file_problem(path: str) -> str | None:
+    """Why `path` is not a file to load here, or None."""
+    return None if Path(path).is_file() else f"file {path} does not exist"
 
 
 def build_smp(arch: str, encoder: str, classes: int, encoder_weights: str | None = None,
