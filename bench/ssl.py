@@ -23,7 +23,7 @@ from bench.device import autocast, prepare_batch, retained_memory
 from bench.distributed import build_once
 from bench.imaging import resize_image, resize_labels, scores_to_labels, target_size, to_tensor
 from bench.plugin import Plugin, Predictor
-from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
+from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_window_votes, train_probe
 from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.progress import add_histories, collect_histories
 from bench.provenance import config_hash
@@ -255,7 +255,7 @@ class SSLMethod(Plugin):
 
         def windows(crops: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
             read = reader.read(crops, f"{split}/{sample.name}", positions)
-            return torch.stack([predict_votes(probe, maps, (w, w), scale=scale) for maps, scale in read])
+            return predict_window_votes(probe, [maps for maps, _ in read], (w, w), [scale for _, scale in read])
 
         scores = sliding_window_predict(x, w, self.cfg.overlap, self.cfg.window_batch, windows)
         return scores_to_labels(scores[0], sample.image.shape[:2])

@@ -27,8 +27,9 @@ from torch import Tensor
 CHUNK_BYTES = 64 * 2**20
 # A chunk's budget on a GPU. Measured on one H200 (results/gpu-h200), CHUNK_BYTES chunks made
 # prediction launch-bound: one medical window took 31.6 ms on the host against 6.2 ms of GPU
-# time (projected), 57.1 against 19.5 ms (dense). Training gathers are chunked alike.
-GPU_CHUNK_BYTES = 2**30
+# time (projected), 57.1 against 19.5 ms (dense). At 2 GiB a paper-preset batch of 8 windows is
+# 2 chunks (medical) or 8 (FFHQ-34). Training gathers are chunked alike.
+GPU_CHUNK_BYTES = 2 * 2**30
 # Bytes of one float16 storage segment of the bank: large enough to be its own memory mapping,
 # so nothing the bank allocates stays resident in the allocator's heap after use.
 SEGMENT_BYTES = 256 * 2**20
@@ -305,8 +306,8 @@ class FeatureBank:
 
     @property
     def resident(self) -> bool:
-        """Whether the tables live on the device that gathers compute on."""
-        return self._storage == self.device
+        """Whether gathers read the tables where they compute (else corner rows are staged)."""
+        return not self._stage_on_host
 
     def to(self, device: torch.device | str, reserve_bytes: int = 0,
            resident: bool | None = None) -> FeatureBank:

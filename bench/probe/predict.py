@@ -109,11 +109,8 @@ def native_tables(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]], scale
     w0 = probe.weights[0].detach()
     k, _, hidden = w0.shape
     device = w0.device
+    _check_shapes(windows)
     layout = _map_layout(probe, windows[0])
-    shapes = [tuple(m.shape) for m in windows[0]]
-    if any([tuple(m.shape) for m in maps] != shapes for maps in windows):
-        raise ValueError(f"windows predicted together need maps of one shape, got "
-                         f"{sorted({str([tuple(m.shape) for m in maps]) for maps in windows})}")
     rows = sum(h * w for h, w in layout) * k
     table = torch.empty(len(windows) * rows, hidden, device=device)
     bias = probe.biases[0].detach().reshape(1, k * hidden)
@@ -133,6 +130,13 @@ def native_tables(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]], scale
                     out.addmm_(pixels[b], weight, alpha=scale)
         groups.append(_Group(offset, h, w))
     return table, groups
+
+
+def _check_shapes(windows: Sequence[Sequence[Tensor]]) -> None:
+    shapes = [tuple(m.shape) for m in windows[0]]
+    if any([tuple(m.shape) for m in maps] != shapes for maps in windows):
+        raise ValueError(f"windows predicted together need maps of one shape, got "
+                         f"{sorted({str([tuple(m.shape) for m in maps]) for maps in windows})}")
 
 
 def native_table(probe: EnsembleMLP, maps: Sequence[Tensor], scale: float
@@ -209,6 +213,14 @@ def projected_window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tenso
         yield b0, b1, r0, r1, probe.predict_after_first(pre.view(k, -1, hidden), folded)
 
 
+def _windows_per_table(probe: EnsembleMLP, maps: Sequence[Tensor]) -> int:
+    """Windows whose native tables fit one chunk budget (at least one): on a CPU one window at a
+    time, as ever; on a GPU a run's window batch."""
+    k, _, hidden = probe.weights[0].shape
+    table_bytes = 4 * k * hidden * sum(int(m.shape[1]) * int(m.shape[2]) for m in maps)
+    return max(1, chunk_budget(_device(probe)) // max(1, table_bytes))
+
+
 def _window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]],
                    out_hw: tuple[int, int], scales: Sequence[float], chunk_rows: int | None,
                    path: Path) -> WindowChunks:
@@ -221,7 +233,12 @@ def _window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]],
     probe.eval()
     try:
         if path == "projected":
-            yield from projected_window_logits(probe, windows, out_hw, scales, chunk_rows)
+            _check_shapes(windows)
+            per = _windows_per_table(probe, windows[0])
+            for b0 in range(0, len(windows), per):
+                for a, b, r0, r1, logits in projected_window_logits(
+                        probe, windows[b0:b0 + per], out_hw, scales[b0:b0 + per], chunk_rows):
+                    yield b0 + a, b0 + b, r0, r1, logits
             return
         for b, (maps, scale) in enumerate(zip(windows, scales)):
             for r0, r1, logits in dense_chunk_logits(probe, maps, out_hw, scale, chunk_rows):
