@@ -395,6 +395,13 @@ def test_consolidated_and_host_staged_banks_gather_what_interpolation_gives(monk
     for a, b in zip(resident.gather_flat(flat), staged.take(staged.stage(flat))):
         assert torch.equal(a, b)
     assert resident.gather_flat(flat)[1].tolist() == [[0, 0, 1, 3], [2, 0, 3, 0]]
+    maps = _maps(gen, [(5, 6, 6), (3, 11, 7), (2, 6, 6)])  # a bank grows after its first gather
+    for bank in banks:
+        bank.add(maps, np.full((20, 15), 7, np.uint8), scale=2.0)
+    more = torch.tensor([4, 1, 4])
+    torch.testing.assert_close(resident.gather(more, ys[:3], xs[:3])[0], _dense(maps, (20, 15))[:, 0, 0] * 2, **TOL)
+    assert torch.equal(staged.gather(more, ys[:3], xs[:3]), resident.gather(more, ys[:3], xs[:3]))
+    assert resident.labels_at(torch.tensor([1200, 1499])).tolist() == [7, 7]
 
 
 def test_training_from_a_host_staged_bank_equals_a_resident_one() -> None:

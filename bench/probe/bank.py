@@ -8,8 +8,9 @@ mode="bilinear", align_corners=False)`, equal to it up to float32 rounding. Memo
 with the backbone's native feature size, not with H x W x D.
 
 The bank lives where the probe trains (`FeatureBank.to`): in GPU memory when it fits, so a
-training batch is gathered and interpolated there; otherwise in pinned host memory, where only
-the bilinear corner rows are picked and copied to the GPU on a side stream, one batch ahead.
+training batch is gathered and interpolated there; otherwise in host memory, from which only a
+batch's bilinear corner rows are picked, into pinned buffers, and copied to the GPU on a side
+stream, one batch ahead.
 """
 from __future__ import annotations
 
@@ -314,8 +315,11 @@ class FeatureBank:
         """Keep the bank where a probe training on `device` reads it fastest; returns self.
 
         On a GPU the tables, labels and lookups move to its memory when they and `reserve_bytes`
-        (the training's own working set) fit its free memory, else to pinned host memory, from
-        which each batch's corner rows are copied ahead (`stage`). On a CPU nothing moves.
+        (the training's own working set) fit its free memory. Otherwise they stay in host memory,
+        and each batch's corner rows are picked there into pinned buffers and copied to the GPU
+        on a side stream, one batch ahead (`stage`): pinning the tables themselves (tens of GB)
+        would buy nothing, since the rows a batch needs are scattered through them and must be
+        gathered into one buffer first anyway. On a CPU nothing moves.
         `resident=False` keeps the tables on the host whatever the device (on a CPU: the staged
         path, for tests). Gathers return features on `device` from then on.
         """
@@ -337,14 +341,6 @@ class FeatureBank:
         free, _ = torch.cuda.mem_get_info(device)
         return self.nbytes + reserve_bytes <= free
 
-    def _table_storage(self, rows: int, width: int) -> Tensor:
-        if self._storage.type == "cuda":
-            return torch.empty(rows, width, dtype=torch.float16, device=self._storage)
-        if self.device.type == "cuda":  # host tables feeding a GPU: pinned, if the host allows
-            with contextlib.suppress(RuntimeError):
-                return torch.empty(rows, width, dtype=torch.float16, pin_memory=True)
-        return torch.empty(rows, width, dtype=torch.float16)
-
     def _consolidate(self) -> None:
         """One table per size group, on the storage device (rows of images renumbered).
 
@@ -352,15 +348,13 @@ class FeatureBank:
         is copied: the resident peak is the bank plus one segment.
         """
         for g, segs in enumerate(self._segments):
-            pinned = self.device.type == "cuda" and self._storage.type == "cpu"
-            if len(segs) == 1 and segs[0].device == self._storage and (
-                    not pinned or segs[0].is_pinned()):
+            if len(segs) == 1 and segs[0].device == self._storage:
                 continue
             ends = [0] * len(segs)
             for places in self._place:
                 seg, row, h, w = places[g]
                 ends[seg] = max(ends[seg], row + h * w)
-            table = self._table_storage(sum(ends), segs[0].shape[1])
+            table = torch.empty(sum(ends), segs[0].shape[1], dtype=torch.float16, device=self._storage)
             starts = np.cumsum([0] + ends).tolist()
             for k in range(len(segs)):
                 table[starts[k]:starts[k + 1]].copy_(segs[k][:ends[k]])
@@ -382,8 +376,8 @@ class FeatureBank:
         label_hw = torch.tensor(self._label_hw, dtype=torch.int64)
         pixels = label_hw[:, 0] * label_hw[:, 1]
         wide = any(lab.dtype == torch.int32 for lab in self._labels)
-        labels = torch.cat([lab.to(torch.int32) if wide else lab for lab in self._labels])
-        self._labels = [labels.to(self._storage)]
+        self._labels = [torch.cat([(lab.to(torch.int32) if wide else lab).to(self._storage)
+                                   for lab in self._labels])]
         meta = {
             "row_off": place[..., 1], "map_h": place[..., 2],
             "map_w": place[..., 3], "H": label_hw[:, 0], "W": label_hw[:, 1],
