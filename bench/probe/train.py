@@ -259,12 +259,20 @@ def _steps(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank,
             losses = None
 
 
+def _kept(model: EnsembleMLP, final: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """(live, kept) pairs of every state tensor. The live ones are views of the parameters and
+    buffers, which training and loading update in place, so the pairs stay valid."""
+    return [(tensor, final[name]) for name, tensor in model.state_dict().items()]
+
+
 @torch.no_grad()
-def _snapshot(model: EnsembleMLP, final: dict[str, Tensor], members: Tensor) -> None:
-    """Keep `members`' (a device mask) current state in `final`, without the host asking which."""
-    for name, tensor in model.state_dict().items():
-        mask = members.view(-1, *([1] * (tensor.dim() - 1)))
-        torch.where(mask, tensor, final[name], out=final[name])
+def _snapshot(pairs: list[tuple[Tensor, Tensor]], members: Tensor) -> None:
+    """Keep `members`' (a device mask) current state: each live tensor of `_kept` pairs into its
+    kept one, without the host asking which members."""
+    masks: dict[int, Tensor] = {}
+    for live, kept in pairs:
+        mask = masks.setdefault(live.dim(), members.view(-1, *([1] * (live.dim() - 1))))
+        torch.where(mask, live, kept, out=kept)
 
 
 def _working_bytes(cfg: ProbeConfig, dim: int, num_classes: int) -> int:
@@ -322,7 +330,7 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
             stage.update(epoch + 1, loss=loss, active=sum(stop.host_active))
             resume.step_done(epoch + 1)
-    _snapshot(model, final, stop.active)  # members that ran out of epochs
+    _snapshot(_kept(model, final), stop.active)  # members that ran out of epochs
     model.load_state_dict(final)
     return model.eval()
 
@@ -344,6 +352,7 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
     per_step = cfg.stop_rule == "natural" and epoch > cfg.warmup_epochs
     totals = torch.zeros(cfg.ensemble, device=device)
     left = torch.zeros(cfg.ensemble, dtype=torch.bool, device=device)  # ever outside the range
+    pairs = _kept(model, final)
     for losses in _steps(model, opt, bank, streams, span, cfg, device):
         STEPS.tick("probe")
         if not per_step:
@@ -353,13 +362,13 @@ def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank
         totals += torch.where(inside, losses, 0.0)
         left |= ~inside & live
         newly = stop.update(torch.where(inside, losses, math.inf), cfg.patience_iters, inclusive=False)
-        _snapshot(model, final, newly)
+        _snapshot(pairs, newly)
         stop.post_live()
         if stop.all_stopped():
             break
     mean = torch.where(left, math.inf, totals / streams.steps)
     if cfg.stop_rule == "loss_plateau":
-        _snapshot(model, final, stop.update(mean, cfg.patience, inclusive=True))
+        _snapshot(pairs, stop.update(mean, cfg.patience, inclusive=True))
     host = stop.finish_epoch(mean)
     trained = host.isfinite()
     return float(host[trained].mean()) if bool(trained.any()) else math.nan
