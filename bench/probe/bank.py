@@ -339,7 +339,8 @@ class FeatureBank:
 
     def _fits(self, device: torch.device, reserve_bytes: int) -> bool:
         free, _ = torch.cuda.mem_get_info(device)
-        return self.nbytes + reserve_bytes <= free
+        here = self.nbytes if self._storage == device else 0  # already there: its memory is its own
+        return self.nbytes + reserve_bytes <= free + here
 
     def _consolidate(self) -> None:
         """One table per size group, on the storage device (rows of images renumbered).
