@@ -412,6 +412,7 @@ def test_training_from_a_host_staged_bank_equals_a_resident_one() -> None:
     resident = train_probe(_separable_bank(2, seed=6)[0], 3, cfg, seed=7).state_dict()
     bank = _separable_bank(2, seed=6)[0].to("cpu", resident=False)
     staged = train_probe(bank, 3, cfg, seed=7).state_dict()
+    assert not bank.resident  # train_probe's own placement kept the explicit choice
     assert all(torch.equal(resident[n], staged[n]) for n in resident)
 
 

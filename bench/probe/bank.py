@@ -223,6 +223,7 @@ class FeatureBank:
         self._storage = torch.device("cpu")  # where tables, labels and lookups live
         self._stage_on_host = False  # gather corner rows where the tables are, combine on device
         self._stream: torch.cuda.Stream | None = None
+        self._forced: bool | None = None  # an explicit `to(resident=...)`
 
     def add(self, maps: Sequence[Tensor], labels: np.ndarray | Tensor, scale: float = 1.0) -> None:
         """Store one image's (or window's) maps, its H x W label map and its feature multiplier.
@@ -320,13 +321,18 @@ class FeatureBank:
         on a side stream, one batch ahead (`stage`): pinning the tables themselves (tens of GB)
         would buy nothing, since the rows a batch needs are scattered through them and must be
         gathered into one buffer first anyway. On a CPU nothing moves.
-        `resident=False` keeps the tables on the host whatever the device (on a CPU: the staged
-        path, for tests). Gathers return features on `device` from then on.
+        `resident` True or False decides instead of the free memory, for this and every later
+        placement (False on a CPU: the staged path, for tests). Gathers return features on
+        `device` from then on.
         """
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        if resident is None:
+        if resident is not None:
+            self._forced = resident
+        elif self._forced is not None:  # an explicit choice holds for later placements
+            resident = self._forced
+        else:
             resident = device.type != "cuda" or self._fits(device, reserve_bytes)
         self.device = device
         self._storage = device if resident else torch.device("cpu")
