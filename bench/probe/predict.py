@@ -40,7 +40,8 @@ from bench.probe.bank import (
 from bench.probe.mlp import EnsembleMLP
 
 __all__ = ["CHUNK_BYTES", "GPU_CHUNK_BYTES", "chunk_budget", "chunk_logits", "native_table",
-           "predict_probs", "predict_votes", "predict_window_probs", "predict_window_votes"]
+           "predict_probs", "predict_votes", "predict_window_probs", "predict_window_votes",
+           "window_logits"]
 
 Path = Literal["projected", "dense"]
 Chunks = Iterator[tuple[int, int, Tensor]]  # (first row, last row + 1, (K, rows * W, C) logits)
@@ -221,10 +222,11 @@ def _windows_per_table(probe: EnsembleMLP, maps: Sequence[Tensor]) -> int:
     return max(1, chunk_budget(_device(probe)) // max(1, table_bytes))
 
 
-def _window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]],
+def window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]],
                    out_hw: tuple[int, int], scales: Sequence[float], chunk_rows: int | None,
                    path: Path) -> WindowChunks:
-    """Chunks of ensemble logits over the windows' output grids, in eval mode, by either path."""
+    """Chunks of ensemble logits over several windows' output grids, in eval mode, by either
+    path: (first window, last window + 1, first row, last row + 1, (K, windows * rows * W, C))."""
     if path not in ("projected", "dense"):
         raise ValueError(f"path must be 'projected' or 'dense', got {path!r}")
     if len(scales) != len(windows) or not windows:
@@ -250,7 +252,7 @@ def _window_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]],
 def chunk_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
                  scale: float, chunk_rows: int | None, path: Path = "projected") -> Chunks:
     """Row chunks of one window's ensemble logits, in eval mode, by either path."""
-    for _, _, r0, r1, logits in _window_logits(probe, [maps], out_hw, [scale], chunk_rows, path):
+    for _, _, r0, r1, logits in window_logits(probe, [maps], out_hw, [scale], chunk_rows, path):
         yield r0, r1, logits
 
 
@@ -268,7 +270,7 @@ def predict_window_votes(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]]
     classes, (height, width) = probe.num_classes, out_hw
     votes = torch.zeros(len(windows), classes, height, width, device=_device(probe))
     one = torch.ones((), device=votes.device)
-    for b0, b1, r0, r1, logits in _window_logits(probe, windows, out_hw, scales, chunk_rows, path):
+    for b0, b1, r0, r1, logits in window_logits(probe, windows, out_hw, scales, chunk_rows, path):
         choice = logits.argmax(dim=-1).view(probe.members, b1 - b0, -1).transpose(0, 1)
         view = votes[b0:b1, :, r0:r1].view(b1 - b0, classes, -1)
         view.scatter_add_(1, choice, one.expand(choice.shape))
@@ -282,7 +284,7 @@ def predict_window_probs(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]]
     scales = [1.0] * len(windows) if scales is None else list(scales)
     classes, (height, width) = probe.num_classes, out_hw
     out = torch.empty(len(windows), classes, height, width, device=_device(probe))
-    for b0, b1, r0, r1, logits in _window_logits(probe, windows, out_hw, scales, chunk_rows, path):
+    for b0, b1, r0, r1, logits in window_logits(probe, windows, out_hw, scales, chunk_rows, path):
         probs = logits.softmax(dim=-1).mean(dim=0).view(b1 - b0, -1, classes)
         out[b0:b1, :, r0:r1] = probs.transpose(1, 2).reshape(b1 - b0, classes, r1 - r0, width)
     return out.cpu()
