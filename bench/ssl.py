@@ -33,7 +33,7 @@ from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Rule, Text, at_least, che
 from bench.official import probe_loop
 from bench.plugin import Plugin, Predictor
 from bench.pretrain import pool_floor
-from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_votes, train_probe
+from bench.probe import EnsembleMLP, FeatureBank, ProbeConfig, global_l2_scale, predict_window_votes, train_probe
 from bench.probe.feature_cache import CACHE as FEATURES, Entry
 from bench.probe.official import predict_logits, train_official_probe
 from bench.progress import add_histories, collect_histories
@@ -408,11 +408,13 @@ class SSLMethod(Plugin):
         x, _ = self._working_copy(sample, reader.floor)
         w = self.cfg.window
 
-        score = predict_logits if self.official_medical(reader.domain) else predict_votes
+        official = self.official_medical(reader.domain)
 
         def windows(crops: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
             read = reader.read(crops, f"{split}/{sample.name}", positions)
-            return torch.stack([score(probe, maps, (w, w), scale=scale) for maps, scale in read])
+            if official:  # the official probe: one classifier's logits, blended
+                return torch.stack([predict_logits(probe, maps, (w, w), scale=scale) for maps, scale in read])
+            return predict_window_votes(probe, [maps for maps, _ in read], (w, w), [scale for _, scale in read])
 
         scores = sliding_window_predict(x, w, self.cfg.overlap, self.cfg.window_batch, windows)
         return scores_to_labels(scores[0], sample.image.shape[:2])

@@ -7,9 +7,14 @@ GPU; "fp32" is PyTorch's default, which lets cuDNN convolutions use TF32), and r
 seconds per step from the smoke record: pre-training (the supervised trainer's step for
 baselines) and the probe, with the record's estimates of the full pre-training and run.
 Training batches are capped at 8 (see CheckConfig.smoke). The 10-member ensemble probe against
-10 separate modules is benchmarks/probe_perf.py's speed half at the MDM medical probe's shape.
-Goals: bf16 >= 1.5x fp32, ensemble >= 4x. Budget: 8 minutes on one GPU (methods left when the
-budget is spent are listed as skipped).
+10 separate modules is benchmarks/probe_perf.py's speed half at the MDM medical probe's shape;
+its ensemble step is the MLP arithmetic that MDM's probe step is set against. After the table:
+host synchronisations of a probe training on the GPU, counted by CUDA's sync debug mode (bank
+on the device, natural rule past warm-up: goal 0 a step; 1 an epoch by design), and benchmarks/predict_perf.py
+on its two shapes (one round). Goals: bf16 >= 1.5x fp32, ensemble >= 4x, MDM's probe step
+<= 3x its MLP arithmetic, every SSL method's estimated run <= its pre-training, prediction >= 5x
+(medical) and >= 15x (FFHQ-34) the dense path. Budget: 8 minutes on one GPU (methods left when
+the budget is spent are listed as skipped).
 
     python benchmarks/gpu_check.py [--device cuda|cpu] [--quick] [--methods ddpm,unet] [--budget-s 420] [--json out.json]
 
@@ -32,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 import torch  # noqa: E402
+from predict_perf import SHAPES as PREDICT_SHAPES, PerfConfig as PredictConfig, Shape, measure as measure_predict  # noqa: E402
 
 from bench import registry  # noqa: E402
 from bench.device import fast_paths, pick_device  # noqa: E402
@@ -64,11 +70,19 @@ class CheckConfig:
     budget_s: float = 420.0                      # leaves a minute of the 8 for start-up and the probe
     speedup_goal: float = 1.5
     ensemble_goal: float = 4.0
+    probe_step_goal: float = 3.0                 # MDM's probe step over its MLP arithmetic
+    sync_shape: tuple[tuple[int, int, int], ...] = ((384, 64, 64),) * 3 + ((384, 128, 128), (192, 128, 128))
+    sync_images: int = 4
+    sync_window: int = 256
+    predict_shapes: tuple[Shape, ...] = PREDICT_SHAPES
+    predict: PredictConfig = PredictConfig(dense_windows=1, projected_windows=8, plain_windows=1, rounds=1)
 
 
-QUICK = CheckConfig(preset="tiny", methods=("ddpm", "unet"),
-                    smoke=SmokeConfig(steps=2, batch=None, probe_ensemble=None),
-                    probe_dim=64, probe_batch=512, probe_timed=2)
+QUICK = CheckConfig(preset="tiny", methods=("ddpm", "unet"), smoke=SmokeConfig(steps=2, batch=None, probe_ensemble=None),
+                    probe_dim=64, probe_batch=512, probe_timed=2,
+                    sync_shape=((8, 4, 4), (4, 8, 8)), sync_images=2, sync_window=16,
+                    predict_shapes=(Shape("toy", (6, 4), (8, 16), 32, 3, (40, 50), 0.2, 1.0, 1.0),),
+                    predict=PredictConfig(dense_windows=1, projected_windows=2, plain_windows=1, rounds=1))
 
 
 def _dataset() -> tuple[str, str | None]:
@@ -125,6 +139,50 @@ def check_method(method: str, cfg: CheckConfig, folder: Path) -> dict[str, Any]:
     return row
 
 
+def probe_syncs(cfg: CheckConfig, device: torch.device) -> dict[str, Any]:
+    """Host synchronisations of a probe training on `device` (CUDA's sync debug mode warns at
+    each): trainings of 1 and 2 epochs of 2 steps and of 2 epochs of 4, under the natural rule
+    past warm-up, so that a step's, an epoch's and a training's own counts separate. Only a GPU
+    can count them."""
+    if device.type != "cuda":
+        return {"skipped": "needs a GPU"}
+    import warnings
+
+    import numpy as np
+
+    from bench.probe import FeatureBank, ProbeConfig, train_probe
+
+    gen = torch.Generator().manual_seed(0)
+    bank = FeatureBank()
+    maps = [torch.randn(*shape, generator=gen).half() for shape in cfg.sync_shape]
+    for _ in range(cfg.sync_images):
+        labels = torch.randint(0, 2, (cfg.sync_window,) * 2, generator=gen).numpy().astype(np.uint8)
+        bank.add(maps, labels)
+    from bench.steptime import STEPS
+
+    STEPS.reset(enabled=False)  # a smoke run's step clock synchronises on every step
+
+    def syncs(epochs: int, steps: int) -> int:
+        probe = ProbeConfig(ensemble=10, batch_pixels=1024, max_epochs=epochs, warmup_epochs=0,
+                            pixels_per_epoch=steps * 1024)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_probe(bank, 2, probe, device=device)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    syncs(1, 1)  # the bank moves to the device once
+    runs = {(e, s): syncs(e, s) for e, s in ((1, 2), (2, 2), (2, 4))}
+    per_step = (runs[2, 4] - runs[2, 2]) / 2 / 2
+    per_epoch = runs[2, 2] - runs[1, 2] - 2 * per_step
+    return {"per_step": per_step, "per_epoch": per_epoch, "runs": {f"{e}x{s}": n for (e, s), n in runs.items()},
+            "resident": bank.resident}
+
+
 def run_check(cfg: CheckConfig, device: torch.device, methods: tuple[str, ...] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     rows = []
@@ -142,8 +200,19 @@ def run_check(cfg: CheckConfig, device: torch.device, methods: tuple[str, ...] |
         ensemble = measure_speed(perf, cfg.probe_dim, cfg.probe_batch, cfg.probe_timed, device)
     except Exception as exc:  # a GPU left broken by a method must not cost the table
         ensemble = {"error": one_line(exc)}
+    try:
+        syncs = probe_syncs(cfg, device)
+    except Exception as exc:
+        syncs = {"error": one_line(exc)}
+    predict: dict[str, Any] = {}
+    for shape in cfg.predict_shapes:
+        try:
+            predict[shape.name] = measure_predict(shape, cfg.predict, device)
+        except Exception as exc:
+            predict[shape.name] = {"error": one_line(exc)}
+        _free_gpu()
     return {"device": str(device), "preset": cfg.preset, "dataset": _dataset()[0], "rows": rows,
-            "ensemble": ensemble, "seconds": time.perf_counter() - start}
+            "ensemble": ensemble, "syncs": syncs, "predict": predict, "seconds": time.perf_counter() - start}
 
 
 def _ratio(row: dict[str, Any], key: str) -> str:
@@ -180,10 +249,35 @@ def render(result: dict[str, Any], cfg: CheckConfig) -> str:
     e = result["ensemble"]
     if "error" in e:
         return "\n".join(lines + ["", f"ensemble probe: {e['error']}"]) + "\n"
+    mlp_s = 10 * cfg.probe_batch / e["ensemble_px_s"]
     lines += ["", f"ensemble probe (10 members, dim {cfg.probe_dim}, batch {cfg.probe_batch}): "
               f"{e['speedup']:.2f}x against 10 separate modules (goal {cfg.ensemble_goal:g}x), "
-              f"ceiling {e['ceiling']:.2f}x",
-              f"goal bf16+cl >= {cfg.speedup_goal:g}x fp32; total {result['seconds']:.0f} s"]
+              f"ceiling {e['ceiling']:.2f}x; its step (the MLP arithmetic) {1000 * mlp_s:.1f} ms"]
+    mdm = next((r for r in result["rows"] if r["method"] == "mdm" and "bf16+cl" in r), None)
+    if mdm is not None and mdm["bf16+cl"].get("probe_s"):
+        probe_s = mdm["bf16+cl"]["probe_s"]
+        lines.append(f"mdm probe step {probe_s:.3f} s = {probe_s / mlp_s:.1f}x its MLP arithmetic "
+                     f"(goal <= {cfg.probe_step_goal:g}x)")
+    within = [f"{r['method']} {'yes' if r['bf16+cl']['run_est_s'] <= r['bf16+cl']['pretrain_est_s'] else 'no'}"
+              for r in result["rows"] if "bf16+cl" in r and registry.get(r["method"]).kind == "ssl"
+              and r["bf16+cl"].get("run_est_s") and r["bf16+cl"].get("pretrain_est_s")]
+    if within:
+        lines.append("est. run <= est. pre-training (bf16+cl): " + ", ".join(within))
+    syncs = result.get("syncs", {})
+    if "per_step" in syncs:
+        lines.append(f"probe host synchronisations (CUDA sync debug mode, bank "
+                     f"{'on the device' if syncs['resident'] else 'in pinned host memory'}): "
+                     f"{syncs['per_step']:g} a step (goal 0), {syncs['per_epoch']:g} an epoch")
+    elif syncs:
+        lines.append(f"probe host synchronisations: {syncs.get('skipped') or syncs.get('error')}")
+    for name, p in result.get("predict", {}).items():
+        if "error" in p:
+            lines.append(f"prediction {name}: {p['error']}")
+            continue
+        lines.append(f"prediction {name}: projected {p['projected_px_s']:,.0f} px/s, {p['ratio']:.1f}x the "
+                     f"dense path (goal {p['goal']:g}x), {p['plain_ratio']:.1f}x the plain dense reference, "
+                     f"votes agree {100 * min(p['agreement'], p['plain_agreement']):.4f}%")
+    lines.append(f"goal bf16+cl >= {cfg.speedup_goal:g}x fp32; total {result['seconds']:.0f} s")
     return "\n".join(lines) + "\n"
 
 

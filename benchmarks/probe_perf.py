@@ -4,11 +4,16 @@ Why: the reference probe stores every upsampled pixel feature of the training se
 (44.3 GB for FFHQ-34) and trains its 10 MLPs one after another. This measures, in one run on
 synthetic features of the real shapes, (a) the peak resident memory of our data path (filling a
 `FeatureBank` with native-size maps, then gathering training batches) against that dense
-figure, computed arithmetically and never allocated, and (b) training pixels/s of the batched
+figure, computed arithmetically and never allocated, (b) training pixels/s of the batched
 10-member `EnsembleMLP` against 10 separate nn.Sequential modules fed the same batches, on the
-GPU where there is one (`BENCH_DEVICE` picks), with the ceiling batching could reach there.
+GPU where there is one (`BENCH_DEVICE` picks), with the ceiling batching could reach there, and
+(c) the small preset's probe training (`bench.ssl.SMALL_PROBE` on the small MDM's read-out of
+128-px windows), `train_probe` against the training before it moved to the run's device
+(benchmarks/probe_legacy.py), side by side in one process on the CPU: ratio = previous time /
+new time, in wall and in process CPU seconds (goal >= 0.95 for both; `--threads 1` on a shared
+machine), and whether both trained the same weights.
 
-    python benchmarks/probe_perf.py [--quick] [--threads N] [--json out.json]
+    python benchmarks/probe_perf.py [--quick] [--threads N] [--json out.json] [--only training]
 
 Importable: run_probe_perf(quick=False) -> dict.
 """
@@ -32,10 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # uninstalled
 
+import probe_legacy  # noqa: E402
+
+from bench import registry  # noqa: E402
 from bench.device import pick_device, retained_memory  # noqa: E402
-from bench.probe import ProbeConfig, accumulate_grads, make_optimizer  # noqa: E402
+from bench.probe import ProbeConfig, accumulate_grads, make_optimizer, train_probe  # noqa: E402
 from bench.probe.bank import FeatureBank  # noqa: E402
 from bench.probe.mlp import EnsembleMLP  # noqa: E402
 from bench.probe.sampler import PixelStreams, member_generators  # noqa: E402
@@ -64,6 +72,25 @@ class PerfConfig:
 
 
 QUICK = PerfConfig(images=3, batches=(64, 512), timed_steps=(10, 2), gather_steps=5)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The small preset's probe (its numbers come from bench.ssl.SMALL_PROBE) on synthetic maps
+    of the small MDM's read-out shape, for a few capped epochs of each stopping rule."""
+
+    method: str = "mdm"
+    images: int = 160             # windows in the bank (the small GlaS training bank: about 340)
+    distinct: int = 8             # distinct random map sets, cycled (values do not change timings)
+    classes: int = 2
+    epochs: int = 2               # per training (capped: each epoch is the same work)
+    natural_pixels: int = 8192    # per epoch under the natural rule (64-pixel steps)
+    medical_pixels: int | None = None  # per epoch under the loss-plateau rule (None: the preset's)
+    rounds: int = 5               # interleaved (previous, new) pairs; medians reported
+    ratio_goal: float = 0.95
+
+
+QUICK_TRAIN = TrainConfig(images=16, distinct=2, epochs=1, natural_pixels=1024, rounds=2)
 
 
 def _status_kib(key: str) -> int:
@@ -224,15 +251,85 @@ def measure_speed(cfg: PerfConfig, dim: int, batch: int, timed: int,
             "ceiling": secs["separate"] / secs["floor"]}
 
 
-def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
-                   threads: int | None = None) -> dict:
-    """Run both measurements; returns the numbers and whether each goal was met.
+def _small_shapes(method: str) -> tuple[int, list[tuple[int, int, int]]]:
+    """The small preset's window and its read-out map shapes (C, h, w), from the real backbone."""
+    cls = registry.get(method)
+    model = cls(cls.presets["small"])
+    backbone = model.build_model().eval()
+    w = model.cfg.window
+    with torch.no_grad():
+        maps = model.extract(backbone, torch.rand(1, 3, w, w), "medical")
+    return w, [tuple(int(v) for v in m.shape[1:]) for m in maps]  # type: ignore[misc]
 
-    `threads` pins torch's intra-op threads (1 gives stable timings on a shared machine).
+
+def measure_training(cfg: TrainConfig) -> dict[str, object]:
+    """Seconds of `train_probe` and of the previous training on equal banks, interleaved."""
+    from bench.ssl import SMALL_PROBE
+
+    window, shapes = _small_shapes(cfg.method)
+    gen = torch.Generator().manual_seed(0)
+    sets = [[torch.randn(*shape, generator=gen).half() for shape in shapes] for _ in range(cfg.distinct)]
+    new, old = FeatureBank(), probe_legacy.LegacyBank()
+    for i in range(cfg.images):
+        labels = torch.randint(0, cfg.classes, (window, window), generator=gen).numpy().astype("uint8")
+        new.add(sets[i % cfg.distinct], labels)
+        old.add(sets[i % cfg.distinct], labels)
+    small = dict(ensemble=SMALL_PROBE["probe_ensemble"], max_epochs=cfg.epochs)
+    rules = {"loss_plateau": ProbeConfig(**small, stop_rule="loss_plateau",  # type: ignore[arg-type]
+                                         batch_pixels=SMALL_PROBE["probe_batch_medical"],
+                                         patience=SMALL_PROBE["probe_patience_medical"],
+                                         pixels_per_epoch=cfg.medical_pixels or SMALL_PROBE["probe_pixels_per_epoch"]),
+             # warm-up off: every epoch with the natural rule's per-step bookkeeping
+             "natural": ProbeConfig(**small, stop_rule="natural", warmup_epochs=0,  # type: ignore[arg-type]
+                                    pixels_per_epoch=cfg.natural_pixels)}
+    out: dict[str, object] = {"dim": new.dim, "images": cfg.images, "shapes": shapes}
+    for rule, probe in rules.items():
+        runs = {"previous": lambda: probe_legacy.train_probe(old, cfg.classes, probe, seed=0),
+                "new": lambda: train_probe(new, cfg.classes, probe, seed=0)}
+        models = {name: run() for name, run in runs.items()}  # warm-up; the new bank consolidates
+        same = all(torch.equal(a, b) for a, b in zip(models["previous"].state_dict().values(),
+                                                     models["new"].state_dict().values()))
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(cfg.rounds):
+            for name, run in runs.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                run()
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+        med = {name: statistics.median(t) for name, t in wall.items()}
+        med_cpu = {name: statistics.median(t) for name, t in cpu.items()}
+        out[rule] = {"batch": probe.batch_pixels, "steps_per_epoch": -(-int(probe.pixels_per_epoch or 0) // probe.batch_pixels),
+                     "epochs": cfg.epochs, "previous_s": med["previous"], "new_s": med["new"],
+                     "ratio": med["previous"] / med["new"], "previous_cpu_s": med_cpu["previous"],
+                     "new_cpu_s": med_cpu["new"], "cpu_ratio": med_cpu["previous"] / med_cpu["new"],
+                     "same_weights": same, "wall_s": wall, "cpu_s": cpu}
+    return out
+
+
+def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
+                   threads: int | None = None, train: TrainConfig | None = None,
+                   only: str | None = None) -> dict:
+    """Run the measurements; returns the numbers and whether each goal was met.
+
+    `threads` pins torch's intra-op threads (1 gives stable timings on a shared machine);
+    `only="training"` runs only the side-by-side training.
     """
     cfg = cfg or (QUICK if quick else PerfConfig())
+    train = train or (QUICK_TRAIN if quick else TrainConfig())
     if threads:
         torch.set_num_threads(threads)
+    result: dict = {"config": asdict(cfg), "train_config": asdict(train), "threads": torch.get_num_threads(),
+                    "load": os.getloadavg()}
+    with retained_memory():  # as a run's probe trains (bench.ssl)
+        training = measure_training(train)
+    result["training"] = training
+    # On a shared machine the wall clock also measures the neighbours: with one thread, the
+    # process's CPU seconds are the steadier figure, and the goal is checked on both.
+    result["goals"] = {f"training_{rule}_ratio_at_least": min(training[rule]["ratio"], training[rule]["cpu_ratio"])  # type: ignore[index]
+                       >= train.ratio_goal for rule in ("loss_plateau", "natural")}
+    if only == "training":
+        return result
     memory = {name: measure_memory(cfg, reserve) for name, reserve in
               (("default", False), ("reserved", True))}
     dim = memory["default"]["dim"]
@@ -241,17 +338,32 @@ def run_probe_perf(quick: bool = False, cfg: PerfConfig | None = None,
         speed = [measure_speed(cfg, dim, b, s, device) for b, s in zip(cfg.batches, cfg.timed_steps)]
     worst_peak = max(m["peak_bytes"] for m in memory.values())
     worst_ratio = min(m["ratio"] for m in memory.values())
-    return {
-        "config": asdict(cfg), "threads": torch.get_num_threads(), "load": os.getloadavg(),
-        "memory": memory, "speed": speed,
-        "goals": {"peak_within_budget": worst_peak <= cfg.memory_goal_bytes,
-                  "ratio_at_least": worst_ratio >= cfg.ratio_goal,
-                  "speedup_at_least": {s["batch"]: s["speedup"] >= cfg.speedup_goal
-                                       for s in speed}},
-    }
+    result.update(memory=memory, speed=speed)
+    result["goals"].update({
+        "peak_within_budget": worst_peak <= cfg.memory_goal_bytes,
+        "ratio_at_least": worst_ratio >= cfg.ratio_goal,
+        "speedup_at_least": {s["batch"]: s["speedup"] >= cfg.speedup_goal for s in speed}})
+    return result
+
+
+def print_training(result: dict) -> None:
+    t = result["training"]
+    print(f"small-preset probe training, {t['images']} windows of {t['shapes']} ({t['dim']} dims), CPU, "
+          f"{result['threads']} threads, load {result['load'][0]:.1f}: previous -> new, median of "
+          f"{result['train_config']['rounds']} interleaved runs")
+    for rule in ("loss_plateau", "natural"):
+        r = t[rule]
+        print(f"{rule:>13}: batch {r['batch']}, {r['steps_per_epoch']} steps x {r['epochs']} epochs: "
+              f"wall {r['previous_s']:.2f} s -> {r['new_s']:.2f} s, ratio {r['ratio']:.2f}; CPU "
+              f"{r['previous_cpu_s']:.2f} s -> {r['new_cpu_s']:.2f} s, ratio {r['cpu_ratio']:.2f} "
+              f"(goal >= {result['train_config']['ratio_goal']}); same weights: {r['same_weights']}")
 
 
 def print_report(result: dict) -> None:
+    print_training(result)
+    if "memory" not in result:
+        print("goals:", json.dumps(result["goals"]))
+        return
     cfg = result["config"]
     print(f"probe_perf: {cfg['images']} images {cfg['image_size']}px, feature dim "
           f"{result['memory']['default']['dim']}, {cfg['members']} members, "
@@ -280,8 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 images, small batches, few steps")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--only", choices=["training"], help="only the side-by-side probe training")
     args = parser.parse_args(argv)
-    result = run_probe_perf(quick=args.quick, threads=args.threads)
+    result = run_probe_perf(quick=args.quick, threads=args.threads, only=args.only)
     if args.json:  # first: a measurement of minutes is kept even if printing fails
         args.json.write_text(json.dumps(result, indent=2))
     print_report(result)

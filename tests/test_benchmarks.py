@@ -24,9 +24,15 @@ def test_probe_perf_measures_and_reports_on_a_toy_shape(tmp_path: Path, capsys: 
     toy = perf.PerfConfig(images=2, image_size=32, timesteps=1, block_channels=(8, 4), block_sizes=(8, 16),
                           num_classes=3, members=2, batches=(64,), timed_steps=(2,), gather_steps=2)
     monkeypatch.setattr(perf, "QUICK", toy)
+    monkeypatch.setattr(perf, "QUICK_TRAIN", perf.TrainConfig(images=3, distinct=1, epochs=1, natural_pixels=256,
+                                                             medical_pixels=16384, rounds=1))
     out = tmp_path / "perf.json"
     perf.main(["--quick", "--threads", "1", "--json", str(out)])
     result = json.loads(out.read_text())
+    for rule in ("loss_plateau", "natural"):  # the previous training and the new one, side by side
+        side = result["training"][rule]
+        assert side["same_weights"] and side["ratio"] > 0 and side["cpu_ratio"] > 0
+    assert result["training"]["dim"] == 224 and result["training"]["loss_plateau"]["steps_per_epoch"] == 2
     assert result["memory"]["default"]["dim"] == 12  # 8 + 4 channels, one timestep
     assert result["memory"]["default"]["dense_bytes"] == 2 * 32 * 32 * 12 * 4  # float32, every pixel
     speed = result["speed"][0]
@@ -44,11 +50,27 @@ def test_predict_perf_compares_both_paths_on_a_toy_shape(tmp_path: Path, capsys:
     row = result["shapes"]["toy"]
     assert row["dim"] == 10 and row["windows_per_image"] == 4
     assert row["dense_px_s"] > 0 and row["projected_px_s"] > 0 and row["agreement"] >= 0.9999
+    assert row["plain_px_s"] > 0 and row["plain_ratio"] > 0 and row["plain_agreement"] >= 0.9999
+    assert set(result["goals"]["toy"]) == {"plain_ratio", "agreement"} and result["goals"]["toy"]["agreement"]
     # d-128-32-3 probe: dense 10*128 + 128*32 + 32*3 multiply-adds a pixel; projected the first
     # layer on 6 channels at (8/32)^2 and 4 at (16/32)^2 of the pixels, the rest unchanged.
     assert row["flop_ratio"] == pytest.approx((10 * 128 + 4192) / ((6 / 16 + 4 / 4) * 128 + 4192))
     perf.print_report(result)
     assert "toy" in capsys.readouterr().out
+
+
+def test_probe_ops_meets_its_floors_on_toy_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operators per training step flat in the bank's size, no host synchronisation in a step,
+    and a window's further row chunks costing operators independent of the maps."""
+    ops = _script("probe_ops", monkeypatch)
+    toy = (ops.Shape("5maps", (6, 6, 6, 6, 3), (4, 4, 4, 8, 8), 16), ops.Shape("12maps", (4,) * 12, (2,) * 12, 16))
+    monkeypatch.setattr("bench.probe.bank.SEGMENT_BYTES", 2000)  # banks of several segments
+    result = ops.run_probe_ops(ops.OpsConfig(rules=("natural",), images=(2, 6), members=3, batch=16), toy)
+    assert set(result["ops_per_step"]) == {f"natural/{s}/{n}img" for s in ("5maps", "12maps") for n in (2, 6)}
+    assert set(result["ops_per_window"]) == {f"{s}/{n}chunks" for s in ("5maps", "12maps") for n in (1, 4)}
+    assert result["floors"] == {"ops_per_step_flat_in_images": True, "no_syncs_per_step": True,
+                                "ops_per_extra_chunk_flat_in_maps": True}
+    assert all(v > 0 for v in result["ops_per_step"].values())
 
 
 def test_calibration_study_writes_valid_sweeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

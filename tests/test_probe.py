@@ -1,6 +1,8 @@
 """The shared pixel probe: feature bank, batched ensemble, training and prediction."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -365,3 +367,65 @@ def test_a_killed_probe_training_resumes_bit_for_bit(rule: str, tmp_path, monkey
     for name, tensor in want.state_dict().items():
         assert torch.equal(got.state_dict()[name], tensor), name
     assert not any(checkpoint.parent.iterdir())
+
+
+def test_consolidated_and_host_staged_banks_gather_what_interpolation_gives(monkeypatch) -> None:
+    """Before its first gather a bank's segments become one table per size group; a bank kept on
+    the host for a GPU picks corner rows there and combines them where it computes. Both gather
+    the interpolated features, bit for bit alike, and hand out the same training batches."""
+    gen = torch.Generator().manual_seed(11)
+    monkeypatch.setattr("bench.probe.bank.SEGMENT_BYTES", 1)  # one segment per image
+    banks, images = [FeatureBank(), FeatureBank()], []
+    for i in range(4):
+        maps, labels = _maps(gen, [(5, 6, 6), (3, 11, 7), (2, 6, 6)]), np.full((20, 15), i, np.uint8)
+        images.append(_dense(maps, (20, 15)) * (0.5 + i))
+        for bank in banks:
+            bank.add(maps, labels, scale=0.5 + i)
+    resident, staged = banks
+    assert [len(segs) for segs in resident._segments] == [4, 4]
+    img = torch.tensor([3, 0, 2, 1, 3, 0])
+    ys, xs = torch.tensor([0, 19, 7, 3, 12, 5]), torch.tensor([0, 14, 2, 9, 6, 11])
+    got = resident.gather(img, ys, xs)
+    want = torch.stack([images[i][:, y, x] for i, y, x in zip(img.tolist(), ys.tolist(), xs.tolist())])
+    torch.testing.assert_close(got, want, **TOL)
+    assert [len(segs) for segs in resident._segments] == [1, 1] and resident.nbytes == staged.nbytes
+    assert staged.to("cpu", resident=False) is staged and not staged.resident and resident.resident
+    assert torch.equal(staged.gather(img, ys, xs), got)
+    flat = torch.tensor([[0, 299, 300, 1199], [650, 3, 901, 42]])
+    for a, b in zip(resident.gather_flat(flat), staged.take(staged.stage(flat))):
+        assert torch.equal(a, b)
+    assert resident.gather_flat(flat)[1].tolist() == [[0, 0, 1, 3], [2, 0, 3, 0]]
+    maps = _maps(gen, [(5, 6, 6), (3, 11, 7), (2, 6, 6)])  # a bank grows after its first gather
+    for bank in banks:
+        bank.add(maps, np.full((20, 15), 7, np.uint8), scale=2.0)
+    more = torch.tensor([4, 1, 4])
+    torch.testing.assert_close(resident.gather(more, ys[:3], xs[:3])[0], _dense(maps, (20, 15))[:, 0, 0] * 2, **TOL)
+    assert torch.equal(staged.gather(more, ys[:3], xs[:3]), resident.gather(more, ys[:3], xs[:3]))
+    assert resident.labels_at(torch.tensor([1200, 1499])).tolist() == [7, 7]
+
+
+def test_training_from_a_host_staged_bank_equals_a_resident_one() -> None:
+    """The staged path (a bank on the host feeding a GPU), run on the CPU, trains the same
+    weights as the resident path, the natural rule's members stopping mid-epoch."""
+    cfg = ProbeConfig.natural(ensemble=4, batch_pixels=32, max_epochs=4, warmup_epochs=0,
+                              patience_iters=2, pixels_per_epoch=256, hidden=(8, 4))
+    resident = train_probe(_separable_bank(2, seed=6)[0], 3, cfg, seed=7).state_dict()
+    bank = _separable_bank(2, seed=6)[0].to("cpu", resident=False)
+    staged = train_probe(bank, 3, cfg, seed=7).state_dict()
+    assert not bank.resident  # train_probe's own placement kept the explicit choice
+    assert all(torch.equal(resident[n], staged[n]) for n in resident)
+
+
+def test_device_stop_bookkeeping_spans_and_mirrors() -> None:
+    stop = _EarlyStop(5)
+    stop.active = torch.tensor([False, True, False, True, False])
+    assert stop.in_span().tolist() == [False, True, True, True, False] and stop.span() == slice(1, 4)
+    assert not stop.all_stopped()
+    stop.post_live()
+    assert not stop.all_stopped()
+    stop.active = torch.zeros(5, dtype=torch.bool)
+    stop.post_live()
+    assert stop.all_stopped() and stop.in_span().tolist() == [False] * 5
+    host = stop.finish_epoch(torch.tensor([1.0, 2.0, math.inf, 3.0, 4.0]))
+    assert stop.host_active == [False] * 5 and stop.host_span() == slice(0, 0)
+    assert host.tolist() == [1.0, 2.0, math.inf, 3.0, 4.0]

@@ -6,7 +6,7 @@ import torch
 
 from bench import registry
 from bench.probe.mlp import EnsembleMLP
-from bench.probe.predict import chunk_logits, predict_probs, predict_votes
+from bench.probe.predict import chunk_logits, predict_probs, predict_votes, predict_window_probs, predict_window_votes
 
 SSL_METHODS = [n for n in registry.names() if registry.get(n).kind == "ssl"]
 
@@ -77,3 +77,22 @@ def test_every_ssl_method_predicts_the_same_votes_by_both_paths(name: str, one_t
     dense = predict_votes(probe, maps, (w, w), path="dense").argmax(0)
     proj = predict_votes(probe, maps, (w, w)).argmax(0)
     assert float((dense == proj).float().mean()) >= 0.9999
+
+
+@pytest.mark.parametrize("budget", [None, 2**16, 2**22])  # one window a table / several a table and chunk
+def test_windows_predicted_together_equal_one_by_one(budget: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.probe import predict
+
+    if budget is not None:
+        monkeypatch.setattr(predict, "chunk_budget", lambda device: budget)
+    probe = _probe_with_stats(sum(c for c, _, _ in SIZES), 3, (7, 5), seed=8)
+    windows = [_maps(10 + i, SIZES) for i in range(5)]
+    scales = [0.3, 0.7, 1.0, 0.2, 0.9]
+    got = predict_window_votes(probe, windows, (24, 30), scales)
+    probs = predict_window_probs(probe, windows, (24, 30), scales, chunk_rows=7)
+    assert got.shape == probs.shape == (5, 3, 24, 30)
+    for i, (maps, scale) in enumerate(zip(windows, scales)):
+        assert torch.equal(got[i], predict_votes(probe, maps, (24, 30), scale, chunk_rows=5))
+        torch.testing.assert_close(probs[i], predict_probs(probe, maps, (24, 30), scale), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="one shape"):
+        predict_window_votes(probe, [windows[0], windows[1][:-1] + [windows[1][-1][:, :5]]], (24, 30))

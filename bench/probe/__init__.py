@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from bench.probe.bank import FeatureBank, global_l2_scale
 from bench.probe.mlp import EnsembleMLP
-from bench.probe.predict import chunk_logits, predict_probs, predict_votes
+from bench.probe.predict import chunk_logits, predict_probs, predict_votes, predict_window_probs, predict_window_votes
 from bench.probe.train import ProbeConfig, accumulate_grads, make_optimizer, train_probe
 
 __all__ = ["EnsembleMLP", "FeatureBank", "ProbeConfig", "accumulate_grads", "chunk_logits",
-           "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "train_probe"]
+           "global_l2_scale", "make_optimizer", "predict_probs", "predict_votes", "predict_window_probs",
+           "predict_window_votes", "train_probe"]

@@ -102,19 +102,31 @@ class EnsembleMLP(nn.Module):
         return h
 
     @torch.no_grad()
-    def predict_after_first(self, h: Tensor) -> Tensor:
-        """Eval-mode `forward_after_first` of all members, BatchNorm folded into the next layer.
+    def folded_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """Eval-mode (weight, bias) of each layer after the first, its BatchNorm folded in.
 
         In eval mode BN(r) = r * g + s with g = gamma / sqrt(var + eps) and s = beta - mean * g,
-        so W . BN(r) + b = (g * W) . r + (s . W + b): one pass fewer over the full-resolution
-        activations, equal up to float rounding. `h` is consumed (ReLU in place).
+        so W . BN(r) + b = (g * W) . r + (s . W + b). Computed once per prediction call, not
+        once per row chunk.
         """
+        layers = []
         for i in range(len(self.hidden)):
             mean, var = self._stats(i)
             g = self.bn_weights[i] / torch.sqrt(var + self.bn_eps)  # (K, hidden_i)
             shift = self.bn_biases[i] - mean * g
             weight = self.weights[i + 1] * g.unsqueeze(-1)
             bias = self.biases[i + 1] + torch.bmm(shift.unsqueeze(1), self.weights[i + 1])
+            layers.append((weight, bias))
+        return layers
+
+    @torch.no_grad()
+    def predict_after_first(self, h: Tensor, folded: list[tuple[Tensor, Tensor]] | None = None
+                            ) -> Tensor:
+        """Eval-mode `forward_after_first` of all members, BatchNorm folded into the next layer
+        (`folded_layers`, or those given): one pass fewer over the full-resolution activations,
+        equal up to float rounding. `h` is consumed (ReLU in place).
+        """
+        for weight, bias in folded if folded is not None else self.folded_layers():
             h = torch.baddbmm(bias, h.relu_(), weight)
         return h
 

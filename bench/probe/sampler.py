@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from bench.probe.bank import to_device
+
 FEISTEL_ROUNDS = 6
 _M32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # a well-mixing odd multiplier; products with 32-bit values fit in int64
@@ -70,6 +72,10 @@ class PixelStreams:
     batch normalisation cannot train on it. Orders are materialised as int32 `randperm`s when
     all members' fit in `order_bytes` (cheap per batch, which matters for 64-pixel batches) and
     are keyed Feistel permutations otherwise (no memory, a few ms per batch).
+
+    Batches come on the device `labelled` lives on. Generators and orders are drawn on the host
+    (so a seed means the same orders everywhere); materialised orders go to the device once per
+    epoch, Feistel positions once per batch, both asynchronously.
     """
 
     def __init__(self, labelled: Tensor, generators: Sequence[torch.Generator], batch: int,
@@ -92,9 +98,9 @@ class PixelStreams:
         """Draw each member's order for the next epoch from its own generator."""
         n = self.labelled.numel()
         if self.materialise:
-            self._orders = torch.stack([
+            self._orders = to_device(torch.stack([
                 torch.randperm(n, generator=g, dtype=torch.int32)[:self.epoch_pixels]
-                for g in self.generators])
+                for g in self.generators]), self.labelled.device)
         else:
             self._keys = torch.stack([torch.randint(0, 2**32, (FEISTEL_ROUNDS,), generator=g)
                                       for g in self.generators])
@@ -107,4 +113,9 @@ class PixelStreams:
             return self.labelled[self._orders[members, start:stop].to(torch.int64)]
         keys = self._keys[members]
         pos = torch.arange(start, stop).expand(keys.shape[0], -1)
-        return self.labelled[keyed_permutation(pos, self.labelled.numel(), keys.unsqueeze(1))]
+        order = keyed_permutation(pos, self.labelled.numel(), keys.unsqueeze(1))  # on the host
+        return self.labelled[to_device(order, self.labelled.device)]
+
+    def batch_size(self, step: int) -> int:
+        """Pixels per member in batch `step` of an epoch."""
+        return min((step + 1) * self.batch, self.epoch_pixels) - step * self.batch

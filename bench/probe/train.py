@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.errors import ConfigError
-from bench.probe.bank import FeatureBank
+from bench.probe.bank import FeatureBank, Staged
 from bench.probe.mlp import EnsembleMLP
 from bench.probe.sampler import PixelStreams, member_generators
 from bench.progress import SETTINGS, History, StageLog
@@ -100,15 +100,24 @@ class ProbeConfig:
 
 
 class _EarlyStop:
-    """Per-member best loss, non-improvement count and whether the member still trains."""
+    """Per-member best loss, non-improvement count and whether the member still trains.
 
-    def __init__(self, members: int) -> None:
-        self.best = torch.full((members,), math.inf)
-        self.count = torch.zeros(members, dtype=torch.int64)
-        self.active = torch.ones(members, dtype=torch.bool)
+    The tensors live on the training device and are updated there; `host_active` is the host's
+    copy of `active`, refreshed once per epoch (`finish_epoch`), and `live` a pinned host mirror
+    of "some member still trains" that the device writes each step without the host waiting.
+    """
+
+    def __init__(self, members: int, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.best = torch.full((members,), math.inf, device=self.device)
+        self.count = torch.zeros(members, dtype=torch.int64, device=self.device)
+        self.active = torch.ones(members, dtype=torch.bool, device=self.device)
+        self.host_active = [True] * members
+        self._live = torch.ones(1, dtype=torch.bool, pin_memory=self.device.type == "cuda")
+        self._live_view = self._live.numpy()  # read without a torch call, as the copy stands
 
     def update(self, loss: Tensor, limit: int, inclusive: bool) -> Tensor:
-        """Record one loss per member; return the members that stop now."""
+        """Record one loss per member; return the members that stop now (on the device)."""
         improved = loss < self.best
         self.best = torch.where(improved, loss, self.best)
         self.count = torch.where(improved, torch.zeros_like(self.count), self.count + 1)
@@ -117,16 +126,47 @@ class _EarlyStop:
         self.active &= ~newly
         return newly
 
+    def in_span(self) -> Tensor:
+        """Mask of the members between the first and the last active one (on the device)."""
+        before = self.active.cumsum(0) > 0
+        after = self.active.flip(0).cumsum(0).flip(0) > 0
+        return before & after
+
     def span(self) -> slice:
-        """The smallest contiguous range of members holding every active one."""
+        """The smallest contiguous range of members holding every active one (asks the device)."""
         idx = self.active.nonzero().flatten()
         return slice(int(idx[0]), int(idx[-1]) + 1) if idx.numel() else slice(0, 0)
+
+    def host_span(self) -> slice:
+        """`span` from the host's copy of `active`."""
+        idx = [k for k, on in enumerate(self.host_active) if on]
+        return slice(idx[0], idx[-1] + 1) if idx else slice(0, 0)
+
+    def post_live(self) -> None:
+        """Queue the copy of "some member still trains" to the host mirror (no waiting)."""
+        self._live.copy_(self.active.any().view(1), non_blocking=True)
+
+    def all_stopped(self) -> bool:
+        """Whether the host mirror already says every member stopped. It may lag the device by
+        the steps still queued, never the other way: a stopped member never trains again."""
+        return not bool(self._live_view[0])
+
+    def finish_epoch(self, mean: Tensor) -> Tensor:
+        """The epoch's one host synchronisation: its per-member mean losses and, into
+        `host_active`, which members still train. Returns the losses on the host."""
+        payload = torch.cat([mean, self.active.to(mean.dtype)]).cpu()
+        self.host_active = (payload[mean.numel():] > 0).tolist()
+        self._live.fill_(any(self.host_active))
+        return payload[:mean.numel()]
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best.clone(), "count": self.count.clone(), "active": self.active.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.count, self.active = state["best"], state["count"], state["active"]
+        self.host_active = [bool(v) for v in state["active"].cpu().tolist()]
+        self._live.fill_(any(self.host_active))
+        self.best, self.count, self.active = (state[k].to(self.device)
+                                              for k in ("best", "count", "active"))
 
 
 class _Resumed:
@@ -178,25 +218,71 @@ def _groups(span: slice, per_group: int) -> Iterator[slice]:
         yield slice(lo, min(span.stop, lo + per_group))
 
 
-def _train_step(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank, flat: Tensor,
-                span: slice, cfg: ProbeConfig, device: torch.device) -> Tensor:
-    per_group = max(1, cfg.step_bytes // (flat.shape[1] * bank.dim * 4))
-    losses = torch.empty(flat.shape[0])
-    opt.zero_grad(set_to_none=True)
-    for group in _groups(span, per_group):
-        rows = slice(group.start - span.start, group.stop - span.start)
-        feats, labels = bank.gather_flat(flat[rows])
-        losses[rows] = accumulate_grads(model, feats.to(device), labels.to(device), group).cpu()
-    opt.step()
-    return losses
+def _member_batches(bank: FeatureBank, streams: PixelStreams, span: slice, cfg: ProbeConfig
+                    ) -> Iterator[tuple[slice, Tensor, Tensor, bool]]:
+    """Each step's member groups in turn: (group, features, labels, last group of its step).
+
+    Members are processed in groups whose float32 features fit `step_bytes`. A group's batch is
+    staged (`FeatureBank.stage`) while the one before it is computed on, so a bank on the host
+    picks and copies its rows for the GPU while the GPU works.
+    """
+    def units() -> Iterator[tuple[int, slice, bool]]:
+        for step in range(streams.steps):
+            per_group = max(1, cfg.step_bytes // (streams.batch_size(step) * bank.dim * 4))
+            for group in _groups(span, per_group):
+                yield step, group, group.stop == span.stop
+
+    pending: tuple[slice, bool, Staged] | None = None
+    for step, group, last in units():
+        staged = bank.stage(streams.batch_pixels(step, group))
+        if pending is not None:
+            yield (pending[0], *bank.take(pending[2]), pending[1])
+        pending = (group, last, staged)
+    if pending is not None:
+        yield (pending[0], *bank.take(pending[2]), pending[1])
+
+
+def _steps(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank,
+           streams: PixelStreams, span: slice, cfg: ProbeConfig, device: torch.device
+           ) -> Iterator[Tensor]:
+    """The epoch's optimisation steps of the members in `span`; after each, the per-member mean
+    losses (K,) on the device, inf outside `span`. Nothing here waits on the device."""
+    losses: Tensor | None = None
+    for group, feats, labels, last in _member_batches(bank, streams, span, cfg):
+        if losses is None:
+            opt.zero_grad(set_to_none=True)
+            losses = torch.full((cfg.ensemble,), math.inf, device=device)
+        losses[group] = accumulate_grads(model, feats, labels, group)
+        if last:
+            opt.step()
+            yield losses
+            losses = None
+
+
+def _kept(model: EnsembleMLP, final: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """(live, kept) pairs of every state tensor. The live ones are views of the parameters and
+    buffers, which training and loading update in place, so the pairs stay valid."""
+    return [(tensor, final[name]) for name, tensor in model.state_dict().items()]
 
 
 @torch.no_grad()
-def _snapshot(model: EnsembleMLP, final: dict[str, Tensor], members: Tensor) -> None:
-    idx = members.nonzero().flatten().to(next(iter(final.values())).device)
-    if idx.numel():
-        for name, tensor in model.state_dict().items():
-            final[name][idx] = tensor[idx]
+def _snapshot(pairs: list[tuple[Tensor, Tensor]], members: Tensor) -> None:
+    """Keep `members`' (a device mask) current state: each live tensor of `_kept` pairs into its
+    kept one, without the host asking which members."""
+    masks: dict[int, Tensor] = {}
+    for live, kept in pairs:
+        mask = masks.setdefault(live.dim(), members.view(-1, *([1] * (live.dim() - 1))))
+        torch.where(mask, live, kept, out=kept)
+
+
+def _working_bytes(cfg: ProbeConfig, dim: int, num_classes: int) -> int:
+    """Device memory training needs beside the bank: parameters, gradients, Adam's two moments
+    and the kept weights, two member groups' features in flight (the one computed on and the
+    one staged) and activations."""
+    sizes = [dim, *cfg.hidden_sizes(num_classes), num_classes]
+    params = cfg.ensemble * sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    activations = cfg.ensemble * cfg.batch_pixels * sum(sizes[1:]) * 4 * 4
+    return 5 * params * 4 + 2 * cfg.step_bytes + activations
 
 
 def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = None,
@@ -207,9 +293,15 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     Each member draws its initial weights and its epoch orders from its own generator, all
     derived from `seed`, so members differ as the reference's separately trained models did,
     and a member's training does not depend on the others. Deterministic for a seed on CPU.
+
+    Everything runs on `device`: the bank moves there first (`FeatureBank.to`: into GPU memory
+    when it fits beside the training's working set, else pinned host memory), batches are
+    gathered there, and the stopping rule's bookkeeping stays there, read by the host once per
+    epoch. Steps within an epoch never wait on the device.
     """
     cfg = cfg or ProbeConfig()
     device = torch.device(device)
+    bank.to(device, reserve_bytes=_working_bytes(cfg, bank.dim, num_classes))
     labelled = bank.labelled_pixels(ignore_index)
     classes = bank.labels_at(labelled)
     if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
@@ -222,7 +314,7 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
                            cfg.order_bytes)
     opt = make_optimizer(model, cfg)
     final = {name: t.detach().clone() for name, t in model.state_dict().items()}
-    stop = _EarlyStop(cfg.ensemble)
+    stop = _EarlyStop(cfg.ensemble, device)
     history = History(SETTINGS.max_points)
     # Inside a run's `resumable` scope (RunContext.run_checkpoint) the state after each epoch
     # is saved every few minutes, and a restarted job continues from it bit for bit (on a CPU).
@@ -233,12 +325,12 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
     with StageLog("probe", cfg.max_epochs, progress, unit="epoch", initial=resume.start,
                   history=history) as stage:  # its history: the record's
         for epoch in itertools.count(resume.start) if cfg.max_epochs is None else range(resume.start, cfg.max_epochs):
-            if not bool(stop.active.any()):  # every member stopped in the epoch the checkpoint ends
+            if not any(stop.host_active):  # every member stopped in the epoch the checkpoint ends
                 break
             loss = _run_epoch(model, opt, bank, streams, stop, final, cfg, epoch, device)
-            stage.update(epoch + 1, loss=loss, active=int(stop.active.sum()))
+            stage.update(epoch + 1, loss=loss, active=sum(stop.host_active))
             resume.step_done(epoch + 1)
-    _snapshot(model, final, stop.active)  # members that ran out of epochs
+    _snapshot(_kept(model, final), stop.active)  # members that ran out of epochs
     model.load_state_dict(final)
     return model.eval()
 
@@ -246,22 +338,37 @@ def train_probe(bank: FeatureBank, num_classes: int, cfg: ProbeConfig | None = N
 def _run_epoch(model: EnsembleMLP, opt: torch.optim.Optimizer, bank: FeatureBank,
                streams: PixelStreams, stop: _EarlyStop, final: dict[str, Tensor],
                cfg: ProbeConfig, epoch: int, device: torch.device) -> float:
-    """One epoch of every active member; returns their mean training loss (for progress)."""
+    """One epoch of every active member; returns their mean training loss (for progress).
+
+    The members trained are those between the first and the last active one when the epoch
+    starts (what the host knows). Under the natural rule a member may stop at any step; it then
+    keeps the weights it had (snapshotted on the device), and its losses count as they would
+    had it left the range trained (inf once outside it), so the epoch's reported loss and every
+    result equal those of a loop that asked the device after each step. When the host mirror
+    says all members stopped, the epoch ends (a few steps late on a GPU, changing nothing).
+    """
     streams.start_epoch()
-    totals = torch.zeros(cfg.ensemble)
-    for step in range(streams.steps):
-        span = stop.span()
-        losses = torch.full((cfg.ensemble,), math.inf)
-        losses[span] = _train_step(model, opt, bank, streams.batch_pixels(step, span), span,
-                                   cfg, device)
+    span = stop.host_span()
+    per_step = cfg.stop_rule == "natural" and epoch > cfg.warmup_epochs
+    totals = torch.zeros(cfg.ensemble, device=device)
+    left = torch.zeros(cfg.ensemble, dtype=torch.bool, device=device)  # ever outside the range
+    pairs = _kept(model, final)
+    for losses in _steps(model, opt, bank, streams, span, cfg, device):
         STEPS.tick("probe")
-        totals += losses
-        if cfg.stop_rule == "natural" and epoch > cfg.warmup_epochs:
-            _snapshot(model, final, stop.update(losses, cfg.patience_iters, inclusive=False))
-            if not bool(stop.active.any()):
-                break
-    mean = totals / streams.steps
-    trained = mean.isfinite()
+        if not per_step:
+            totals += losses
+            continue
+        inside, live = stop.in_span(), stop.active.any()
+        totals += torch.where(inside, losses, 0.0)
+        left |= ~inside & live
+        newly = stop.update(torch.where(inside, losses, math.inf), cfg.patience_iters, inclusive=False)
+        _snapshot(pairs, newly)
+        stop.post_live()
+        if stop.all_stopped():
+            break
+    mean = torch.where(left, math.inf, totals / streams.steps)
     if cfg.stop_rule == "loss_plateau":
-        _snapshot(model, final, stop.update(mean, cfg.patience, inclusive=True))
-    return float(mean[trained].mean()) if bool(trained.any()) else math.nan
+        _snapshot(pairs, stop.update(mean, cfg.patience, inclusive=True))
+    host = stop.finish_epoch(mean)
+    trained = host.isfinite()
+    return float(host[trained].mean()) if bool(trained.any()) else math.nan
