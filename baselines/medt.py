@@ -46,7 +46,7 @@ class MedTConfig(SupervisedConfig):
     OFFICIAL: ClassVar[dict[str, Any]] = {"batch": 4, "local_patch": 32}
     LEGACY: ClassVar[dict[str, Any]] = {"local_patch": None}
 
-    LIMITS: ClassVar[dict[str, Rule]] = {"layers": POSITIVE, "width_factor": POSITIVE, "groups": POSITIVE,
+    LIMITS: ClassVar[dict[str, Rule]] = {"local_patch": POSITIVE, "layers": POSITIVE, "width_factor": POSITIVE, "groups": POSITIVE,
                                          "grid": POSITIVE, "stem_mid_channels": POSITIVE}
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ from bench.context import RunContext
 from bench.diffusion import ssim_loss
 from bench.distributed import unwrap
 from bench.errors import FieldError
-from bench.limits import NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, non_negative
+from bench.limits import FRACTION, NON_NEGATIVE, POSITIVE, UNIT, Limit, Rule, non_negative
 from bench.nn.imagenet import imagenet_normalise
 from bench.nn.mae_vit import MAEArch, MAEViT, masked_patch_loss, masked_reconstruction
 from bench.pretrain import LRSchedule, PretrainSchedule, pretrain
@@ -65,6 +65,7 @@ class MAEConfig(SSLConfig):
         "mask_ratio": Limit(0, 1, low_open=True, high_open=True),
         "train_steps": non_negative(note="0: the untrained backbone"), "train_batch": POSITIVE, "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE, "betas": UNIT, "feature_blocks": POSITIVE,
+        "crop_scale": FRACTION, "warmup_fraction": UNIT,
     }
 
     def __post_init__(self) -> None:

@@ -73,7 +73,7 @@ def bad_values(hint: Any, rule: limits.Rule | None, preset: Any) -> list[tuple[s
     if origin is tuple:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         fixed = Ellipsis not in typing.get_args(hint)
-        item, base = args[0], list(preset) or [1]
+        item, base = args[0], list(preset) if preset else [1] * (len(args) if fixed else 1)
         limit = rule if isinstance(rule, Limit) else limits.NON_NEGATIVE
         cases = [("scalar-for-list", "3"), ("strings-in-list", "[" + ", ".join(['"x"'] * len(base)) + "]")]
         if fixed:
