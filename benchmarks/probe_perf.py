@@ -84,9 +84,9 @@ class TrainConfig:
     distinct: int = 8             # distinct random map sets, cycled (values do not change timings)
     classes: int = 2
     epochs: int = 2               # per training (capped: each epoch is the same work)
-    natural_pixels: int = 8192    # per epoch under the natural rule (64-pixel steps)
+    natural_pixels: int = 32768   # per epoch under the natural rule (64-pixel steps)
     medical_pixels: int | None = None  # per epoch under the loss-plateau rule (None: the preset's)
-    rounds: int = 5               # interleaved (previous, new) pairs; medians reported
+    rounds: int = 7               # interleaved (previous, new) pairs; medians reported
     ratio_goal: float = 0.95
 
 
@@ -303,6 +303,7 @@ def measure_training(cfg: TrainConfig) -> dict[str, object]:
                      "epochs": cfg.epochs, "previous_s": med["previous"], "new_s": med["new"],
                      "ratio": med["previous"] / med["new"], "previous_cpu_s": med_cpu["previous"],
                      "new_cpu_s": med_cpu["new"], "cpu_ratio": med_cpu["previous"] / med_cpu["new"],
+                     "paired_ratio": statistics.median(a / b for a, b in zip(wall["previous"], wall["new"])),
                      "same_weights": same, "wall_s": wall, "cpu_s": cpu}
     return out
 
