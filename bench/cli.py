@@ -12,9 +12,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bench
 from bench.errors import BenchError, ConfigError
+
+if TYPE_CHECKING:
+    from bench.config import SweepConfig
 
 DEFAULT_CONFIG = "bench.toml"
 RANK_METRIC = "dice"
@@ -193,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _write_sweep_figures(sweep) -> None:
+def _write_sweep_figures(sweep: SweepConfig) -> None:
     """The `sweep` experiment's figures (per-seed scores, learning curves, predictions) from the
     records there are, under OUTPUT/sweep/ for `bench report`; a failure is a warning, not a
     failed sweep (the runs are done)."""

@@ -7,11 +7,10 @@ the batched MLP ensemble, sliding-window prediction) is done here once for every
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from abc import abstractmethod
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -209,11 +208,10 @@ class SSLMethod(Plugin):
     def definition_problems(cls) -> list[str]:
         out = super().definition_problems()
         config = getattr(cls, "Config", None)
-        if isinstance(config, type) and dataclasses.is_dataclass(config):
+        if isinstance(config, type) and is_dataclass(config):
             if not issubclass(config, SSLConfig):
                 out.append(f"Config {config.__name__} does not subclass bench.ssl.SSLConfig")
-            fields = {f.name for f in dataclasses.fields(config)}
-            unknown = sorted(set(cls.probe_only_fields) - fields)
+            unknown = sorted(set(cls.probe_only_fields) - {f.name for f in fields(config)})
             if unknown:
                 out.append(f"probe_only_fields names no Config field: {', '.join(unknown)}")
         return out

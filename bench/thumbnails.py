@@ -55,12 +55,13 @@ def thumbnails(names: Sequence[str], predictions: Sequence[np.ndarray],
 def encode(pred: np.ndarray, max_side: int) -> str:
     """A class map cut to `max_side` (nearest neighbour), as base64 PNG: 1 bit a pixel for a
     binary map (at most 128 x 128 / 8 bytes before compression), else 8-bit grey (the class ids)."""
-    image = Image.fromarray(np.asarray(pred).astype(np.uint8), mode="L")
+    pred = np.asarray(pred).astype(np.uint8)
+    image = Image.fromarray(pred, mode="L")
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.NEAREST)
-    if int(np.asarray(image).max(initial=0)) <= 1:
+    if pred.size and int(pred.max()) <= 1:
         image = image.point(lambda v: 255 * v).convert("1")  # decodes to 0 / 1 again (bool)
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)

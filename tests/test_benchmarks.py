@@ -18,6 +18,7 @@ def _script(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module(name)
 
 
+@pytest.mark.slow
 def test_probe_perf_measures_and_reports_on_a_toy_shape(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     perf = _script("probe_perf", monkeypatch)
@@ -115,6 +116,7 @@ def test_calibration_summary_averages_seeds_and_leaves_out_the_backbone_build(tm
     assert rows[0]["pretrain_s"] == 600.0
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU script's code path, on the CPU at the tiny preset: both precisions, one table."""

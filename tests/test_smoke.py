@@ -136,6 +136,7 @@ def test_bad_smoke_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_broken_shape_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The local smoke runs each run in a fresh process; its failure ends bench with one line, status 2."""
     # crop 6: 1x1 at the bottom
