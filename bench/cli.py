@@ -175,7 +175,7 @@ def _load(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.launch import launch
-    from bench.runner import expand, pending
+    from bench.runner import expand
 
     sweep = _load(args)
     _check_environment()
@@ -186,12 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_smoke(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                          dry_run=args.dry_run)
-    todo = len(pending(runs))
+    had = {r.run_id for r in runs if r.record_path.is_file()}  # not read: launch checks the layout first
     code = launch(sweep, runs, quiet=args.quiet or args.no_progress, wait=args.wait or sweep.executor != "slurm",
                   dry_run=args.dry_run)
     if args.dry_run or (sweep.executor == "slurm" and not args.wait):
         return code
-    if todo:  # new records: the sweep's pictures again (a finished sweep's rerun writes nothing)
+    if any(r.run_id not in had and r.record_path.is_file() for r in runs):
+        # new records: the sweep's pictures again (a finished sweep's rerun writes nothing)
         _write_sweep_figures(sweep)
     _table(args, sweep, runs)  # the sweep and runs of this command, not read and built again
     return code

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import registry
 from bench.data.fingerprint import data_identity, fingerprint
 from bench.errors import BenchError, ConfigError
+from bench.protocol import identity_of
 from bench.provenance import SHORT_HASH, config_hash
 from bench.records import read_record, record_path
 from bench.store import TMP_PREFIX, atomic_write_json
@@ -76,7 +78,10 @@ def plan(folder: str | Path, roots: dict[str, str] | None = None) -> Migration:
             out.left.append(f"{path.name}: its id cannot be rebuilt from its fields")
             continue
         new_fields = {k: v for k, v in fields.items() if k != "root"}
-        if config_hash(fields) != carried or record.get("run_id") != path.stem \
+        if fields["method"] in registry.names():  # fields added since at their old value are no identity
+            new_fields["config"] = identity_of(registry.get(fields["method"]).Config, fields["config"])
+        old_hashes = {config_hash(fields), config_hash({**fields, "config": new_fields["config"]})}
+        if carried not in old_hashes or record.get("run_id") != path.stem \
                 or path.stem != run_id(fields, record["seed"], carried):
             out.left.append(f"{path.name}: its config hash does not follow from its fields")
             continue

@@ -66,6 +66,12 @@ def identity(cfg: Any, drop: frozenset[str] = frozenset()) -> dict[str, Any]:
             if k not in drop and not (k in legacy and v == legacy[k])}
 
 
+def identity_of(config_cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """`identity` of a Config already written out as a dict (a record's `config`)."""
+    legacy = legacy_values(config_cls)
+    return {k: v for k, v in config.items() if not (k in legacy and v == legacy[k])}
+
+
 def subset_rule(cfg: Any) -> str:
     """How the labelled subset is chosen: the Config's `subset`, else its protocol's default
     (official: the first N training files by name, as the official scripts; converged: a random

@@ -98,12 +98,12 @@ def _spec(tmp_path, method: str, robustness: Robustness | None = None) -> RunSpe
 
 def test_run_ids_do_not_change_without_robustness(tmp_path) -> None:
     """The hash of a spec without `robustness` is exactly what it was before the field existed."""
-    import dataclasses
+    from bench.protocol import identity
 
     spec = _spec(tmp_path, "unet")
     legacy = config_hash({"dataset": spec.dataset, "root": spec.root, "fraction": spec.fraction,
                           "method": spec.method, "preset": spec.preset,
-                          "config": dataclasses.asdict(spec.resolved_config())})
+                          "config": identity(spec.resolved_config())})
     assert spec.config_hash == legacy
     rob = _spec(tmp_path, "unet", Robustness(corruptions=("fog",), severities=(1,)))
     assert rob.run_id != spec.run_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -288,14 +289,19 @@ def _panel_specs(tmp_path: Path) -> tuple[ExperimentContext, dict[str, RunSpec],
     return ctx, specs, [test[i] for i in spread_indices(len(test), 3)]
 
 
+def _record_of(spec: Any) -> dict[str, Any]:
+    """The fields every readable record holds (bench.records.SCHEMA), for a hand-made one."""
+    return {"run_id": spec.run_id, "dataset": spec.dataset, "method": spec.method, "fraction": spec.fraction,
+            "seed": spec.seed, "metrics": {"dice": 0.5}}
+
+
 def test_a_panel_without_predictions_uses_the_records_thumbnails(tmp_path: Path) -> None:
     """predictions/ is not in git; a committed record's thumbnails draw its column instead, and a
     method with neither is left out with one note line, not a column of grey tiles."""
     from bench.thumbnails import thumbnails
 
     ctx, specs, samples = _panel_specs(tmp_path)
-    record = {"run_id": specs["unet"].run_id, "metrics": {"dice": 0.5},
-              "thumbnails": thumbnails([s.name for s in samples], [s.semantic for s in samples])}
+    record = {**_record_of(specs["unet"]), "thumbnails": thumbnails([s.name for s in samples], [s.semantic for s in samples])}
     specs["unet"].record_path.parent.mkdir(parents=True)
     specs["unet"].record_path.write_text(json.dumps(record))
     got = qualitative.method_predictions(ctx, specs, samples, "synthetic-glands")
@@ -314,7 +320,7 @@ def test_every_file_an_experiment_writes_names_the_runs_it_read(tmp_path: Path) 
 
     ctx, specs, _ = _panel_specs(tmp_path)
     specs["mdm"].record_path.parent.mkdir(parents=True)
-    specs["mdm"].record_path.write_text(json.dumps({"run_id": specs["mdm"].run_id, "metrics": {"dice": 0.5}}))
+    specs["mdm"].record_path.write_text(json.dumps(_record_of(specs["mdm"])))
     assert len(ctx.records(list(specs.values()))) == 1  # unet has no record: not read
     ctx.note("a note")
     table = next(p for p in write_tables(ResultTable(rows=["a"], columns=["b"], values={}), ctx) if p.suffix == ".json")

@@ -22,7 +22,8 @@ MAY_IMPORT = {
 # The primitives (networks, data sets, the probe) may use only each other and these leaves.
 PRIMITIVES = ("bench.nn", "bench.data", "bench.probe")
 LEAVES = {"bench", "bench.errors", "bench.store", "bench.distributed", "bench.progress", "bench.steptime",
-          "bench.resume"}  # resume: checkpointed loops (pre-training, the probe); it imports only leaves
+          "bench.resume", "bench.official"}  # resume: checkpointed loops (pre-training, the probe); official: the
+# official protocol's numbers and stopping rule (the probe's official loop reads them); both import only leaves
 
 
 def module_name(path: Path) -> str:

@@ -127,15 +127,15 @@ def test_the_official_probe_is_one_classifier_and_extracts_every_step() -> None:
         return torch.cat([crops, crops.mean(1, keepdim=True) ** 2], dim=1)
 
     rng = np.random.default_rng(0)
-    images = [(torch.rand(3, 24, 24), rng.integers(0, 2, (24, 24))) for _ in range(3)]
-    loop = ProbeLoop(crops_per_step=2, start_epoch=1, max_break=1, max_epochs=30)
+    images = [(torch.rand(3, 80, 80), rng.integers(0, 2, (80, 80))) for _ in range(3)]  # 65^2 crop positions
+    loop = ProbeLoop(crops_per_step=2, start_epoch=1, max_break=1, max_epochs=30)  # under History's point budget
     with collect_histories() as history:
         probe = train_official_probe(features, 4, images, loop, 16, 2, ProbeConfig.medical(), seed=0,
                                      ignore_index=255, device=torch.device("cpu"))
     assert probe.members == 1 and not probe.training
     epochs = len(history["probe"]["step"])
     assert len(calls) == 2 * epochs  # ceil(3 / 2) steps an epoch, one extraction each
-    assert len({tuple(c.flatten()[:8].tolist()) for c in calls}) == len(calls)  # fresh crops
+    assert len({tuple(c.flatten().tolist()) for c in calls}) >= len(calls) - 1  # fresh crops (a repeat: 1 in ~10^3)
     losses = [[loss] for loss in history["probe"]["loss"]]
     assert epochs - 1 == reference_interpreter(losses + [[math.inf]] * 5, loop.start_epoch, loop.max_break)
 
@@ -203,7 +203,10 @@ class _Spec:
         return self
 
 
-def test_official_supervised_loop_stops_as_the_official_code() -> None:
+def test_official_supervised_loop_stops_as_the_official_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.progress import SETTINGS
+
+    monkeypatch.setattr(SETTINGS, "max_points", 100_000)  # one history point per epoch
     plugin = registry.create("unet", "tiny", {"protocol": "official"})
     rng = np.random.default_rng(0)
     samples = []

@@ -10,6 +10,7 @@ import pytest
 from bench import registry
 from bench.cli import main
 from bench.config import load_config
+from bench.protocol import official_pins
 from bench.records import load_records
 from bench.runner import domain_of, expand
 from bench.smoke import BATCH_FIELDS, EPOCH_FIELDS, STEP_FIELDS, smoke_overrides, smoke_specs
@@ -37,10 +38,15 @@ def test_every_paper_config_is_capped() -> None:
     smoke = SmokeConfig(steps=2, epochs=1, batch=1, probe_ensemble=2)
     for name in registry.names():
         cls = registry.get(name)
-        cfg = cls.presets["paper"]
+        cfg = cls.resolve_config("paper")
         over = smoke_overrides(cfg, "medical", smoke)
         capped = cls.resolve_config("paper", over)
+        # an official config's pinned counts are capped by bench.official.capped, not overridden
+        pinned = set(official_pins(type(capped))) if capped.protocol == "official" else set()
+        assert not pinned & set(over), name
         for f in fields(capped):
+            if f.name in pinned:
+                continue
             value = getattr(capped, f.name)
             if f.name in STEP_FIELDS:
                 assert value <= 2, (name, f.name)
@@ -145,3 +151,12 @@ def test_a_broken_shape_fails_in_one_line(tmp_path: Path, capsys: pytest.Capture
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("bench: error: smoke run synthetic-glands-f1-unet-s0-") and "spatial element" in last
     assert not list((tmp_path / "results" / "smoke" / "records").glob("*.json"))
+
+
+def test_a_smoke_caps_the_official_loops() -> None:
+    from bench.official import capped, probe_loop, train_loop
+
+    with capped(1, 1):
+        assert (train_loop("glas", 8).max_epochs, train_loop("glas", 8).batch) == (1, 1)
+        assert (probe_loop("monuseg").max_epochs, probe_loop("monuseg").crops_per_step) == (1, 1)
+    assert (train_loop("glas", 8).max_epochs, train_loop("glas", 8).batch) == (5000, 8)

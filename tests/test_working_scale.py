@@ -7,6 +7,7 @@ the working size and back (AJI within 0.02 of native), which it does not at the 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from bench.data import clear_cache, get_dataset, registry as data_registry, scale
+from bench.data.fingerprint import clear_cache as clear_fingerprints
 from bench.data.scale import SCALE_RULE, object_sizes, scale_floor, scale_record, working_size
 from bench.imaging import target_size
 from bench.table import working_side
@@ -153,13 +155,14 @@ def test_the_test_split_is_never_read_while_choosing(monuseg_root: Path, tmp_pat
     (root / "test" / "broken.tif").write_bytes(b"not a tiff")
     (root / "test" / "broken.xml").write_text("<not xml")
     seen: list[str] = []
-    loader = data_registry._LOADERS["monuseg"]
+    info = data_registry.dataset_info("monuseg")
+    loader = info.loader
 
     def spy(path: Path, split: str) -> Any:
         seen.append(split)
         return loader(path, split)
 
-    monkeypatch.setitem(data_registry._LOADERS, "monuseg", spy)
+    monkeypatch.setitem(data_registry.DATASETS, "monuseg", dataclasses.replace(info, loader=spy))
     assert scale_floor("monuseg", root) > 0.8
     assert seen == ["train"]
 
@@ -179,6 +182,7 @@ def test_measured_once_then_read_from_the_cache_until_the_training_files_change(
     Image.fromarray(np.where(anno == 1, 0, anno).astype(np.uint8)).save(label)  # one gland fewer
     scale.clear_memo()
     clear_cache()
+    clear_fingerprints()
     try:
         assert object_sizes("glas", glas_root).instances == first.instances - 1
         assert len(list((tmp_path / "cache" / SCALE_RULE.cache_folder).glob("glas-*.json"))) == 2
