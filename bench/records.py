@@ -41,7 +41,7 @@ def _text(value: Any) -> str | None:
 
 
 def _text_or_null(value: Any) -> str | None:
-    return None if value is None or isinstance(value, str) else f"expected a string or null, got {_show(value)}"
+    return None if value is None or _text(value) is None else f"expected a non-empty string or null, got {_show(value)}"
 
 
 def _fraction(value: Any) -> str | None:
