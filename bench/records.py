@@ -182,7 +182,9 @@ def read_record(path: str | Path, warn: bool = True) -> dict[str, Any] | None:
 
 
 def is_done(path: str | Path) -> bool:
-    return read_record(path) is not None
+    """Whether the run's record is there and sound. A folder where the record belongs is no record
+    and is not warned of here: `bench run` refuses it in one line (runner.check_output_layout)."""
+    return read_record(path, warn=not Path(path).is_dir()) is not None
 
 
 def load_records(output: str | Path, smoke: bool = False) -> list[dict[str, Any]]:
