@@ -41,7 +41,7 @@ def _text(value: Any) -> str | None:
 
 
 def _text_or_null(value: Any) -> str | None:
-    return None if value is None or isinstance(value, str) else f"expected a string or null, got {_show(value)}"
+    return None if value is None or _text(value) is None else f"expected a non-empty string or null, got {_show(value)}"
 
 
 def _fraction(value: Any) -> str | None:
@@ -182,7 +182,9 @@ def read_record(path: str | Path, warn: bool = True) -> dict[str, Any] | None:
 
 
 def is_done(path: str | Path) -> bool:
-    return read_record(path) is not None
+    """Whether the run's record is there and sound. A folder where the record belongs is no record
+    and is not warned of here: `bench run` refuses it in one line (runner.check_output_layout)."""
+    return read_record(path, warn=not Path(path).is_dir()) is not None
 
 
 def load_records(output: str | Path, smoke: bool = False) -> list[dict[str, Any]]:

@@ -52,9 +52,12 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def sweep(sweep_dir: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the sweep (records and trivial cache) for one test; its bench.toml."""
+def sweep(sweep_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the sweep (records and trivial cache) for one test; its bench.toml. The
+    test runs in its own folder: a record whose root is a relative path (synthetic-glands
+    generates its data into the root a record names) writes there, not into the checkout."""
     shutil.copytree(sweep_dir, tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
     records._warned.clear()
     return tmp_path / "s" / "bench.toml"
 
