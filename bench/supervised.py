@@ -190,14 +190,7 @@ class SupervisedMethod(Plugin):
             losses = []
             STEPS.start("train")
             for indices in epoch_batches(cfg, len(data), gen, self.drop_last):
-                x, y = self._batch(data, gen, indices)
-                with autocast(ctx.device):
-                    logits = model(self.network_input(prepare_batch(x, ctx.device)))
-                loss = loss_fn(logits.float(), y.to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.detach())
+                losses.append(self._step(model, opt, loss_fn, self._batch(data, gen, indices), ctx))
                 STEPS.tick("train")
             if sched is not None:
                 sched.step()
@@ -244,15 +237,8 @@ class SupervisedMethod(Plugin):
             last = torch.zeros(())
             STEPS.start("train")
             for indices in epoch_batches(batch_cfg, len(data), gen, self.drop_last):
-                x, y = self._batch(data, gen, indices)
-                with autocast(ctx.device):
-                    logits = model(self.network_input(prepare_batch(x, ctx.device)))
-                loss = loss_fn(logits.float(), y.to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                last = self._step(model, opt, loss_fn, self._batch(data, gen, indices), ctx)
                 iterations += 1
-                last = loss.detach()
                 STEPS.tick("train")
             value = float(last)  # the epoch's one host sync
             stage.update(epoch + 1, loss=value)
@@ -260,6 +246,18 @@ class SupervisedMethod(Plugin):
             resume.step_done(epoch + 1)
         stage.close()
         return model.eval()
+
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor],
+              batch: tuple[torch.Tensor, torch.Tensor], ctx: RunContext) -> torch.Tensor:
+        """One optimiser step on a training batch; its loss, detached (on the device: no sync)."""
+        x, y = batch
+        with autocast(ctx.device):
+            logits = model(self.network_input(prepare_batch(x, ctx.device)))
+        loss = loss_fn(logits.float(), y.to(ctx.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
     def _batch(self, data: list[tuple[torch.Tensor, np.ndarray]], gen: torch.Generator,
                indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,14 +23,16 @@ from bench.progress import collect_histories
 from bench.protocol import identity, subset_rule
 
 
-def reference_train_unet(losses: list[list[float]], start_epoch: int, max_break: int) -> int:
-    """train_unet.py's loop on given per-step losses; returns the epoch it stops in."""
+def reference_loop(losses: list[list[float]], start_epoch: int, max_break: int, counts: str) -> int:
+    """The official loop on given per-step losses; returns the epoch it stops in. `counts`:
+    what its check compares with start_epoch, "iterations" (train_unet.py) or "epochs"
+    (train_interpreter_medical.py)."""
     iteration, break_count, best_loss = 0, 0, 10000000.0
     steps = len(losses[0])
     for epoch in range(len(losses)):
         for loss in losses[epoch]:
             iteration += 1
-            if iteration % steps == 0 and iteration > start_epoch:
+            if iteration % steps == 0 and (iteration if counts == "iterations" else epoch) > start_epoch:
                 if loss < best_loss:
                     best_loss, break_count = loss, 0
                 else:
@@ -38,23 +40,14 @@ def reference_train_unet(losses: list[list[float]], start_epoch: int, max_break:
                 if break_count > max_break:
                     return epoch
     return len(losses) - 1
+
+
+def reference_train_unet(losses: list[list[float]], start_epoch: int, max_break: int) -> int:
+    return reference_loop(losses, start_epoch, max_break, "iterations")
 
 
 def reference_interpreter(losses: list[list[float]], start_epoch: int, max_break: int) -> int:
-    """train_interpreter_medical.py's loop on given per-step losses; returns its stop epoch."""
-    iteration, break_count, best_loss = 0, 0, 10000000.0
-    steps = len(losses[0])
-    for epoch in range(len(losses)):
-        for loss in losses[epoch]:
-            iteration += 1
-            if iteration % steps == 0 and epoch > start_epoch:
-                if loss < best_loss:
-                    best_loss, break_count = loss, 0
-                else:
-                    break_count += 1
-                if break_count > max_break:
-                    return epoch
-    return len(losses) - 1
+    return reference_loop(losses, start_epoch, max_break, "epochs")
 
 
 def _sequences() -> list[list[list[float]]]:
