@@ -296,7 +296,8 @@ def test_table1_and_the_ablations_end_to_end_on_tiny_glas(tmp_path: Path, one_th
 
     assert main(["experiment", "table3", "--config", str(config), "--quiet"]) == 0
     t3 = tmp_path / "results" / "table3"
-    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "table.json", "figure.png", "figure.pdf"}
+    assert {p.name for p in t3.iterdir()} == {"table.md", "table.tex", "table.csv", "table.json", "figure.png", "figure.pdf",
+                                              "figure.json"}  # figure.json: the runs the figure read
     assert (t3 / "figure.png").read_bytes()[:4] == b"\x89PNG" and (t3 / "figure.pdf").read_bytes()[:4] == b"%PDF"
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 36 + 8  # only the fixed-t rows are new
 
