@@ -324,7 +324,12 @@ class SSLMethod(Plugin):
             probe = train_probe(bank, test.num_classes, self.probe_config(test.domain), seed=ctx.spec.seed,
                                 ignore_index=test.ignore_index, device=ctx.device, progress=ctx.progress)
         timings["probe_train_s"] = time.perf_counter() - start
-        return reader, probe, {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes}
+        return reader, probe, {"pretrain_cached": cached, "feature_dim": bank.dim, "bank_bytes": bank.nbytes,
+                               "working_scale": self.working_scale(ctx, test)}
+
+    def working_scale(self, ctx: RunContext, test: Dataset) -> dict[str, Any]:
+        """The record's statement of the size this run worked at (bench.data.scale)."""
+        return scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side, [s.semantic.shape for s in test])
 
     def official_medical(self, domain: str) -> bool:
         """Whether this run reads out with the official single-classifier medical loop."""
@@ -361,15 +366,14 @@ class SSLMethod(Plugin):
         timings["probe_train_s"] = time.perf_counter() - start
         reader = FeatureReader(self, backbone, test.domain, ctx,
                                draws=Draws(torch.Generator().manual_seed(seed + 1)))
-        return reader, probe, {"pretrain_cached": cached, "feature_dim": dim, "official_loop": asdict(loop)}
+        return reader, probe, {"pretrain_cached": cached, "feature_dim": dim, "official_loop": asdict(loop),
+                               "working_scale": self.working_scale(ctx, test)}
 
     def run(self, ctx: RunContext, train: Sequence[Sample], test: Dataset,
             on_trained: Callable[[Predictor], None] | None = None) -> RunOutput:
         timings: dict[str, float] = {}
         fit = self.fit_official if self.official_medical(test.domain) else self.fit_probe
         reader, probe, extra = fit(ctx, train, test, timings)
-        extra["working_scale"] = scale_record(ctx.spec.dataset, ctx.spec.root, self.cfg.max_side,
-                                              [s.semantic.shape for s in test])
         start = time.perf_counter()
         predictions = [self.predict(reader, probe, s, test.split) for s in test]
         timings["predict_s"] = time.perf_counter() - start
