@@ -170,12 +170,7 @@ class SupervisedMethod(Plugin):
     def train(self, fit: list[Sample], val: list[Sample], num_classes: int, ignore: int,
               ctx: RunContext) -> nn.Module:
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(ctx.spec.seed)
-        torch.manual_seed(ctx.spec.seed)
-        model = to_device(self.build_model(num_classes), ctx.device)
-        data = [self._working(s, ctx) for s in fit]
-        loss_fn = build_loss(cfg.loss, num_classes, ignore)
-        opt = build_optimizer(cfg, model.parameters())
+        gen, model, data, loss_fn, opt = self._setup(fit, num_classes, ignore, ctx)
         sched = build_scheduler(cfg, opt)
         kept = _Best(copy.deepcopy(model.state_dict()))
         history = History(SETTINGS.max_points)
@@ -218,12 +213,7 @@ class SupervisedMethod(Plugin):
         network at the stop is kept."""
         cfg, loop = self.cfg, train_loop(ctx.spec.dataset, self.cfg.batch)
         batch_cfg = dataclasses.replace(cfg, batch=loop.batch or cfg.batch)
-        gen = torch.Generator().manual_seed(ctx.spec.seed)
-        torch.manual_seed(ctx.spec.seed)
-        model = to_device(self.build_model(num_classes), ctx.device)
-        data = [self._working(s, ctx) for s in fit]
-        loss_fn = build_loss(cfg.loss, num_classes, ignore)
-        opt = build_optimizer(cfg, model.parameters())
+        gen, model, data, loss_fn, opt = self._setup(fit, num_classes, ignore, ctx)
         stop = LastBatchStop(loop.start_iteration, loop.max_break)
         history = History(SETTINGS.max_points)
         resume = loop_state({"model": model, "opt": opt, "stop": stop, "history": history}, gen, loop.max_epochs)
@@ -246,6 +236,18 @@ class SupervisedMethod(Plugin):
             resume.step_done(epoch + 1)
         stage.close()
         return model.eval()
+
+    def _setup(self, fit: list[Sample], num_classes: int, ignore: int, ctx: RunContext) -> tuple[
+            torch.Generator, nn.Module, list[tuple[torch.Tensor, np.ndarray]], Callable[..., torch.Tensor],
+            torch.optim.Optimizer]:
+        """What both loops start from, seeded by the run: its generator, the network on the device,
+        the working-size images, the loss and the optimiser."""
+        torch_gen = torch.Generator().manual_seed(ctx.spec.seed)
+        torch.manual_seed(ctx.spec.seed)
+        model = to_device(self.build_model(num_classes), ctx.device)
+        data = [self._working(s, ctx) for s in fit]
+        loss_fn = build_loss(self.cfg.loss, num_classes, ignore)
+        return torch_gen, model, data, loss_fn, build_optimizer(self.cfg, model.parameters())
 
     def _step(self, model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor],
               batch: tuple[torch.Tensor, torch.Tensor], ctx: RunContext) -> torch.Tensor:
