@@ -9,6 +9,7 @@ shape does not match its image's aspect is refused. Label 255 means ignore.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,16 @@ def _image_paths(folder: Path, cfg: DdpmSegConfig) -> list[Path]:
     return sorted(images, key=lambda p: natural_key(p.stem))
 
 
+# np.load parses each header with ast.literal_eval; CPython 3.11 (3.11.7 is what CI runs) keeps the AST
+# constructor's recursion depth in state shared by threads, so two parses at once in
+# load_parallel's pool can fail with "SystemError: AST constructor recursion depth mismatch".
+_NPY_LOCK = threading.Lock()
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        label = np.load(path, allow_pickle=False)
+        with _NPY_LOCK:
+            label = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(path, f"cannot read .npy label: {exc}") from exc
     if not isinstance(label, np.ndarray) or label.ndim != 2:
