@@ -269,7 +269,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def _table(args: argparse.Namespace, sweep, runs=None) -> int:
     from bench.sweep_table import sweep_rows
-    from bench.table_render import render_records
+    from bench.tables import render_records
 
     fmt, every = getattr(args, "format", "markdown"), getattr(args, "all", False)
     selected = sweep_rows(sweep, every=every, runs=runs, references=args.reference)

@@ -15,7 +15,7 @@ from bench.errors import ConfigError
 from bench.presets import PRESETS
 from bench.protocol import PROTOCOLS
 from bench.slurm_config import SlurmConfig, parse_slurm
-from bench.smoke_config import SmokeConfig, parse_smoke
+from bench.smoke import SmokeConfig, parse_smoke
 
 EXECUTORS = ("local", "debug", "slurm")
 DEFAULT_SEEDS = tuple(range(10))

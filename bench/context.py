@@ -42,7 +42,7 @@ class SpecView(Protocol):
     def output(self) -> str: ...
 
     @property
-    def smoke(self) -> Any: ...  # a bench.smoke.SmokeRun for `bench run --smoke`, else None
+    def smoke(self) -> Any: ...  # a bench.smoke.run.SmokeRun for `bench run --smoke`, else None
 
     @property
     def run_id(self) -> str: ...

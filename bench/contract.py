@@ -29,7 +29,7 @@ from bench.plugin import Plugin
 from bench.presets import PRESETS
 from bench.progress import collect_histories
 from bench.registry import KINDS
-from bench.smoke_config import SmokeConfig
+from bench.smoke import SmokeConfig
 
 if TYPE_CHECKING:
     from bench.ssl import SSLMethod
@@ -191,7 +191,7 @@ def _schedule_problems(cls: type[SSLMethod]) -> list[str]:
     `desc` of each `bench.pretrain.pretrain` loop) are exactly the keys of `schedules()`, which
     `bench run --smoke` scales its measured steps by and the data-parallel checks read batches from."""
     from bench.runner import RunSpec
-    from bench.smoke import smoke_overrides
+    from bench.smoke.run import smoke_overrides
 
     tiny = cls.presets["tiny"]
     capped = dataclasses.replace(tiny, **smoke_overrides(tiny, "medical", SmokeConfig(steps=1, batch=2)))

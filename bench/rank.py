@@ -20,8 +20,8 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
-from bench.table import CFG, OWN, PERCENT, SOURCE, TableConfig, wilcoxon_p
-from bench.table_formats import Grid, Head, Text, html_table, latex, markdown
+from bench.tables.cells import CFG, OWN, PERCENT, SOURCE, TableConfig, wilcoxon_p
+from bench.tables.formats import Grid, Head, Text, html_table, latex, markdown
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from bench.errors import ConfigError
 from bench.records import load_records
 from bench.report_provenance import provenance_html
 from bench.store import TMP_PREFIX, atomic_write_bytes
-from bench.table import CELL, ResultTable, summarise, table_from_json
-from bench.table_formats import html_table
-from bench.table_render import footnotes, render_records, result_grid
+from bench.tables.cells import CELL, ResultTable, summarise, table_from_json
+from bench.tables.formats import html_table
+from bench.tables.render import footnotes, render_records, result_grid
 
 
 @dataclass(frozen=True)

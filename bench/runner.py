@@ -68,7 +68,7 @@ class RunSpec:
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     robustness: Robustness | None = None  # also test the trained model on corrupted test images
     shards: int | None = None  # `[pretrain] shards`: how pre-training cuts its batch (not in run_id)
-    smoke: Any = None  # a bench.smoke.SmokeRun: a few steps on a few images, measured (bench run --smoke)
+    smoke: Any = None  # a bench.smoke.run.SmokeRun: a few steps on a few images, measured (bench run --smoke)
     # Table 8: a linear probe of the frozen backbone on whole-image classes (bench.linear_probe), not
     # a segmentation run; the same runner, executors and record.
     linear_probe: LinearProbeConfig | None = None
@@ -204,7 +204,7 @@ class RunSpec:
             elif self.smoke is None:
                 plugin.build_stage(artefact, RunContext(spec=self, device=device))
             else:
-                from bench.smoke import measured_pretrain
+                from bench.smoke.run import measured_pretrain
 
                 with measured_pretrain(self, artefact, device):
                     plugin.build_stage(artefact, RunContext(spec=self, device=device))
@@ -242,7 +242,7 @@ def execute(spec: RunSpec, progress: bool = False, checkpoint_every_s: float | N
     labelled = [train[i] for i in label_subset(len(train), spec.fraction, spec.seed, subset_rule(plugin.cfg), train.names)]
     smoke = None
     if spec.smoke is not None:
-        from bench.smoke import SmokeSession
+        from bench.smoke.run import SmokeSession
 
         smoke = SmokeSession(spec, plugin.cfg, device, labelled, test)
         labelled, test = smoke.labelled, smoke.test

@@ -23,9 +23,9 @@ from bench.data.registry import clear_cache
 from bench.errors import BenchError
 from bench.records import read_record
 from bench.runner import RunSpec, check_output_layout, domain_of, pending, validate_data
-from bench.smoke import smoke_specs
-from bench.smoke_config import FOLDER
-from bench.smoke_report import render_estimates, render_suggestions
+from bench.smoke import FOLDER
+from bench.smoke.report import render_estimates, render_suggestions
+from bench.smoke.run import smoke_specs
 from bench.store import check_writable, remove_stale_temporaries
 
 

@@ -277,7 +277,7 @@ class SSLMethod(Plugin):
         def build() -> dict[str, Any]:
             start = time.perf_counter()
             images = pretrain_pool(source.spec.dataset, source.spec.root)
-            if ctx.spec.smoke is not None:  # a few steps need a few images (bench.smoke.SmokeRun.pool)
+            if ctx.spec.smoke is not None:  # a few steps need a few images (bench.smoke.run.SmokeRun.pool)
                 images = ctx.spec.smoke.pool(images, self.cfg)
             # the pool at the working scale of the data set it comes from
             with collect_histories() as history, pool_floor(scale_floor(source.spec.dataset, source.spec.root)):

@@ -2,7 +2,7 @@
 
 A primitive with no bench imports: the training loops (pre-training, probe, supervised) call
 `STEPS.start(stage)` before their first step and `STEPS.tick(stage)` after each one, which costs
-a clock read. `bench.estimates` turns the durations into full-run estimates.
+a clock read. `bench.smoke.estimates` turns the durations into full-run estimates.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from bench.errors import BenchError
 from bench.provenance import SHORT_HASH
 from bench.records import load_records
 from bench.runner import RunSpec, expand
-from bench.table import SOURCE, RecordRow, aggregate, config_id, tabulable
+from bench.tables.cells import SOURCE, RecordRow, aggregate, config_id, tabulable
 from bench.trivial import cells_of, reference_rows
 
 

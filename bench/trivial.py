@@ -228,7 +228,7 @@ def cells_of(records: Iterable[dict[str, Any]], sweep: "SweepConfig") -> list[Ce
 
 
 def reference_rows(output: str | Path, cells: Iterable[Cell], cfg: TrivialConfig = CFG) -> list[dict[str, Any]]:
-    """Table rows (bench.table's shape) of the trivial predictor for each cell that could be scored."""
+    """Table rows (the shape of bench.tables.cells) of the trivial predictor for each cell that could be scored."""
     rows = []
     for (dataset, _root, fraction), entry in cached_scores(output, cells, cfg).items():
         rows.append({"dataset": dataset, "fraction": fraction, "method": cfg.method,

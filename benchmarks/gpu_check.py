@@ -42,12 +42,12 @@ from predict_perf import SHAPES as PREDICT_SHAPES, PerfConfig as PredictConfig, 
 from bench import registry  # noqa: E402
 from bench.device import fast_paths, pick_device  # noqa: E402
 from bench.errors import one_line  # noqa: E402
-from bench.estimates import pretrain_stages, run_stages  # noqa: E402
 from bench.probe.feature_cache import CACHE as FEATURES  # noqa: E402
 from bench.runner import RunSpec, domain_of  # noqa: E402
-from bench.smoke import SmokeRun, smoke_overrides  # noqa: E402
-from bench.smoke_config import SmokeConfig  # noqa: E402
-from bench.smoke_report import duration  # noqa: E402
+from bench.smoke import SmokeConfig  # noqa: E402
+from bench.smoke.estimates import pretrain_stages, run_stages  # noqa: E402
+from bench.smoke.report import duration  # noqa: E402
+from bench.smoke.run import SmokeRun, smoke_overrides  # noqa: E402
 
 from probe_perf import PerfConfig, measure_speed  # noqa: E402
 

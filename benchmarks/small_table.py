@@ -4,7 +4,7 @@ every run, summed from the records' `total_s`).
 
 The rows come from `bench.sweep_table.sweep_rows` (the records `bench table` shows, aggregated
 where every table's numbers are made); this script only lays them out wide, as a
-`bench.table_formats.Grid`. With `--write FILE` it replaces the table between the markers
+`bench.tables.formats.Grid`. With `--write FILE` it replaces the table between the markers
 `<!-- small-table -->` and `<!-- /small-table -->` in FILE, so the README never holds a number
 typed by hand:
 
@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bench.config import load_config
 from bench.errors import BenchError
-from bench.published import published
 from bench.sweep_table import sweep_rows
-from bench.table import RecordRow
-from bench.table_formats import Grid, Head, Text, markdown
-from bench.table_render import mean_std, num, published_text
+from bench.tables.cells import RecordRow
+from bench.tables.formats import Grid, Head, Text, markdown
+from bench.tables.paper import published
+from bench.tables.render import mean_std, num, published_text
 
 BEGIN, END = "<!-- small-table -->", "<!-- /small-table -->"
 METRIC = "dice"

@@ -246,7 +246,7 @@ for info in pkgutil.iter_modules(bench.experiments.__path__):
 assert matplotlib.rcParams._get_backend_or_none() is None, matplotlib.rcParams._get_backend_or_none()
 matplotlib.use("svg")
 from bench.experiments.figures import bar_figure
-from bench.table import ResultTable
+from bench.tables import ResultTable
 fig = bar_figure(ResultTable(rows=["a"], columns=["c"], values={("a", "c"): {0: 1.0, 1: 2.0}}))
 fig.savefig(sys.argv[1] + "/f.png")
 assert matplotlib.get_backend() == "svg" and "matplotlib.pyplot" not in sys.modules

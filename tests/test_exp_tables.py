@@ -22,9 +22,9 @@ from bench.errors import BenchError
 from bench.experiments import get
 from bench.experiments.base import ExperimentContext, Variant
 from bench.experiments.tables import ResultTable, collect, summarise, write_tables
-from bench.published import TABLE1_METHODS
 from bench.store import atomic_write_json
-from bench.table_render import result_csv
+from bench.tables import TABLE1_METHODS
+from bench.tables.render import result_csv
 from tests.conftest import make_sweep
 
 COL = "X"
@@ -95,7 +95,7 @@ def test_reference_row_is_the_best_mean_and_gets_no_p() -> None:
 
 def summarise_lines(table: ResultTable) -> list[str]:
     from bench.experiments.tables import footnotes
-    from bench.table_render import render_result
+    from bench.tables import render_result
 
     stats = summarise(table)
     return render_result(table, stats, footnotes(table, stats))["md"].splitlines()
@@ -112,7 +112,7 @@ def test_lower_is_better_and_a_published_mean_without_std() -> None:
 
 
 def test_one_seed_has_an_undefined_std_in_every_format() -> None:
-    from bench.table_render import STD_NOTE
+    from bench.tables.render import STD_NOTE
 
     table = _table({("a", COL): {3: 50.0}, ("b", COL): {0: 40.0, 1: 42.0}})
     assert summarise(table)[("a", COL)].std is None

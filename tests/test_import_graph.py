@@ -80,6 +80,13 @@ def test_the_graph_is_read() -> None:
     assert "bench.runner" in g["bench.executors.local"]
 
 
+def test_the_smoke_package_exports_only_its_settings() -> None:
+    """bench.config reads `[smoke]` through bench.smoke, so the package imports no run code."""
+    g = graph()
+    assert g["bench.smoke"] == {"bench.smoke.config"}
+    assert "bench.smoke" in g["bench.config"]
+
+
 def test_no_import_cycle() -> None:
     assert cycles(graph()) == []
 

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from bench.published import (
+from bench.tables.paper import (
     ABLATIONS,
     PUBLISHED,
     TABLE1_METHODS,

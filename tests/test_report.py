@@ -228,7 +228,7 @@ def test_the_report_writes_nothing_but_the_page(tmp_path: Path) -> None:
 def test_bold_best_and_significance_dagger_survive(tmp_path: Path) -> None:
     """From the table's data: the best mean in <strong>, a significant gap keeps its †."""
     from bench.experiments.tables import CFG as TABLES, ResultTable, write_tables
-    from bench.table import table_from_json
+    from bench.tables.cells import table_from_json
 
     sweep = load_config(write_sweep(tmp_path, SWEEP))
     ctx = ExperimentContext(name="marks", sweep=sweep)

@@ -19,8 +19,8 @@ import pytest
 from bench import registry
 from bench.cli import main
 from bench.records import load_records
-from bench.smoke import smoke_overrides
-from bench.smoke_config import parse_smoke
+from bench.smoke import parse_smoke
+from bench.smoke.run import smoke_overrides
 from tests.conftest import make_sweep, write_monuseg_case
 
 SIDE = 320  # > the small preset's 256-px cap, so the resize path runs (raised above the cap by the nuclei)

@@ -13,9 +13,9 @@ from bench.config import load_config
 from bench.protocol import official_pins
 from bench.records import load_records
 from bench.runner import domain_of, expand
-from bench.smoke import BATCH_FIELDS, EPOCH_FIELDS, STEP_FIELDS, smoke_overrides, smoke_specs
-from bench.smoke_config import SmokeConfig
-from bench.smoke_report import render_suggestions
+from bench.smoke import SmokeConfig
+from bench.smoke.report import render_suggestions
+from bench.smoke.run import BATCH_FIELDS, EPOCH_FIELDS, STEP_FIELDS, smoke_overrides, smoke_specs
 from tests.conftest import make_sweep, sweep_toml, write_sweep
 
 SMOKE = {"smoke": {"steps": 2, "probe_ensemble": 2}}

@@ -103,8 +103,7 @@ def test_csv_columns_say_what_they_are(two_configs, capsys) -> None:
 
 
 def test_published_values_land_in_their_own_columns() -> None:
-    from bench.table import aggregate
-    from bench.table_render import render_records
+    from bench.tables import aggregate, render_records
 
     record = {"dataset": "glas", "fraction": 0.1, "method": "unet", "seed": 0, "preset": "paper",
               "run_id": "glas-f0.1-unet-s0-0123456789", "metrics": {"dice": 0.8, "aji_paper": 0.5}}
@@ -116,9 +115,9 @@ def test_published_values_land_in_their_own_columns() -> None:
 
 
 def test_published_glas_numbers_stand_beside_the_paper_variants_where_recorded() -> None:
-    from bench.published import published
-    from bench.table import aggregate
-    from bench.table_render import PAPER_NOTE, render_records
+    from bench.tables.cells import aggregate
+    from bench.tables.paper import published
+    from bench.tables.render import PAPER_NOTE, render_records
 
     def rec(dataset: str, seed: int, metrics: dict[str, float], config: str = "0123456789") -> dict:
         return {"dataset": dataset, "fraction": 0.1, "method": "unet", "seed": seed, "preset": "paper",
@@ -151,8 +150,7 @@ def test_published_glas_numbers_stand_beside_the_paper_variants_where_recorded()
 
 def test_wall_column_sums_the_cells_run_times_pretraining_once() -> None:
     """A method's cost is the sum of its cells': the run that built the backbone carries it."""
-    from bench.table import aggregate
-    from bench.table_render import render_records
+    from bench.tables import aggregate, render_records
 
     def rec(seed: int, total: float | None) -> dict:
         timings = {} if total is None else {"total_s": total, "pretrain_s": 900.0}
@@ -197,8 +195,8 @@ def test_trivial_on_real_glas_is_all_foreground_66_02() -> None:
 def test_one_record_has_an_undefined_std_in_every_format() -> None:
     """n = 1: "± n/a" in Markdown, LaTeX and HTML (never "± 0.00"), an empty std in the CSV; a
     trivial value stays bare (a constant, not a mean over seeds)."""
-    from bench.table import aggregate
-    from bench.table_render import STD_NOTE, render_records
+    from bench.tables.cells import aggregate
+    from bench.tables.render import STD_NOTE, render_records
 
     record = {"dataset": "synthetic-glands", "fraction": 1.0, "method": "unet", "seed": 0, "preset": "tiny",
               "run_id": "x-0123456789", "metrics": {"dice": 0.8}}

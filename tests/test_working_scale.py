@@ -25,7 +25,7 @@ from bench.data import clear_cache, get_dataset, registry as data_registry, scal
 from bench.data.fingerprint import clear_cache as clear_fingerprints
 from bench.data.scale import SCALE_RULE, object_sizes, scale_floor, scale_record, working_size
 from bench.imaging import target_size
-from bench.table import working_side
+from bench.tables.cells import working_side
 from tests.conftest import REPO
 
 TOLERANCE = 0.02  # AJI the ground truth may lose on the round trip where the rule applies

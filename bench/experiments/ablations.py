@@ -3,7 +3,7 @@
 Each row is a `Variant` whose params override one config field of the plugin; everything else
 (bench.toml's `[params.METHOD]`, the preset) stays as in Table 1, so a row with the default
 setting is the very run Table 1 made and its record is reused. The columns are the data sets and
-label fractions the paper printed (bench.published.ABLATIONS); a data set without a root in
+label fractions the paper printed (bench.tables.paper.ABLATIONS); a data set without a root in
 bench.toml is left out with a note. Each table also gets a small figure: ours beside the paper.
 
 - table3: pre-training at one fixed timestep instead of t ~ U{0..T-1} (`fixed_t`). The fixed t is
@@ -32,8 +32,8 @@ from bench.experiments.tables import (
     trivial_references,
     write_tables,
 )
-from bench.published import ABLATIONS, ablation
 from bench.runner import RunSpec
+from bench.tables import ABLATIONS, ablation
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from bench import registry
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.figures import palette, save_figure
 from bench.experiments.tables import ResultTable, collect, column_label, method_label, ordered_runs, write_tables
-from bench.published import published
 from bench.runner import RunSpec
-from bench.table import seed_mean_std
+from bench.tables import published, seed_mean_std
 
 
 @dataclass(frozen=True)

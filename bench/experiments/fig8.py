@@ -22,11 +22,10 @@ import numpy as np
 from bench.corruptions import PAPER_CORRUPTIONS, SEVERITIES, Robustness
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.tables import DATASET_LABELS, METRIC_LABELS, ResultTable, method_label, write_tables
-from bench.published import TABLE1_METHODS
 from bench.records import is_number
 from bench.runner import RunSpec
 from bench.store import atomic_write_bytes
-from bench.table import seed_mean_std
+from bench.tables import TABLE1_METHODS, seed_mean_std
 
 METHODS: tuple[str, ...] = TABLE1_METHODS  # plus bench.toml's other methods, after these
 

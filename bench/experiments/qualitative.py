@@ -23,10 +23,10 @@ from bench.errors import DataError
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment, medical_datasets
 from bench.experiments.figures import save_figure
 from bench.experiments.tables import DATASET_LABELS, method_label
-from bench.published import TABLE1_METHODS
 from bench.records import read_record
 from bench.runner import RunSpec
 from bench.store import atomic_write_bytes
+from bench.tables import TABLE1_METHODS
 from bench.thumbnails import THUMBNAILS, spread_indices, thumbnail
 
 RGB = tuple[int, int, int]

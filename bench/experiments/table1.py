@@ -23,8 +23,8 @@ from bench.experiments.tables import (
     trivial_references,
     write_tables,
 )
-from bench.published import TABLE1_METHODS, published
 from bench.runner import RunSpec
+from bench.tables import TABLE1_METHODS, published
 
 
 @dataclass(frozen=True)

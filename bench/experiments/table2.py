@@ -28,8 +28,8 @@ from bench.experiments.tables import (
     trivial_references,
     write_tables,
 )
-from bench.published import published
 from bench.runner import RunSpec
+from bench.tables import published
 
 
 @dataclass(frozen=True)

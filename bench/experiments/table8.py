@@ -11,12 +11,12 @@ from pathlib import Path
 from bench.experiments.base import Experiment, ExperimentContext, Variant, experiment
 from bench.experiments.tables import ResultTable, write_tables
 from bench.linear_probe import DATASET, LINEAR_PROBE_PRESETS, METRIC, backbone_overrides
-from bench.published import ABLATIONS
 from bench.runner import RunSpec
+from bench.tables import ABLATIONS
 
 COLUMN = "CIFAR-10 top-1"
 METHODS = ("ddpm", "mdm")  # the rows of Table 8 this harness implements
-# Printed rows: (method, variant) of bench.published's Table 8 cells -> the row label.
+# Printed rows: (method, variant) of bench.tables.paper's Table 8 cells -> the row label.
 ROW_LABELS: dict[tuple[str, str], str] = {
     ("mocov1", "resnet50"): "MoCov1 (ResNet-50)",
     ("mocov2", ""): "MoCov2",

@@ -1,9 +1,9 @@
 """Result tables of the experiments: ours beside the paper's numbers, with a paired significance test.
 
-Every experiment renders through `ResultTable` + `write_tables`, so all tables read the same way
-(`bench.table` computes the cells, `bench.table_render` prints them, as for `bench table`). This
-module builds the grid of runs behind a table, reads their records, and names things as the paper
-prints them.
+Every experiment renders through `ResultTable` + `write_tables`, so all tables read the same
+way (`bench.tables.cells` computes the cells, `bench.tables.render` prints them, as for `bench
+table`). This module builds the grid of runs behind a table, reads their records, and names things
+as the paper prints them.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from bench.errors import BenchError
 from bench.experiments.base import Variant
 from bench.records import is_number, read_record
 from bench.store import atomic_write_bytes, atomic_write_json
-from bench.table import CFG, PERCENT, Cell, CellStats, ResultTable, TableConfig, summarise, table_to_json
-from bench.table_render import footnotes, render_result
+from bench.tables.cells import CFG, PERCENT, Cell, CellStats, ResultTable, TableConfig, summarise, table_to_json
+from bench.tables.render import footnotes, render_result
 
 if TYPE_CHECKING:
     from bench.experiments.base import ExperimentContext

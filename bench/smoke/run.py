@@ -23,7 +23,7 @@ import torch
 from bench import registry
 from bench.data.types import Dataset, Sample
 from bench.protocol import official_pins
-from bench.smoke_config import FOLDER, SmokeConfig
+from bench.smoke.config import FOLDER, SmokeConfig
 from bench.steptime import STEPS, peak_memory, reset_peak_memory
 
 # The Config fields a smoke run caps, by what they count. A method whose loop has another
@@ -156,7 +156,7 @@ class SmokeSession:
 
     def finish(self, timings: dict[str, float]) -> dict[str, Any]:
         """The record's `smoke` field: settings, peak memory, step times, full-run estimates."""
-        from bench.estimates import estimate_stages
+        from bench.smoke.estimates import estimate_stages
 
         plugin_cls = registry.get(self.spec.method)
         real_cfg = plugin_cls.resolve_config(self.spec.preset, self.spec.smoke.real_params)

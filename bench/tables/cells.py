@@ -1,6 +1,6 @@
 """Records into table cells: mean, sample std and n, beside the published numbers (REFERENCE §9).
 
-The one place where a table's numbers are made; `bench.table_render` prints them. Two shapes:
+The one place where a table's numbers are made; `bench.tables.render` prints them. Two shapes:
 - a `ResultTable` (the experiments): rows (methods, variants) x columns (a metric of a data set at
   a fraction), each cell {seed: value}; `summarise` adds the difference to the paper, the best mean
   of each column and a paired Wilcoxon signed-rank test against it. Pairing by seed matters: rows
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from bench.provenance import SHORT_HASH
-from bench.published import published_beside
+from bench.tables.paper import published_beside
 
 Cell = tuple[str, str]  # (row, column)
 PERCENT = 100.0         # records hold fractions, tables show percent
@@ -223,7 +223,7 @@ def tabulable(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 def aggregate(records: Iterable[dict[str, Any]], references: Iterable[dict[str, Any]] = ()) -> list[RecordRow]:
     """One row per cell and configuration, sorted by data set, fraction (largest first), then the
     methods before their cell's reference rows; the published value where the paper has one, beside
-    the metric that restates the paper's computation where the records hold it (bench.published)."""
+    the metric that restates the paper's computation where the records hold it (bench.tables.paper)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in records:
         key = (r["dataset"], r["fraction"], r["method"], str(r.get("preset", UNKNOWN)), config_id(r),

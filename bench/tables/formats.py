@@ -1,6 +1,6 @@
 """One writer per format for any table grid: Markdown, LaTeX and HTML.
 
-A `Grid` is what a table shows, already as text (bench.table_render makes it from the numbers);
+A `Grid` is what a table shows, already as text (bench.tables.render makes it from the numbers);
 the writers only decide how a cell's parts (its number, bold for the column's best, the
 significance mark, "(n=...)") are marked up, so every format says the same thing.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-from bench.table import CFG
+from bench.tables.cells import CFG
 
 
 @dataclass(frozen=True)

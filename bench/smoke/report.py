@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.estimates import pretrain_stages, run_stages
 from bench.slurm_config import KINDS, SlurmConfig
-from bench.smoke_config import SmokeConfig
+from bench.smoke.config import SmokeConfig
+from bench.smoke.estimates import pretrain_stages, run_stages
 
 GIB = 2**30
 

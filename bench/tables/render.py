@@ -1,10 +1,11 @@
 """Tables as text: the two layouts, and CSV straight from the numbers.
 
-`bench.table` makes the numbers; `result_grid` (the experiments' `ResultTable`) and `records_grid`
-(`bench table`) lay them out as a `bench.table_formats.Grid`, which one writer per format prints
-(Markdown, LaTeX, HTML), so a number reads the same in every table and format: mean ± std with
-the decimals of `bench.table.CFG`, "± n/a" where n = 1 (the sample std of one value is undefined,
-never 0), a reference (trivial) value bare, "—" where a result table has no value.
+`bench.tables.cells` makes the numbers; `result_grid` (the experiments' `ResultTable`) and
+`records_grid` (`bench table`) lay them out as a `bench.tables.formats.Grid`, which one writer per
+format prints (Markdown, LaTeX, HTML), so a number reads the same in every table and format: mean
+± std with the decimals of `bench.tables.cells.CFG`, "± n/a" where n = 1 (the sample std of one
+value is undefined, never 0), a reference (trivial) value bare, "—" where a result table has no
+value.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import io
 import math
 
 from bench.data.scale import SCALE_RULE
-from bench.table import CFG, OWN, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
-from bench.table_formats import Grid, Head, Text, html_table, latex, markdown
+from bench.tables.cells import CFG, OWN, Cell, CellStats, RecordRow, ResultTable, TableConfig, metrics_of
+from bench.tables.formats import Grid, Head, Text, html_table, latex, markdown
 
 DASH = "—"   # no value
 NA = "n/a"   # the std of a single value
