@@ -415,7 +415,7 @@ class SSLMethod(Plugin):
         def windows(crops: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
             read = reader.read(crops, f"{split}/{sample.name}", positions)
             if official:  # the official probe: one classifier's logits, blended
-                return torch.stack([predict_logits(probe, maps, (w, w), scale=scale) for maps, scale in read])
+                return predict_logits(probe, [maps for maps, _ in read], (w, w), [scale for _, scale in read])
             return predict_window_votes(probe, [maps for maps, _ in read], (w, w), [scale for _, scale in read])
 
         scores = sliding_window_predict(x, w, self.cfg.overlap, self.cfg.window_batch, windows)

@@ -249,3 +249,33 @@ def test_extraction_draws_shared_noise_fresh_masks_fresh_test_noise() -> None:
             assert torch.equal(a, b) and torch.equal(a[0], a[1])
         test = read(Draws(torch.Generator().manual_seed(0)))
         assert not torch.equal(test[0], test[1])  # fresh noise (and masks) per window
+
+
+def test_the_labelled_pixels_are_found_on_the_host_in_the_masks_order() -> None:
+    from bench.probe.official import _labelled
+
+    labels = torch.tensor([0, 255, 1, 1, 255, 0])
+    y, keep = _labelled(labels, 255, torch.device("cpu"))
+    assert keep is not None and keep.tolist() == [0, 2, 3, 5]
+    assert torch.equal(y, labels[labels != 255])
+    y, keep = _labelled(torch.tensor([0, 1, 1]), 255, torch.device("cpu"))
+    assert keep is None and y.tolist() == [0, 1, 1]
+
+
+@torch.no_grad()
+def test_official_windows_predicted_together_equal_one_by_one() -> None:
+    from bench.probe.mlp import EnsembleMLP
+    from bench.probe.official import predict_logits
+    from bench.probe.predict import chunk_logits
+
+    torch.manual_seed(0)
+    probe = EnsembleMLP(1, 12, 3, (16, 8), 0.02, 0.1, 1e-5, [torch.Generator().manual_seed(0)]).eval()
+    windows = [[torch.rand(8, 8, 8), torch.rand(4, 16, 16)] for _ in range(3)]
+    scales = [1.0, 0.5, 2.0]
+    together = predict_logits(probe, windows, (32, 32), scales)
+    assert together.shape == (3, 3, 32, 32)
+    for b, (maps, scale) in enumerate(zip(windows, scales)):
+        alone = torch.empty(3, 32, 32)
+        for r0, r1, logits in chunk_logits(probe, maps, (32, 32), scale, 5):  # rows in chunks of 5
+            alone[:, r0:r1] = logits[0].T.reshape(3, r1 - r0, 32)
+        torch.testing.assert_close(together[b], alone)

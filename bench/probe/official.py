@@ -17,7 +17,7 @@ from torch import Tensor
 
 from bench.official import LastBatchStop, ProbeLoop
 from bench.probe.mlp import EnsembleMLP
-from bench.probe.predict import chunk_logits
+from bench.probe.predict import window_logits
 from bench.probe.sampler import member_generators
 from bench.probe.train import ProbeConfig, make_optimizer
 from bench.progress import SETTINGS, History, StageLog
@@ -71,14 +71,15 @@ def train_official_probe(features: CropFeatures, dim: int, images: Sequence[tupl
             last = torch.zeros((), device=device)
             for chunk in torch.randperm(len(data), generator=gen).split(loop.crops_per_step):
                 crops, labels = zip(*(random_crop(data[i][0], data[i][1], window, ignore_index, gen) for i in chunk.tolist()))
-                x = torch.stack(crops).to(device)
-                y = torch.stack(labels).to(device).reshape(-1)
+                x = torch.stack(crops).to(device, non_blocking=True)
+                y, keep = _labelled(torch.stack(labels).reshape(-1), ignore_index, device)
                 with torch.no_grad():
                     feats = features(x)
                 pixels = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-                keep = y != ignore_index
-                logits = probe(pixels[keep].float()[None])[0]
-                loss = F.cross_entropy(logits, y[keep])
+                if keep is not None:
+                    pixels = pixels.index_select(0, keep)
+                logits = probe(pixels.float()[None])[0]
+                loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -91,14 +92,27 @@ def train_official_probe(features: CropFeatures, dim: int, images: Sequence[tupl
     return probe.eval()
 
 
+def _labelled(labels: Tensor, ignore: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The crops' labelled pixels: their labels on the device, and the positions to keep there
+    (None: every pixel). Found on the host, where the labels are made, so the step never waits
+    on the device to learn how many pixels it trains on."""
+    keep = labels != ignore
+    if bool(keep.all()):
+        return labels.to(device, non_blocking=True), None
+    index = keep.nonzero().squeeze(1)
+    return labels[index].to(device, non_blocking=True), index.to(device, non_blocking=True)
+
+
 @torch.no_grad()
-def predict_logits(probe: EnsembleMLP, maps: Sequence[Tensor], out_hw: tuple[int, int],
-                   scale: float = 1.0) -> Tensor:
-    """(C, H, W) float32 logits of a one-classifier probe on a window's native-size maps (on
-    the CPU): what the official test blends across sliding windows before its argmax."""
+def predict_logits(probe: EnsembleMLP, windows: Sequence[Sequence[Tensor]], out_hw: tuple[int, int],
+                   scales: Sequence[float]) -> Tensor:
+    """(B, C, H, W) float32 logits of a one-classifier probe on B windows' native-size maps (on
+    the CPU): what the official test blends across sliding windows before its argmax. The
+    windows go through the projected path together, as many a chunk as its budget holds."""
     if probe.members != 1:
         raise ValueError(f"the official probe is one classifier, got {probe.members}")
-    out = torch.empty(probe.num_classes, *out_hw)
-    for r0, r1, logits in chunk_logits(probe, maps, out_hw, scale, None):
-        out[:, r0:r1] = logits[0].T.reshape(probe.num_classes, r1 - r0, out_hw[1]).float().cpu()
-    return out
+    h, w = out_hw
+    out = torch.empty(len(windows), probe.num_classes, h, w, device=probe.weights[0].device)
+    for a, b, r0, r1, logits in window_logits(probe, windows, out_hw, scales, None, "projected"):
+        out[a:b, :, r0:r1] = logits[0].reshape(b - a, r1 - r0, w, probe.num_classes).permute(0, 3, 1, 2)
+    return out.cpu()  # the call's one copy to the host
