@@ -10,10 +10,11 @@ the CPU with other work do not set the estimate. "CPU share" is the runs' CPU se
 wall x threads (for records that carry `cpu_s`; "-" for older ones): single-threaded
 stages keep it under 1 even alone, so a share well under the same method's on a quiet machine
 says its runs shared the machine. With `--budget-h` the last lines say how far the quiet block
-is from the budget and which stages alone exceed it (the small preset's floor: the GlaS block of
-table1 in 3 h, docs/small-preset.md):
+is from the budget and which stages alone exceed it. Each protocol's sweep is its own
+configuration, so the converged and the official GlaS blocks are split by two calls:
 
-    python benchmarks/block_time.py --config results/glas-small/bench.toml [--budget-h 3]
+    python benchmarks/block_time.py --config results/glas-small/bench.toml [--budget-h H]
+    python benchmarks/block_time.py --config results/glas-small/official.toml
 """
 from __future__ import annotations
 
