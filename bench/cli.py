@@ -19,6 +19,7 @@ from bench.errors import BenchError, ConfigError
 
 if TYPE_CHECKING:
     from bench.config import SweepConfig
+    from bench.runner import RunSpec
 
 DEFAULT_CONFIG = "bench.toml"
 RANK_METRIC = "dice"
@@ -193,12 +194,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     if any(r.run_id not in had and r.record_path.is_file() for r in runs):
         # new records: the sweep's pictures again (a finished sweep's rerun writes nothing)
-        _write_sweep_figures(sweep)
+        _write_sweep_figures(sweep, runs)
     _table(args, sweep, runs)  # the sweep and runs of this command, not read and built again
     return code
 
 
-def _write_sweep_figures(sweep: SweepConfig) -> None:
+def _write_sweep_figures(sweep: SweepConfig, runs: list[RunSpec]) -> None:
     """The `sweep` experiment's figures (per-seed scores, learning curves, predictions) from the
     records there are, under OUTPUT/sweep/ for `bench report`; a failure is a warning, not a
     failed sweep (the runs are done)."""
@@ -206,7 +207,7 @@ def _write_sweep_figures(sweep: SweepConfig) -> None:
     from bench.experiments.base import run_experiment
 
     try:
-        run_experiment("sweep", sweep, quiet=True, run_missing=False)
+        run_experiment("sweep", sweep, quiet=True, run_missing=False, sweep_runs=runs)
     except Exception as exc:
         print(f"bench: warning: the sweep's figures were not written: {one_line(exc)}", file=sys.stderr)
 

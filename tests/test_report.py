@@ -305,3 +305,22 @@ def test_chromium_flags_a_figure_that_does_not_decode(report: Path, tmp_path: Pa
     dom = _headless(chromium, tmp_path / "profile", "--dump-dom", broken.as_uri())
     n = 1 + len(SWEEP_FIGURES)
     assert 'data-images-ok="false"' in dom.stdout and f'data-images-loaded="{n - 1}/{n}"' in dom.stdout
+
+
+def test_the_sweep_figures_use_the_runs_bench_run_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench run` hands its expanded runs on: the sweep's figures never expand the sweep again."""
+    import bench.experiments.sweep as sweep_experiment
+    from bench.experiments.base import run_experiment
+    from bench.runner import expand
+
+    sweep = load_config(write_sweep(tmp_path, SWEEP))
+    runs = expand(sweep)
+
+    def again(_: object) -> None:
+        raise AssertionError("the sweep was expanded again")
+
+    monkeypatch.setattr(sweep_experiment, "expand", again)
+    code, _ = run_experiment("sweep", sweep, quiet=True, run_missing=False, sweep_runs=runs)
+    assert code == 0
+    with pytest.raises(AssertionError, match="expanded again"):
+        run_experiment("sweep", sweep, quiet=True, run_missing=False)

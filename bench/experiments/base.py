@@ -45,6 +45,9 @@ class ExperimentContext:
     # The run ids whose records (or predictions) `write` has read so far, in order: every file it
     # writes names them (a table's stem.json, a figure's), and `bench report` reads them there.
     read: list[str] = field(default_factory=list)
+    # The sweep's runs, expanded once: given by a caller that has them (`bench run`), or built by the
+    # first experiment that needs them and then carried.
+    sweep_runs: list[RunSpec] | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -148,16 +151,18 @@ def get(name: str) -> type[Experiment]:
 
 
 def run_experiment(name: str, sweep: SweepConfig, quiet: bool = False,
-                   launch: Callable[..., int] | None = None, run_missing: bool = True) -> tuple[int, list[Path]]:
+                   launch: Callable[..., int] | None = None, run_missing: bool = True,
+                   sweep_runs: list[RunSpec] | None = None) -> tuple[int, list[Path]]:
     """Run what `name` is missing, then write its files. Returns (exit code, files written).
 
     With `run_missing=False` nothing runs: the files show the records there are (a sweep still
-    queued on Slurm, or one cut short), and missing runs only lower a cell's n.
+    queued on Slurm, or one cut short), and missing runs only lower a cell's n. `sweep_runs`: the
+    sweep's runs where the caller has expanded them already.
     """
     from bench.launch import launch as default_launch
 
     exp = get(name)()
-    ctx = ExperimentContext(name=name, sweep=sweep, quiet=quiet, run_missing=run_missing)
+    ctx = ExperimentContext(name=name, sweep=sweep, quiet=quiet, run_missing=run_missing, sweep_runs=sweep_runs)
     runs = exp.runs(ctx)
     code = 0
     if run_missing:

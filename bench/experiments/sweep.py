@@ -122,7 +122,9 @@ class Sweep(Experiment):
     title = "This sweep: per-seed scores beside the trivial row, learning curves, predictions"
 
     def runs(self, ctx: ExperimentContext) -> list[RunSpec]:
-        return expand(ctx.sweep)
+        if ctx.sweep_runs is None:
+            ctx.sweep_runs = expand(ctx.sweep)
+        return ctx.sweep_runs
 
     def write(self, ctx: ExperimentContext) -> list[Path]:
         specs = self.runs(ctx)
