@@ -68,13 +68,13 @@ def _dataset_grid(dataset: str, fractions: list[float], methods: tuple[str, ...]
             pub = published(dataset, f, method, METRIC)
             cells.append(Text("" if pub is None else published_text(pub)))
         body.append(cells + [Text(f"{wall / HOUR:.2f}" if wall else "") for wall in walls])
-    refs = {r.fraction: r for r in rows[0] if r.reference}
+    refs = {r.fraction: r for rs in rows for r in rs if r.reference}  # one constant per cell, whatever the sweep
     if refs:
         cells = [Text("trivial (reference: a constant, never trained)", reference=True)]
         for f in fractions:
             value = refs[f].cells.get(METRIC) if f in refs else None
-            cells += [Text("" if value is None or value.mean is None else num(value.mean), reference=True)]
-            cells += [Text("")] * len(rows)
+            cells += [Text("" if value is None or value.mean is None else num(value.mean), reference=True)] * len(rows)
+            cells += [Text("")]
         body.append(cells + [Text("")] * len(rows))
     return Grid(head, body, right=len(head))  # left-aligned, as GitHub shows a plain table
 
