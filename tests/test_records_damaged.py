@@ -96,10 +96,10 @@ FIELD_CASES = [(field, label, value) for field, required, _ in SCHEMA
 
 
 def test_the_schema_accepts_the_records_the_runner_writes() -> None:
-    """The 240 committed glas-small records (every method of the small preset) pass."""
+    """The committed glas-small records (every method of the small preset, both protocols) pass."""
     folder = Path(__file__).resolve().parents[1] / "results" / "glas-small" / "records"
     bad = {p.name: schema_problem(json.loads(p.read_text())) for p in folder.glob("*.json")}
-    assert len(bad) == 240 and {k: v for k, v in bad.items() if v} == {}
+    assert len(bad) >= 240 and {k: v for k, v in bad.items() if v} == {}  # the converged 240 and the official
 
 
 @pytest.mark.parametrize(("field", "label", "value"), FIELD_CASES, ids=[f"{f}-{label}" for f, label, _ in FIELD_CASES])
